@@ -1,0 +1,248 @@
+//! Turning events into bytes for text outputs (console, files, sockets).
+
+use std::io::Write;
+
+use chrono::SecondsFormat;
+use serde::ser::{SerializeMap, Serializer};
+
+use crate::batch::Batch;
+use crate::event::{keys, Event, Value};
+
+/// How an event is written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The raw message, one per line.
+    Text,
+    /// One JSON object per line: timestamp, message, source, stream and every field.
+    Json,
+    /// The live monitor's console line:
+    /// `[14:23:46] ANOMALY - score: 3.67 (threshold: 2.45) - "Unexpected error" ⚠️`.
+    Deepsentry,
+    /// The alert file's block (`TIMESTAMP=`, `SCORE=`, `THRESHOLD=`, `MESSAGE=`,
+    /// `CONTEXT_WINDOW=`), written for anomalies only.
+    Alert,
+}
+
+/// Appends `event` encoded as `encoding` to `out`, newline-terminated. Returns `false` (and
+/// writes nothing) when the encoding skips this event: [`Encoding::Alert`] for an event not
+/// flagged as an anomaly.
+pub fn encode(encoding: Encoding, event: &Event, out: &mut Vec<u8>) -> bool {
+    match encoding {
+        Encoding::Text => {
+            out.extend_from_slice(event.message_bytes());
+            out.push(b'\n');
+        }
+        Encoding::Json => {
+            encode_json(event, out);
+            out.push(b'\n');
+        }
+        Encoding::Deepsentry => encode_console(event, out),
+        Encoding::Alert => return encode_alert(event, out),
+    }
+    true
+}
+
+/// Appends every event of `batch` to `out`; returns how many were written (an encoding may
+/// skip some, see [`encode`]).
+pub fn encode_batch(encoding: Encoding, batch: &Batch, out: &mut Vec<u8>) -> usize {
+    batch
+        .events
+        .iter()
+        .filter(|event| encode(encoding, event, out))
+        .count()
+}
+
+fn float_field(event: &Event, key: &str) -> Option<f64> {
+    match event.fields.get(key)? {
+        Value::Float(x) => Some(*x),
+        Value::Int(x) => Some(*x as f64),
+        _ => None,
+    }
+}
+
+fn is_anomaly(event: &Event) -> bool {
+    matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)))
+}
+
+fn encode_console(event: &Event, out: &mut Vec<u8>) {
+    let time = event.timestamp.format("%H:%M:%S");
+    let _ = match (
+        float_field(event, keys::ANOMALY_SCORE),
+        float_field(event, keys::ANOMALY_THRESHOLD),
+    ) {
+        (Some(score), Some(threshold)) => {
+            let anomaly = is_anomaly(event);
+            writeln!(
+                out,
+                "[{time}] {} - score: {score:.2} (threshold: {threshold:.2}) - \"{}\"{}",
+                if anomaly { "ANOMALY" } else { "Normal" },
+                event.message(),
+                if anomaly { " ⚠️" } else { "" },
+            )
+        }
+        _ => writeln!(out, "[{time}] {}", event.message()),
+    };
+}
+
+/// Quotes `text` for a `KEY="value"` line: backslash, quote and line breaks escaped, so each
+/// value stays on one line and can be parsed back.
+fn write_quoted(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            c => {
+                let mut utf8 = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+fn encode_alert(event: &Event, out: &mut Vec<u8>) -> bool {
+    if !is_anomaly(event) {
+        return false;
+    }
+    let _ = writeln!(
+        out,
+        "TIMESTAMP={}",
+        event.timestamp.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    let score = float_field(event, keys::ANOMALY_SCORE).unwrap_or(f64::NAN);
+    let threshold = float_field(event, keys::ANOMALY_THRESHOLD).unwrap_or(f64::NAN);
+    let _ = writeln!(out, "SCORE={score:.2}\nTHRESHOLD={threshold:.2}");
+    out.extend_from_slice(b"MESSAGE=");
+    write_quoted(out, event.message());
+    out.extend_from_slice(b"\nCONTEXT_WINDOW=");
+    let context = match event.fields.get(keys::CONTEXT_WINDOW) {
+        Some(Value::Str(s)) => s.as_str(),
+        _ => "",
+    };
+    write_quoted(out, context);
+    out.extend_from_slice(b"\n\n");
+    true
+}
+
+struct JsonValue<'a>(&'a Value);
+
+impl serde::Serialize for JsonValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Str(v) => s.serialize_str(v),
+            Value::Float(v) => s.serialize_f64(*v),
+            Value::Int(v) => s.serialize_i64(*v),
+            Value::Bool(v) => s.serialize_bool(*v),
+        }
+    }
+}
+
+struct JsonEvent<'a>(&'a Event);
+
+impl serde::Serialize for JsonEvent<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let event = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry(
+            "timestamp",
+            &event.timestamp.to_rfc3339_opts(SecondsFormat::Micros, true),
+        )?;
+        map.serialize_entry("message", event.message())?;
+        map.serialize_entry("source", &*event.origin.source)?;
+        map.serialize_entry("stream", &*event.origin.stream)?;
+        for (key, value) in event.fields.iter() {
+            map.serialize_entry(key, &JsonValue(value))?;
+        }
+        map.end()
+    }
+}
+
+fn encode_json(event: &Event, out: &mut Vec<u8>) {
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &JsonEvent(event));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Origin;
+    use chrono::TimeZone;
+
+    fn scored(message: &str, score: f64, anomaly: bool) -> Event {
+        let ts = chrono::Utc
+            .with_ymd_and_hms(2022, 1, 15, 14, 23, 47)
+            .unwrap();
+        let mut event = Event::from_str(message, ts, Origin::new("in", "app.log"));
+        event
+            .fields
+            .insert(keys::ANOMALY_SCORE, Value::Float(score));
+        event
+            .fields
+            .insert(keys::ANOMALY_THRESHOLD, Value::Float(2.45));
+        event.fields.insert(keys::IS_ANOMALY, Value::Bool(anomaly));
+        event.fields.insert(
+            keys::CONTEXT_WINDOW,
+            Value::Str("Verification complete → Unexpected error".into()),
+        );
+        event
+    }
+
+    fn encoded(encoding: Encoding, event: &Event) -> String {
+        let mut out = Vec::new();
+        encode(encoding, event, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn console_line_matches_the_live_monitor_format() {
+        assert_eq!(
+            encoded(
+                Encoding::Deepsentry,
+                &scored("Unexpected error", 3.67, true)
+            ),
+            "[14:23:47] ANOMALY - score: 3.67 (threshold: 2.45) - \"Unexpected error\" ⚠️\n"
+        );
+        assert_eq!(
+            encoded(
+                Encoding::Deepsentry,
+                &scored("Got block report", 0.21, false)
+            ),
+            "[14:23:47] Normal - score: 0.21 (threshold: 2.45) - \"Got block report\"\n"
+        );
+    }
+
+    #[test]
+    fn alert_block_only_for_anomalies_and_quoted() {
+        assert_eq!(
+            encoded(
+                Encoding::Alert,
+                &scored("Unexpected \"db\" error", 3.67, true)
+            ),
+            "TIMESTAMP=2022-01-15T14:23:47Z\nSCORE=3.67\nTHRESHOLD=2.45\n\
+             MESSAGE=\"Unexpected \\\"db\\\" error\"\n\
+             CONTEXT_WINDOW=\"Verification complete → Unexpected error\"\n\n"
+        );
+        let mut out = Vec::new();
+        assert!(!encode(
+            Encoding::Alert,
+            &scored("fine", 0.1, false),
+            &mut out
+        ));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn json_has_message_origin_and_fields() {
+        let line = encoded(Encoding::Json, &scored("a \"quoted\" line", 0.5, false));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["message"], "a \"quoted\" line");
+        assert_eq!(value["source"], "in");
+        assert_eq!(value["stream"], "app.log");
+        assert_eq!(value["anomaly_score"], 0.5);
+        assert_eq!(value["is_anomaly"], false);
+        assert_eq!(value["timestamp"], "2022-01-15T14:23:47.000000Z");
+    }
+}

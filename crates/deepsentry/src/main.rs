@@ -1,0 +1,217 @@
+//! The `deepsentry` command: runs pipelines, validates configs, lists plugins.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use deepsentry_core::config::{self, PipelineConfig};
+use deepsentry_core::metrics::Metrics;
+use deepsentry_core::registry::{self, ComponentKind};
+use deepsentry_core::topology::{self, RunOutcome};
+use deepsentry_core::ShutdownSignal;
+
+// Plugins register themselves at link time; naming each crate here links it in.
+use deepsentry_sink_blackhole as _;
+use deepsentry_sink_console as _;
+use deepsentry_sink_file as _;
+use deepsentry_source_demo as _;
+use deepsentry_source_file as _;
+use deepsentry_source_stdin as _;
+use deepsentry_source_tcp as _;
+
+/// The pipeline `deepsentry run` uses when no `-c` is given (a copy of
+/// `pipelines/default.yml`, built into the binary so it runs from anywhere).
+const DEFAULT_PIPELINE: &str = include_str!("../../../pipelines/default.yml");
+
+/// Exit status for a bad config (sysexits.h `EX_CONFIG`).
+const EX_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deepsentry",
+    version,
+    about = "A log processor with a learned anomaly detector",
+    long_about = "A log processor with a learned anomaly detector.\n\n\
+                  With no command, runs the built-in default pipeline."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline until its sources end or SIGINT/SIGTERM.
+    Run {
+        /// Pipeline config (YAML). Without it, the built-in default pipeline runs.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Seconds to let the pipeline drain after a shutdown signal before stopping anyway.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+        grace_period: f64,
+    },
+    /// Check a pipeline config and exit: 0 when valid, 78 when not.
+    Validate {
+        /// Pipeline config (YAML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List every source, transform and sink this binary knows.
+    Plugins,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run {
+        config: None,
+        grace_period: 30.0,
+    }) {
+        Command::Run {
+            config,
+            grace_period,
+        } => run(config, Duration::from_secs_f64(grace_period.max(0.0))),
+        Command::Validate { config } => validate(&config),
+        Command::Plugins => {
+            list_plugins();
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries data); `DEEPSENTRY_LOG` (or `RUST_LOG`) sets the filter.
+fn init_logging() {
+    let filter = std::env::var("DEEPSENTRY_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+fn load(config: Option<&PathBuf>) -> Result<PipelineConfig, ExitCode> {
+    let loaded = match config {
+        Some(path) => config::load_file(path),
+        None => config::load_str(DEFAULT_PIPELINE, "<built-in default pipeline>"),
+    };
+    match loaded {
+        Ok(pipeline) => {
+            for warning in &pipeline.warnings {
+                tracing::warn!("{warning}");
+            }
+            Ok(pipeline)
+        }
+        Err(errors) => {
+            eprintln!("invalid config:\n{errors}");
+            Err(ExitCode::from(EX_CONFIG))
+        }
+    }
+}
+
+fn validate(path: &PathBuf) -> ExitCode {
+    match load(Some(path)) {
+        Ok(pipeline) => {
+            println!(
+                "{}: valid ({} components)",
+                path.display(),
+                pipeline.components.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn list_plugins() {
+    for kind in [
+        ComponentKind::Source,
+        ComponentKind::Transform,
+        ComponentKind::Sink,
+    ] {
+        println!("{}:", kind.section());
+        for plugin in registry::plugins().into_iter().filter(|p| p.kind == kind) {
+            println!("  {:<12} {}", plugin.name, plugin.description);
+        }
+    }
+}
+
+fn run(config: Option<PathBuf>, grace_period: Duration) -> ExitCode {
+    let pipeline = match load(config.as_ref()) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("deepsentry")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = Metrics::default();
+    let shutdown = ShutdownSignal::new();
+    let outcome = runtime.block_on(async {
+        watch_signals(shutdown.clone());
+        topology::run(pipeline, metrics.clone(), shutdown, grace_period).await
+    });
+    // A read of standard input cannot be cancelled and would keep a plain drop of the runtime
+    // waiting for the next line; everything that matters has finished by now.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    report(&metrics);
+    match outcome {
+        Ok(RunOutcome::Finished { failed }) if failed.is_empty() => ExitCode::SUCCESS,
+        Ok(RunOutcome::Finished { .. }) | Ok(RunOutcome::Forced { .. }) => ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: stop the sources and drain. Second: exit at once.
+fn watch_signals(shutdown: ShutdownSignal) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("signal received: draining the pipeline (send it again to exit at once)");
+        shutdown.trigger();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+}
+
+/// One log line per component with its counters, so a run says what it did and dropped.
+fn report(metrics: &Metrics) {
+    let mut by_component: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (key, value) in metrics.snapshot() {
+        if key.reason.is_some() && value == 0 {
+            continue;
+        }
+        let name = match key.reason {
+            Some(reason) => format!("{}{{reason={reason}}}", key.name),
+            None => key.name.to_string(),
+        };
+        by_component
+            .entry(key.component)
+            .or_default()
+            .push(format!("{name}={value}"));
+    }
+    for (component, counters) in by_component {
+        tracing::info!(component = %component, "{}", counters.join(" "));
+    }
+}

@@ -1,0 +1,118 @@
+//! The `console` sink: writes events to stdout (or stderr), one line each.
+
+use async_trait::async_trait;
+use deepsentry_core::codec::{encode_batch, Encoding};
+use deepsentry_core::{BuildContext, Sink, SinkConfig, SinkContext};
+use serde::Deserialize;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// How the console shows events.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleFormat {
+    /// The live monitor's line: `[14:23:46] ANOMALY - score: 3.67 (threshold: 2.45) - "..." ⚠️`
+    /// (just `[time] message` for events without a score). The default.
+    #[default]
+    Deepsentry,
+    /// The raw message.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Which stream the console sink writes to.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleTarget {
+    /// Standard output (the default).
+    #[default]
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Settings of the `console` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSinkConfig {
+    /// `deepsentry` (default), `text` or `json`.
+    #[serde(default)]
+    pub format: ConsoleFormat,
+    /// `stdout` (default) or `stderr`.
+    #[serde(default)]
+    pub target: ConsoleTarget,
+}
+
+deepsentry_core::register_sink!(
+    "console",
+    "Writes events to stdout or stderr (formats: deepsentry, text, json)",
+    ConsoleSinkConfig
+);
+
+impl ConsoleFormat {
+    fn encoding(self) -> Encoding {
+        match self {
+            ConsoleFormat::Deepsentry => Encoding::Deepsentry,
+            ConsoleFormat::Text => Encoding::Text,
+            ConsoleFormat::Json => Encoding::Json,
+        }
+    }
+}
+
+#[async_trait]
+impl SinkConfig for ConsoleSinkConfig {
+    async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl Sink for ConsoleSinkConfig {
+    async fn run(self: Box<Self>, mut cx: SinkContext) -> anyhow::Result<()> {
+        let mut writer: Box<dyn AsyncWrite + Unpin + Send> = match self.target {
+            ConsoleTarget::Stdout => Box::new(tokio::io::stdout()),
+            ConsoleTarget::Stderr => Box::new(tokio::io::stderr()),
+        };
+        let delivered = cx.metrics.counter("events_delivered");
+        let dropped = cx.metrics.dropped("output_closed");
+        let encoding = self.format.encoding();
+        let mut buf = Vec::with_capacity(64 * 1024);
+        while let Some(batch) = cx.input.recv().await {
+            buf.clear();
+            encode_batch(encoding, &batch, &mut buf);
+            let written = async {
+                writer.write_all(&buf).await?;
+                writer.flush().await
+            }
+            .await;
+            if let Err(e) = written {
+                // The reader of our output is gone (a closed pipe): nothing more can be shown.
+                batch.fail();
+                dropped.add(batch.len() as u64);
+                anyhow::bail!(
+                    "cannot write to {:?} ({e}); dropped {} events",
+                    self.target,
+                    batch.len()
+                );
+            }
+            delivered.add(batch.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_and_defaults() {
+        let config: ConsoleSinkConfig = serde_yaml::from_str("format: json").unwrap();
+        assert_eq!(config.format, ConsoleFormat::Json);
+        assert_eq!(config.target, ConsoleTarget::Stdout);
+        let err = serde_yaml::from_str::<ConsoleSinkConfig>("format: xml").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("expected one of `deepsentry`, `text`, `json`"));
+    }
+}

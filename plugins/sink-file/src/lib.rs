@@ -1,0 +1,165 @@
+//! The `file` sink: appends events to a file, flushed after every batch.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use deepsentry_core::codec::{encode_batch, Encoding};
+use deepsentry_core::{BuildContext, Sink, SinkConfig, SinkContext};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+/// How events are written to the file.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// The raw message, one per line (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// The alert block of the live monitor (`TIMESTAMP=`, `SCORE=`, `THRESHOLD=`, `MESSAGE=`,
+    /// `CONTEXT_WINDOW=`), for anomalies only.
+    Alert,
+}
+
+/// Settings of the `file` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The file to write; parent directories are created.
+    pub path: PathBuf,
+    /// Append to an existing file (default `true`); `false` truncates it at start.
+    #[serde(default = "default_append")]
+    pub append: bool,
+    /// `text` (default), `json` or `alert`.
+    #[serde(default)]
+    pub format: FileFormat,
+    /// How many times a failed write is retried (with a doubling pause from 100 ms) before the
+    /// batch is dropped and counted. Default 5.
+    #[serde(default = "default_write_retries")]
+    pub write_retries: u32,
+}
+
+fn default_append() -> bool {
+    true
+}
+
+fn default_write_retries() -> u32 {
+    5
+}
+
+deepsentry_core::register_sink!(
+    "file",
+    "Appends events to a file (formats: text, json, alert)",
+    FileSinkConfig
+);
+
+impl FileFormat {
+    fn encoding(self) -> Encoding {
+        match self {
+            FileFormat::Text => Encoding::Text,
+            FileFormat::Json => Encoding::Json,
+            FileFormat::Alert => Encoding::Alert,
+        }
+    }
+}
+
+/// A `file` sink with its file open.
+#[derive(Debug)]
+pub struct FileSink {
+    config: FileSinkConfig,
+    file: tokio::fs::File,
+}
+
+#[async_trait]
+impl SinkConfig for FileSinkConfig {
+    async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(self.append)
+            .write(true)
+            .truncate(!self.append)
+            .open(&self.path)
+            .await
+            .with_context(|| format!("cannot open {} for writing", self.path.display()))?;
+        Ok(Box::new(FileSink {
+            config: self.clone(),
+            file,
+        }))
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn run(mut self: Box<Self>, mut cx: SinkContext) -> anyhow::Result<()> {
+        let delivered = cx.metrics.counter("events_delivered");
+        let dropped = cx.metrics.dropped("write_failed");
+        let encoding = self.config.format.encoding();
+        let path = self.config.path.display().to_string();
+        let mut buf = Vec::with_capacity(256 * 1024);
+        while let Some(batch) = cx.input.recv().await {
+            buf.clear();
+            encode_batch(encoding, &batch, &mut buf);
+            let mut pause = Duration::from_millis(100);
+            let mut attempt = 0;
+            loop {
+                let result = async {
+                    self.file.write_all(&buf).await?;
+                    self.file.flush().await
+                }
+                .await;
+                match result {
+                    Ok(()) => {
+                        delivered.add(batch.len() as u64);
+                        break;
+                    }
+                    Err(e) if attempt < self.config.write_retries => {
+                        attempt += 1;
+                        tracing::warn!(sink = %cx.id, %path, "write failed ({e}); retry {attempt} in {pause:?}");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    Err(e) => {
+                        batch.fail();
+                        dropped.add(batch.len() as u64);
+                        tracing::error!(
+                            sink = %cx.id,
+                            %path,
+                            events = batch.len(),
+                            "write failed ({e}) after {attempt} retries; batch dropped"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        self.file
+            .sync_all()
+            .await
+            .with_context(|| format!("cannot fsync {path}"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_valid_formats() {
+        let config: FileSinkConfig = serde_yaml::from_str("path: /tmp/x.log").unwrap();
+        assert!(config.append);
+        assert_eq!(config.format, FileFormat::Text);
+        let err = serde_yaml::from_str::<FileSinkConfig>("path: x\nformat: csv").unwrap_err();
+        assert!(err.to_string().contains("`text`, `json`, `alert`"));
+        let err = serde_yaml::from_str::<FileSinkConfig>("format: json").unwrap_err();
+        assert!(err.to_string().contains("missing field `path`"));
+    }
+}

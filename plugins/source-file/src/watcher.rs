@@ -1,0 +1,403 @@
+//! The reading side of the `file` source: discovers files, reads them in large chunks, notices
+//! rotation and truncation. Runs on a blocking thread.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use deepsentry_core::ack::AckRegistrar;
+use deepsentry_core::framing::LineFramer;
+use deepsentry_core::lines::LineDecoder;
+use deepsentry_core::metrics::ComponentMetrics;
+use deepsentry_core::{Batch, Event, Origin, Output, ShutdownSignal, MAX_BATCH_EVENTS};
+
+use crate::checkpoints::{CheckpointEntry, CheckpointUpdate};
+use crate::ReadFrom;
+
+/// How many leading bytes identify a file's content next to its inode.
+const HEAD_BYTES: u64 = 256;
+/// How many bytes one file may be read in a row before the others get a turn.
+const FAIR_SHARE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What the reader needs from the source config.
+#[derive(Debug)]
+pub struct ReaderSettings {
+    pub source_id: String,
+    pub patterns: Vec<glob::Pattern>,
+    pub excludes: Vec<glob::Pattern>,
+    pub read_from: ReadFrom,
+    pub max_line_bytes: usize,
+    pub poll_interval: Duration,
+    pub glob_interval: Duration,
+    pub rotate_wait: Duration,
+    pub exit_on_eof: bool,
+}
+
+fn file_key(meta: &std::fs::Metadata) -> String {
+    format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// FNV-1a, stable across builds and platforms (the checkpoint file outlives the binary).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn head(file: &mut File, len: u64) -> std::io::Result<(u64, u64)> {
+    let mut buf = vec![0; len.min(HEAD_BYTES) as usize];
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(&mut buf)?;
+    Ok((buf.len() as u64, fnv1a(&buf)))
+}
+
+/// One open file being read.
+struct Watcher {
+    path: PathBuf,
+    key: String,
+    file: File,
+    /// Bytes read from the file so far (its read position).
+    pos: u64,
+    head_len: u64,
+    head_hash: u64,
+    framer: LineFramer,
+    decoder: LineDecoder,
+    /// When the path stopped pointing at this file (renamed or deleted away).
+    rotated_at: Option<Instant>,
+    /// When this watcher last read nothing.
+    idle_since: Option<Instant>,
+}
+
+/// Discovers and reads the files; see the module docs.
+pub struct Reader {
+    settings: ReaderSettings,
+    resume: BTreeMap<String, CheckpointEntry>,
+    registrar: AckRegistrar<CheckpointUpdate>,
+    out: Output,
+    shutdown: ShutdownSignal,
+    metrics: ComponentMetrics,
+    watchers: Vec<Watcher>,
+    /// Paths that failed to open, so the failure is logged once rather than every scan.
+    unreadable: BTreeSet<PathBuf>,
+}
+
+/// The output has no consumer left.
+struct Closed;
+
+impl Reader {
+    pub fn new(
+        settings: ReaderSettings,
+        resume: BTreeMap<String, CheckpointEntry>,
+        registrar: AckRegistrar<CheckpointUpdate>,
+        out: Output,
+        shutdown: ShutdownSignal,
+        metrics: ComponentMetrics,
+    ) -> Self {
+        Self {
+            settings,
+            resume,
+            registrar,
+            out,
+            shutdown,
+            metrics,
+            watchers: Vec::new(),
+            unreadable: BTreeSet::new(),
+        }
+    }
+
+    /// Reads until shutdown, until every consumer is gone, or (with `exit_on_eof`) until every
+    /// file is read to its end.
+    pub fn run(mut self) -> anyhow::Result<()> {
+        let mut last_scan: Option<Instant> = None;
+        let mut first_scan = true;
+        while !self.shutdown.is_triggered() {
+            if last_scan.is_none_or(|t| t.elapsed() >= self.settings.glob_interval) {
+                self.scan(first_scan);
+                if first_scan {
+                    self.forget_vanished();
+                    first_scan = false;
+                }
+                last_scan = Some(Instant::now());
+            }
+            let mut progressed = false;
+            for i in 0..self.watchers.len() {
+                match self.read_watcher(i) {
+                    Ok(read) => progressed |= read,
+                    Err(Closed) => return Ok(()),
+                }
+            }
+            if progressed {
+                continue;
+            }
+            if self.settings.exit_on_eof {
+                return self.finish_all().or(Ok(()));
+            }
+            if self.check_files() {
+                last_scan = None;
+                continue;
+            }
+            std::thread::sleep(self.settings.poll_interval);
+        }
+        Ok(())
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        self.settings.excludes.iter().any(|p| p.matches_path(path))
+    }
+
+    /// Expands the patterns and opens files not yet watched.
+    fn scan(&mut self, at_startup: bool) {
+        let mut paths = Vec::new();
+        for pattern in &self.settings.patterns {
+            match glob::glob(pattern.as_str()) {
+                Ok(found) => paths.extend(found.flatten()),
+                Err(e) => tracing::warn!(pattern = %pattern, "bad pattern: {e}"),
+            }
+        }
+        for path in paths {
+            if self.excluded(&path) {
+                continue;
+            }
+            let meta = match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => meta,
+                _ => continue,
+            };
+            let key = file_key(&meta);
+            if self.watchers.iter().any(|w| w.key == key) {
+                continue;
+            }
+            match self.open(&path, key, meta.len(), at_startup) {
+                Ok(watcher) => {
+                    self.unreadable.remove(&path);
+                    tracing::info!(
+                        source = %self.settings.source_id,
+                        file = %path.display(),
+                        offset = watcher.pos,
+                        "watching file"
+                    );
+                    self.watchers.push(watcher);
+                }
+                Err(e) => {
+                    if self.unreadable.insert(path.clone()) {
+                        tracing::warn!(
+                            source = %self.settings.source_id,
+                            file = %path.display(),
+                            "cannot open: {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        path: &Path,
+        key: String,
+        len: u64,
+        at_startup: bool,
+    ) -> std::io::Result<Watcher> {
+        let mut file = File::open(path)?;
+        let (head_len, head_hash) = head(&mut file, len)?;
+        let start = match self.resume.remove(&key) {
+            Some(cp)
+                if cp.offset <= len
+                    && cp.head_len <= head_len
+                    && head(&mut file, cp.head_len)?.1 == cp.head_hash =>
+            {
+                cp.offset
+            }
+            Some(_) => {
+                tracing::info!(
+                    source = %self.settings.source_id,
+                    file = %path.display(),
+                    "checkpoint does not match the file (truncated or replaced); reading from the start"
+                );
+                0
+            }
+            None if at_startup && self.settings.read_from == ReadFrom::End => len,
+            None => 0,
+        };
+        file.seek(SeekFrom::Start(start))?;
+        let origin = Origin::new(
+            self.settings.source_id.as_str(),
+            path.to_string_lossy().as_ref(),
+        );
+        Ok(Watcher {
+            path: path.to_path_buf(),
+            key,
+            file,
+            pos: start,
+            head_len,
+            head_hash,
+            framer: LineFramer::new(self.settings.max_line_bytes),
+            decoder: LineDecoder::new(origin, &self.metrics, self.settings.max_line_bytes),
+            rotated_at: None,
+            idle_since: None,
+        })
+    }
+
+    /// Checkpoints of files not found at start-up are dropped.
+    fn forget_vanished(&mut self) {
+        for (key, entry) in std::mem::take(&mut self.resume) {
+            drop(self.registrar.register(CheckpointUpdate::Forget {
+                key,
+                path: entry.path,
+            }));
+        }
+    }
+
+    /// Sends a batch of `w`'s lines with a checkpoint update riding along.
+    fn send(&mut self, i: usize, events: Vec<Event>) -> Result<(), Closed> {
+        let w = &mut self.watchers[i];
+        // The head hash can only grow up to HEAD_BYTES; refresh it while the file is young.
+        if w.head_len < HEAD_BYTES && w.pos > w.head_len {
+            if let Ok(h) = head(&mut w.file, w.pos) {
+                (w.head_len, w.head_hash) = h;
+            }
+            let _ = w.file.seek(SeekFrom::Start(w.pos));
+        }
+        let update = CheckpointUpdate::Advance {
+            key: w.key.clone(),
+            entry: CheckpointEntry {
+                path: w.path.clone(),
+                offset: w.pos - w.framer.buffered() as u64,
+                head_len: w.head_len,
+                head_hash: w.head_hash,
+            },
+            lines: events.len() as u64,
+        };
+        let token = self.registrar.register(update);
+        self.out
+            .blocking_send(Batch::with_ack(events, token))
+            .map_err(|_| Closed)
+    }
+
+    /// Reads what watcher `i` has, up to a fair share; returns whether anything was read.
+    fn read_watcher(&mut self, i: usize) -> Result<bool, Closed> {
+        let mut events = Vec::with_capacity(MAX_BATCH_EVENTS);
+        let mut read_total = 0u64;
+        loop {
+            let w = &mut self.watchers[i];
+            let n = match w.framer.read_from(&mut w.file) {
+                Ok(n) => n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(file = %w.path.display(), "read failed: {e}");
+                    0
+                }
+            };
+            w.pos += n;
+            read_total += n;
+            loop {
+                let w = &mut self.watchers[i];
+                let room = MAX_BATCH_EVENTS - events.len();
+                let added = w.decoder.drain(&mut w.framer, &mut events, room, false);
+                if events.len() == MAX_BATCH_EVENTS {
+                    let full = std::mem::replace(&mut events, Vec::with_capacity(MAX_BATCH_EVENTS));
+                    self.send(i, full)?;
+                } else if added < room {
+                    break;
+                }
+            }
+            if n == 0 || read_total >= FAIR_SHARE_BYTES || self.shutdown.is_triggered() {
+                break;
+            }
+        }
+        if !events.is_empty() {
+            self.send(i, events)?;
+        }
+        let w = &mut self.watchers[i];
+        if read_total > 0 {
+            w.idle_since = None;
+        } else if w.idle_since.is_none() {
+            w.idle_since = Some(Instant::now());
+        }
+        Ok(read_total > 0)
+    }
+
+    /// At end of every file: notices truncation, rotation and deletion, and closes rotated
+    /// files that stayed quiet for `rotate_wait`. Returns whether a rescan is due (a rotated
+    /// path probably holds a new file).
+    fn check_files(&mut self) -> bool {
+        let mut rescan = false;
+        let mut i = 0;
+        while i < self.watchers.len() {
+            let w = &mut self.watchers[i];
+            let current = std::fs::metadata(&w.path).ok();
+            let same_file = current.as_ref().is_some_and(|m| file_key(m) == w.key);
+            if same_file && w.rotated_at.is_none() {
+                let len = current.as_ref().map_or(0, |m| m.len());
+                if len < w.pos {
+                    tracing::warn!(
+                        source = %self.settings.source_id,
+                        file = %w.path.display(),
+                        "file was truncated; reading it again from the start"
+                    );
+                    self.metrics.counter("files_truncated").inc();
+                    let _ = w.file.seek(SeekFrom::Start(0));
+                    w.pos = 0;
+                    w.head_len = 0;
+                    w.framer = LineFramer::new(self.settings.max_line_bytes);
+                    rescan = true;
+                }
+                i += 1;
+                continue;
+            }
+            if w.rotated_at.is_none() {
+                w.rotated_at = Some(Instant::now());
+                rescan = true;
+                tracing::info!(
+                    source = %self.settings.source_id,
+                    file = %w.path.display(),
+                    "file was rotated or deleted; finishing the old one"
+                );
+            }
+            let quiet = w
+                .idle_since
+                .is_some_and(|t| t.elapsed() >= self.settings.rotate_wait);
+            let waited = w
+                .rotated_at
+                .is_some_and(|t| t.elapsed() >= self.settings.rotate_wait);
+            if quiet && waited {
+                // Done with the old file: send its unterminated last line, if any, then forget it.
+                let mut events = Vec::new();
+                w.decoder
+                    .drain(&mut w.framer, &mut events, usize::MAX, true);
+                if !events.is_empty() && self.send(i, events).is_err() {
+                    return false;
+                }
+                let w = self.watchers.remove(i);
+                drop(self.registrar.register(CheckpointUpdate::Forget {
+                    key: w.key,
+                    path: w.path,
+                }));
+                continue;
+            }
+            i += 1;
+        }
+        rescan
+    }
+
+    /// `exit_on_eof`: every file is at its end; send the unterminated last lines too.
+    fn finish_all(&mut self) -> Result<(), Closed> {
+        for i in 0..self.watchers.len() {
+            let mut events = Vec::new();
+            let w = &mut self.watchers[i];
+            w.decoder
+                .drain(&mut w.framer, &mut events, usize::MAX, true);
+            if !events.is_empty() {
+                self.send(i, events)?;
+            }
+        }
+        tracing::info!(
+            source = %self.settings.source_id,
+            files = self.watchers.len(),
+            "every file read to its end (exit_on_eof)"
+        );
+        Ok(())
+    }
+}

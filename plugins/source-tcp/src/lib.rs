@@ -1,0 +1,251 @@
+//! The `tcp` source: newline-delimited lines over TCP, either accepting connections
+//! (`mode: server`) or connecting out and reconnecting with backoff (`mode: client`, what the
+//! live monitor's `log_file: /dev/tcp/HOST/PORT` means).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use deepsentry_core::framing::LineFramer;
+use deepsentry_core::lines::{pump, LineDecoder, PumpEnd, DEFAULT_MAX_LINE_BYTES};
+use deepsentry_core::metrics::ComponentMetrics;
+use deepsentry_core::output::Output;
+use deepsentry_core::{BuildContext, Origin, ShutdownSignal, Source, SourceConfig, SourceContext};
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Whether the source listens or connects.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpMode {
+    /// Listen on `address` and accept many clients (the default).
+    #[default]
+    Server,
+    /// Connect to `address`, read, and reconnect with backoff whenever the connection ends.
+    Client,
+}
+
+/// Settings of the `tcp` source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSourceConfig {
+    /// `server` (default) or `client`.
+    #[serde(default)]
+    pub mode: TcpMode,
+    /// Server: the address to listen on (`0.0.0.0:9000`). Client: the peer (`localhost:9999`).
+    pub address: String,
+    /// Server: the most clients served at once; further clients wait in the listen backlog.
+    /// Default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Lines longer than this many bytes are truncated (and counted). Default 102400.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Client: the longest pause between reconnection attempts, in seconds (the pause starts
+    /// at 0.1 s and doubles). Default 30.
+    #[serde(default = "default_reconnect_max_secs")]
+    pub reconnect_max_secs: f64,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_max_line_bytes() -> usize {
+    DEFAULT_MAX_LINE_BYTES
+}
+
+fn default_reconnect_max_secs() -> f64 {
+    30.0
+}
+
+deepsentry_core::register_source!(
+    "tcp",
+    "Reads lines from TCP: a server for many clients, or a reconnecting client",
+    TcpSourceConfig
+);
+
+/// A built `tcp` source.
+#[derive(Debug)]
+pub enum TcpSource {
+    /// Listening.
+    Server(TcpSourceConfig, TcpListener),
+    /// Will connect.
+    Client(TcpSourceConfig),
+}
+
+#[async_trait]
+impl SourceConfig for TcpSourceConfig {
+    async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+        Ok(Box::new(match self.mode {
+            TcpMode::Server => {
+                let listener = TcpListener::bind(&self.address)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", self.address))?;
+                TcpSource::Server(self.clone(), listener)
+            }
+            TcpMode::Client => TcpSource::Client(self.clone()),
+        }))
+    }
+}
+
+#[async_trait]
+impl Source for TcpSource {
+    async fn run(self: Box<Self>, cx: SourceContext) -> anyhow::Result<()> {
+        match *self {
+            TcpSource::Server(config, listener) => serve(config, listener, cx).await,
+            TcpSource::Client(config) => connect_loop(config, cx).await,
+        }
+    }
+}
+
+/// Reads one connection to its end, sending its lines.
+async fn read_connection(
+    stream: TcpStream,
+    peer: String,
+    config: &TcpSourceConfig,
+    source_id: &str,
+    metrics: &ComponentMetrics,
+    mut out: Output,
+    shutdown: ShutdownSignal,
+) -> PumpEnd {
+    let decoder = LineDecoder::new(
+        Origin::new(source_id, peer.as_str()),
+        metrics,
+        config.max_line_bytes,
+    );
+    let mut framer = LineFramer::new(config.max_line_bytes);
+    match pump(stream, &mut framer, &decoder, &mut out, &shutdown).await {
+        Ok(end) => end,
+        // Nobody reads our output any more: treat like shutdown for this connection.
+        Err(_) => PumpEnd::Shutdown,
+    }
+}
+
+async fn serve(
+    config: TcpSourceConfig,
+    listener: TcpListener,
+    cx: SourceContext,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let accepted = cx.metrics.counter("connections_accepted");
+    let mut connections = JoinSet::new();
+    tracing::info!(source = %cx.id, address = %config.address, "listening");
+    loop {
+        let permit = tokio::select! {
+            _ = cx.shutdown.wait() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = cx.shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(source = %cx.id, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        accepted.inc();
+        let (config, id, metrics, out, shutdown) = (
+            config.clone(),
+            cx.id.clone(),
+            cx.metrics.clone(),
+            cx.out.clone(),
+            cx.shutdown.clone(),
+        );
+        connections.spawn(async move {
+            let peer = peer.to_string();
+            tracing::debug!(source = %id, %peer, "connection opened");
+            let end =
+                read_connection(stream, peer.clone(), &config, &id, &metrics, out, shutdown).await;
+            if let PumpEnd::ReadError(e) = end {
+                tracing::warn!(source = %id, %peer, "connection failed: {e}");
+            }
+            drop(permit);
+        });
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(cx.out);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn connect_loop(config: TcpSourceConfig, cx: SourceContext) -> anyhow::Result<()> {
+    let initial = Duration::from_millis(100);
+    let max = Duration::from_secs_f64(config.reconnect_max_secs.max(0.1));
+    let mut pause = initial;
+    let connects = cx.metrics.counter("connections_established");
+    let failures = cx.metrics.counter("connection_failures");
+    loop {
+        let connected = tokio::select! {
+            _ = cx.shutdown.wait() => return Ok(()),
+            connected = TcpStream::connect(&config.address) => connected,
+        };
+        match connected {
+            Ok(stream) => {
+                connects.inc();
+                pause = initial;
+                tracing::info!(source = %cx.id, address = %config.address, "connected");
+                let end = read_connection(
+                    stream,
+                    config.address.clone(),
+                    &config,
+                    &cx.id,
+                    &cx.metrics,
+                    cx.out.clone(),
+                    cx.shutdown.clone(),
+                )
+                .await;
+                match end {
+                    PumpEnd::Shutdown => return Ok(()),
+                    PumpEnd::Eof => {
+                        tracing::info!(source = %cx.id, address = %config.address, "peer closed the connection; reconnecting")
+                    }
+                    PumpEnd::ReadError(e) => {
+                        tracing::warn!(source = %cx.id, address = %config.address, "connection failed: {e}; reconnecting")
+                    }
+                }
+                if !cx.out.is_connected() {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                failures.inc();
+                tracing::warn!(
+                    source = %cx.id,
+                    address = %config.address,
+                    "cannot connect ({e}); retrying in {pause:?}"
+                );
+                tokio::select! {
+                    _ = cx.shutdown.wait() => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(max);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_defaults_to_server_and_address_is_required() {
+        let config: TcpSourceConfig = serde_yaml::from_str("address: 127.0.0.1:9000").unwrap();
+        assert_eq!(config.mode, TcpMode::Server);
+        assert_eq!(config.max_connections, 256);
+        let err = serde_yaml::from_str::<TcpSourceConfig>("mode: client").unwrap_err();
+        assert!(err.to_string().contains("missing field `address`"));
+        let err = serde_yaml::from_str::<TcpSourceConfig>("address: x\nmode: listen").unwrap_err();
+        assert!(err.to_string().contains("expected `server` or `client`"));
+    }
+}

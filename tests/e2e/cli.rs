@@ -1,0 +1,162 @@
+//! Command-line surface: validate, plugins, version, and every class of config error.
+
+use std::process::Command;
+
+use crate::common::*;
+
+fn validate(s: &Scratch, yaml: &str) -> (i32, String) {
+    let config = s.pipeline("p.yml", yaml);
+    let output = Command::new(bin())
+        .args(["validate", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+const GOOD: &str =
+    "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [in]\n";
+
+#[test]
+fn a_valid_config_exits_0() {
+    let s = Scratch::new();
+    let (code, text) = validate(&s, GOOD);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("valid"));
+}
+
+#[test]
+fn every_shipped_pipeline_is_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+            let output = Command::new(bin())
+                .args(["validate", "-c"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn config_errors_name_file_line_key_and_choices() {
+    let s = Scratch::new();
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown type",
+            "sources:\n  in:\n    type: stdn\nsinks:\n  out:\n    type: console\n    inputs: [in]\n",
+            &["p.yml:3:5", "sources.in", "unknown source type `stdn`", "did you mean `stdin`", "`file`, `stdin`, `tcp`"],
+        ),
+        (
+            "unknown key",
+            "sources:\n  in:\n    type: file\n    includes: [a]\nsinks:\n  out:\n    type: console\n    inputs: [in]\n",
+            &["p.yml:4:5", "key `includes`", "unknown field `includes`", "`include`", "`read_from`"],
+        ),
+        (
+            "bad value",
+            "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [in]\n    format: xml\n",
+            &["p.yml:8:5", "key `format`", "`deepsentry`, `text`, `json`"],
+        ),
+        (
+            "missing input",
+            "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [inn]\n",
+            &["p.yml:7:5", "sinks.out", "input `inn` does not exist", "did you mean `in`"],
+        ),
+        (
+            "missing inputs key",
+            "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n",
+            &["p.yml:5:3", "missing key `inputs`"],
+        ),
+        (
+            "yaml syntax",
+            "sources:\n  in:\n    type: stdin\n   bad indent: [\n",
+            &["p.yml:4"],
+        ),
+        (
+            "unset variable",
+            "sources:\n  in:\n    type: file\n    include: [\"${DEEPSENTRY_E2E_UNSET}\"]\nsinks:\n  out:\n    type: console\n    inputs: [in]\n",
+            &["p.yml:4", "DEEPSENTRY_E2E_UNSET is not set"],
+        ),
+        (
+            "unknown top-level key",
+            "source:\n  in:\n    type: stdin\n",
+            &["p.yml:1:1", "unknown field `source`", "`sources`"],
+        ),
+    ];
+    for (name, yaml, expected) in cases {
+        let (code, text) = validate(&s, yaml);
+        assert_eq!(code, 78, "{name}: {text}");
+        for needle in *expected {
+            assert!(text.contains(needle), "{name}: `{needle}` not in:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn run_with_a_bad_config_exits_78_and_a_missing_file_is_named() {
+    let output = Command::new(bin())
+        .args(["run", "-c", "/nonexistent/pipeline.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/pipeline.yml"), "{stderr}");
+}
+
+#[test]
+fn start_up_failures_name_the_component() {
+    let s = Scratch::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n  net:\n    type: tcp\n    address: 127.0.0.1:{port}\n\
+             sinks:\n  out:\n    type: console\n    inputs: [net]\n"
+        ),
+    );
+    let output = Command::new(bin())
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sources.net: cannot start"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugins_and_version() {
+    let output = Command::new(bin()).arg("plugins").output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    for name in ["demo", "file", "stdin", "tcp", "console", "blackhole"] {
+        assert!(
+            text.contains(&format!("  {name} ")),
+            "{name} missing:\n{text}"
+        );
+    }
+    let output = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(String::from_utf8(output.stdout)
+        .unwrap()
+        .starts_with("deepsentry "));
+}

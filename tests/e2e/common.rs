@@ -1,0 +1,162 @@
+//! Helpers shared by the end-to-end tests.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use deepsentry_source_demo::HdfsGenerator;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_deepsentry")
+}
+
+/// A scratch directory with helpers to write pipelines and start the binary.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a pipeline file; `{dir}` in the text is replaced by the scratch directory.
+    pub fn pipeline(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.path(name);
+        let text = yaml.replace("{dir}", &self.dir.path().display().to_string());
+        std::fs::write(&path, text).expect("write pipeline");
+        path
+    }
+
+    /// Starts `deepsentry run -c config` with stderr going to `stderr.log` (appended).
+    pub fn start(&self, config: &Path, stdin: Stdio, stdout: Stdio) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("stderr.log"))
+            .expect("stderr log");
+        Command::new(bin())
+            .args(["run", "-c"])
+            .arg(config)
+            .args(["--grace-period", "20"])
+            .env("DEEPSENTRY_LOG", "info")
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(log)
+            .spawn()
+            .expect("start deepsentry")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("stderr.log")).unwrap_or_default()
+    }
+}
+
+/// `n` realistic HDFS lines, each made unique by a sequence number prefix.
+pub fn fixture_lines(n: usize, seed: u64) -> Vec<String> {
+    HdfsGenerator::new(seed, 0.05, 8)
+        .take(n)
+        .enumerate()
+        .map(|(i, line)| format!("{i:07} {}", line.text))
+        .collect()
+}
+
+pub fn write_lines(path: &Path, lines: &[String], append: bool) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(path)
+        .expect("open for writing");
+    let mut text = lines.join("\n");
+    text.push('\n');
+    file.write_all(text.as_bytes()).expect("write lines");
+}
+
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+/// Waits until `path` holds at least `n` lines; panics with context otherwise.
+pub fn wait_for_lines(scratch: &Scratch, path: &Path, n: usize, timeout: Duration) {
+    let ok = wait_until(timeout, || read_lines(path).len() >= n);
+    assert!(
+        ok,
+        "expected {n} lines in {}, found {}\n--- stderr ---\n{}",
+        path.display(),
+        read_lines(path).len(),
+        scratch.stderr()
+    );
+}
+
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// Waits for the child to exit within `timeout`; kills it and panics otherwise.
+pub fn wait_exit(scratch: &Scratch, child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!(
+                "deepsentry did not exit within {timeout:?}\n--- stderr ---\n{}",
+                scratch.stderr()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How often each line occurs.
+pub fn counts(lines: &[String]) -> HashMap<&str, usize> {
+    let mut map = HashMap::new();
+    for line in lines {
+        *map.entry(line.as_str()).or_default() += 1;
+    }
+    map
+}
+
+/// A localhost port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

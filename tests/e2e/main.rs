@@ -1,0 +1,10 @@
+//! End-to-end tests: the built `deepsentry` binary against real files, pipes and sockets.
+
+mod common;
+
+mod cli;
+mod crash;
+mod file_source;
+mod passthrough;
+mod shutdown;
+mod tcp;
