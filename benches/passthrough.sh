@@ -7,6 +7,8 @@
 #   cat         cat FILE > out                       (the machine's copy limit)
 #   blackhole   file source -> blackhole sink        (read, frame and batch only)
 #   file        file source -> file sink, text       (a full read-and-write passthrough)
+#   detect      file source -> deepsentry transform -> blackhole (the anomaly detector, with
+#               the model in $MODEL, default models/default, one session per block id)
 # and prints a Markdown table. The file -> file output must hold exactly the input's lines.
 #
 # Environment:
@@ -15,6 +17,8 @@
 #   CARGO_TARGET_DIR=target  where the release build goes (relative to the repository root)
 #   DEEPSENTRY_BIN=PATH    use this binary and skip the build
 #   BENCH_DIR=DIR          keep work files in DIR (kept afterwards) instead of a temp dir
+#   MODEL=DIR              model bundle for the detect path (default models/default)
+#   BACKEND=flex           backend of the detect path (flex, ndarray, wgpu, auto)
 #
 # Usage: benches/passthrough.sh            LINES=20000 RUNS=1 benches/passthrough.sh
 set -euo pipefail
@@ -43,6 +47,7 @@ else
     work=$(mktemp -d "${TMPDIR:-/tmp}/deepsentry-bench.XXXXXX")
     trap 'rm -rf "$work"' EXIT
 fi
+model=$(absolute "${MODEL:-models/default}" "$root")
 log="$work/deepsentry.log"
 : >"$log"
 export DEEPSENTRY_LOG=warn
@@ -149,10 +154,23 @@ pipeline() {
         echo "    include: [$(yaml_str "$input")]"
         echo "    read_from: beginning"
         echo "    exit_on_eof: true"
+        if [[ $sink == detect ]]; then
+            echo "transforms:"
+            echo "  detect:"
+            echo "    type: deepsentry"
+            echo "    inputs: [in]"
+            echo "    model: $(yaml_str "$model")"
+            echo "    backend: ${BACKEND:-flex}"
+            echo "    session_key: 'blk_-?\\d+'"
+        fi
         echo "sinks:"
         echo "  out:"
-        echo "    inputs: [in]"
-        if [[ $sink == blackhole ]]; then
+        if [[ $sink == detect ]]; then
+            echo "    inputs: [detect]"
+        else
+            echo "    inputs: [in]"
+        fi
+        if [[ $sink == blackhole || $sink == detect ]]; then
             echo "    type: blackhole"
         else
             echo "    type: file"
@@ -204,6 +222,12 @@ for ((run = 1; run <= RUNS; run++)); do
         exit 1
     fi
     rm -f "$sunk"
+
+    data=$(mktemp -d "$work/data.XXXXXX")
+    pipeline "$work/detect.yml" "$data" detect
+    measure /dev/null "$bin" run -c "$work/detect.yml"
+    record detect
+    rm -rf "$data"
 done
 
 # --- report ----------------------------------------------------------------------------------
@@ -215,8 +239,9 @@ echo
 echo "| path | lines | seconds | lines/s | MB/s | peak RSS (MB) | vs cat |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 cat_secs=${best_secs[cat]}
-for path in cat blackhole file; do
+for path in cat blackhole file detect; do
     case $path in
+        detect) label='file -> deepsentry -> blackhole' ;;
         cat) label='`cat FILE > out`' ;;
         blackhole) label='file -> blackhole' ;;
         file) label='file -> file (text)' ;;

@@ -131,13 +131,8 @@ fn start_up_failures_name_the_component() {
              sinks:\n  out:\n    type: console\n    inputs: [net]\n"
         ),
     );
-    let output = Command::new(bin())
-        .args(["run", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("sources.net: cannot start"), "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),

@@ -160,3 +160,17 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// Runs `deepsentry run -c config` with no input to its end; returns the exit code and stderr.
+pub fn run_to_end(config: &Path) -> (Option<i32>, String) {
+    let output = Command::new(bin())
+        .args(["run", "-c"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run deepsentry");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -4,6 +4,7 @@ mod common;
 
 mod cli;
 mod crash;
+mod detector;
 mod file_source;
 mod passthrough;
 mod shutdown;

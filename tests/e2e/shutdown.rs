@@ -36,7 +36,9 @@ fn sigterm_drains_everything_received_and_exits_0() {
 #[test]
 fn sigint_on_the_default_pipeline_exits_0() {
     let s = Scratch::new();
+    // The default pipeline finds its model in models/default, from the repository root.
     let mut child = std::process::Command::new(bin())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .env("DEEPSENTRY_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

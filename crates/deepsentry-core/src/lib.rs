@@ -21,6 +21,7 @@ pub mod lines;
 pub mod metrics;
 pub mod output;
 pub mod registry;
+pub mod rng;
 pub mod shutdown;
 pub mod topology;
 

@@ -19,6 +19,9 @@ use deepsentry_source_demo as _;
 use deepsentry_source_file as _;
 use deepsentry_source_stdin as _;
 use deepsentry_source_tcp as _;
+use deepsentry_transform_deepsentry as _;
+
+mod eval;
 
 /// The pipeline `deepsentry run` uses when no `-c` is given (a copy of
 /// `pipelines/default.yml`, built into the binary so it runs from anywhere).
@@ -59,6 +62,45 @@ enum Command {
     },
     /// List every source, transform and sink this binary knows.
     Plugins,
+    /// Train an anomaly model on normal logs and write the bundle.
+    Train(TrainArgs),
+    /// Replay a labelled log through the detector and report precision, recall, F1, FPR.
+    Eval(eval::EvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    /// Files of normal logs (several allowed).
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// Directory to write the model bundle to.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Regex whose first capture group (or match) is the session id, e.g. 'blk_-?\d+'.
+    /// Default: one session per input file.
+    #[arg(long, value_name = "REGEX")]
+    session_key: Option<String>,
+    /// Previous events per window.
+    #[arg(long, default_value_t = 10)]
+    sequence_length: usize,
+    /// Size of the message embedding.
+    #[arg(long, default_value_t = 16)]
+    embedding_size: usize,
+    /// Passes over the training windows.
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+    /// Seed: the same seed and data give the same model.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Backend: flex, ndarray, wgpu, auto.
+    #[arg(long, default_value = "flex")]
+    backend: deepsentry_model::BackendKind,
+    /// Share of sessions held out to calibrate the threshold floor.
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
+    /// The floor is the highest held-out session score times this.
+    #[arg(long, default_value_t = 1.1)]
+    floor_margin: f64,
 }
 
 fn main() -> ExitCode {
@@ -77,7 +119,59 @@ fn main() -> ExitCode {
             list_plugins();
             ExitCode::SUCCESS
         }
+        Command::Train(args) => report_error(train(args)),
+        Command::Eval(args) => report_error(eval::run(args)),
     }
+}
+
+fn report_error(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let options = deepsentry_model::TrainOptions {
+        inputs: args.input,
+        session_key: args.session_key,
+        sequence_length: args.sequence_length,
+        embedding_size: args.embedding_size,
+        epochs: args.epochs,
+        seed: args.seed,
+        backend: args.backend,
+        holdout: args.holdout,
+        floor_margin: args.floor_margin,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..Default::default()
+    };
+    let model = deepsentry_model::train(&options)?;
+    model.save(&args.out)?;
+    let t = &model.metadata.training;
+    println!("model written to {}", args.out.display());
+    println!(
+        "  lines {} | sessions {} ({} held out) | templates {}",
+        t.lines,
+        t.sessions,
+        t.held_out_sessions,
+        model.metadata.templates.len()
+    );
+    println!(
+        "  autoencoder loss {:.5} | detector loss {:.4} nats",
+        t.autoencoder_loss, t.detector_loss
+    );
+    println!(
+        "  held-out scores: mean {:.3}, std {:.3}, highest session {:.3} -> threshold floor {:.3}",
+        t.score_mean, t.score_std, t.score_max, t.score_floor
+    );
+    println!(
+        "  trained in {:.1} s on {:?}",
+        t.duration_secs, model.backend
+    );
+    Ok(())
 }
 
 /// Logs go to stderr (stdout carries data); `DEEPSENTRY_LOG` (or `RUST_LOG`) sets the filter.

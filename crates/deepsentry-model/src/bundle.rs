@@ -1,0 +1,329 @@
+//! The model bundle: a directory with `model.yml` (format version, sizes, `sequence_length`,
+//! the template vocabulary, training statistics) and the weights of both models as burn
+//! records. Loading checks the format version and every size, and says what does not match.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use serde::{Deserialize, Serialize};
+
+use crate::autoencoder::{TextAutoencoder, TextAutoencoderConfig};
+use crate::backend::{self, BackendKind};
+use crate::detector::{window_input, SequenceDetector, SequenceDetectorConfig};
+use crate::features::hashed_features;
+use crate::scorer::SequenceModel;
+
+/// The bundle format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The normalizer's masking rules version; a model trained with other rules sees other
+/// templates.
+pub const NORMALIZER_VERSION: u32 = 1;
+
+const METADATA_FILE: &str = "model.yml";
+const AUTOENCODER_FILE: &str = "autoencoder.bpk";
+const DETECTOR_FILE: &str = "detector.bpk";
+
+/// Sizes of both models.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSizes {
+    /// Hashed feature vector length.
+    pub feature_dims: usize,
+    /// Autoencoder hidden width.
+    pub autoencoder_hidden: usize,
+    /// Embedding size.
+    pub embedding_size: usize,
+    /// Detector GRU state size.
+    pub detector_hidden: usize,
+    /// Previous events per window.
+    pub sequence_length: usize,
+}
+
+/// What training saw and learned, kept with the model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSummary {
+    /// Files trained on.
+    pub inputs: Vec<String>,
+    /// Lines read.
+    pub lines: u64,
+    /// Sessions found.
+    pub sessions: u64,
+    /// Sessions held out to calibrate the threshold floor.
+    pub held_out_sessions: u64,
+    /// The session key regex, if one was used.
+    pub session_key: Option<String>,
+    /// Epochs of each model.
+    pub epochs: usize,
+    /// Random seed.
+    pub seed: u64,
+    /// Final autoencoder loss (mean squared error).
+    pub autoencoder_loss: f64,
+    /// Final detector loss (cross-entropy, nats).
+    pub detector_loss: f64,
+    /// Mean score of held-out normal events.
+    pub score_mean: f64,
+    /// Standard deviation of held-out normal scores.
+    pub score_std: f64,
+    /// Highest score of a held-out normal session.
+    pub score_max: f64,
+    /// The threshold never goes below this.
+    pub score_floor: f64,
+    /// Typical reconstruction error of a training template (scales unseen templates' scores).
+    pub reconstruction_scale: f64,
+    /// Longest pause between two lines of one session (seconds); sessions idle longer than
+    /// this were not seen in training.
+    pub max_session_gap_secs: i64,
+    /// Wall-clock training time (seconds).
+    pub duration_secs: f64,
+}
+
+/// Contents of `model.yml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMetadata {
+    /// Bundle format version.
+    pub format_version: u32,
+    /// Normalizer rules version.
+    pub normalizer_version: u32,
+    /// Sizes of both models.
+    pub sizes: ModelSizes,
+    /// Training templates, in class order.
+    pub templates: Vec<String>,
+    /// Training statistics.
+    pub training: TrainingSummary,
+}
+
+impl ModelMetadata {
+    /// Detector classes: every template, then end-of-session, then unknown.
+    pub fn classes(&self) -> usize {
+        self.templates.len() + 2
+    }
+
+    fn autoencoder_config(&self) -> TextAutoencoderConfig {
+        TextAutoencoderConfig::new(
+            self.sizes.feature_dims,
+            self.sizes.autoencoder_hidden,
+            self.sizes.embedding_size,
+        )
+    }
+
+    fn detector_config(&self) -> SequenceDetectorConfig {
+        SequenceDetectorConfig::new(
+            self.sizes.embedding_size + 1,
+            self.sizes.detector_hidden,
+            self.classes(),
+        )
+    }
+}
+
+/// A model ready to score: both networks on a device, the vocabulary, the statistics.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The bundle's metadata.
+    pub metadata: ModelMetadata,
+    /// The text autoencoder.
+    pub autoencoder: TextAutoencoder,
+    /// The sequence detector.
+    pub detector: SequenceDetector,
+    /// Where they run.
+    pub device: Device,
+    /// The backend the device resolved to.
+    pub backend: BackendKind,
+    vocabulary: HashMap<String, usize>,
+}
+
+impl LoadedModel {
+    /// Assembles a model from its parts (after training, or after loading).
+    pub fn new(
+        metadata: ModelMetadata,
+        autoencoder: TextAutoencoder,
+        detector: SequenceDetector,
+        device: Device,
+        backend: BackendKind,
+    ) -> Self {
+        let vocabulary = metadata
+            .templates
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i))
+            .collect();
+        Self {
+            metadata,
+            autoencoder,
+            detector,
+            device,
+            backend,
+            vocabulary,
+        }
+    }
+
+    /// Loads the bundle in `dir` onto `backend`.
+    pub fn load(dir: &Path, backend: BackendKind) -> anyhow::Result<Self> {
+        let metadata_path = dir.join(METADATA_FILE);
+        let text = std::fs::read_to_string(&metadata_path).with_context(|| {
+            format!(
+                "cannot read {} (is `{}` a model directory made by `deepsentry train`?)",
+                metadata_path.display(),
+                dir.display()
+            )
+        })?;
+        let metadata: ModelMetadata = serde_yaml::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a valid model description",
+                metadata_path.display()
+            )
+        })?;
+        anyhow::ensure!(
+            metadata.format_version == FORMAT_VERSION,
+            "{}: format_version is {}, this build reads version {FORMAT_VERSION}",
+            metadata_path.display(),
+            metadata.format_version
+        );
+        anyhow::ensure!(
+            metadata.normalizer_version == NORMALIZER_VERSION,
+            "{}: normalizer_version is {}, this build normalizes with version \
+             {NORMALIZER_VERSION}; retrain the model",
+            metadata_path.display(),
+            metadata.normalizer_version
+        );
+        let (device, backend) = backend::device(backend)?;
+        let sizes = &metadata.sizes;
+        let autoencoder = metadata
+            .autoencoder_config()
+            .init(&device)
+            .try_load_file(dir.join(AUTOENCODER_FILE))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: the weights do not match model.yml (feature_dims {}, autoencoder_hidden \
+                     {}, embedding_size {}): {e}",
+                    dir.join(AUTOENCODER_FILE).display(),
+                    sizes.feature_dims,
+                    sizes.autoencoder_hidden,
+                    sizes.embedding_size
+                )
+            })?;
+        let detector = metadata
+            .detector_config()
+            .init(&device)
+            .try_load_file(dir.join(DETECTOR_FILE))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: the weights do not match model.yml (embedding_size {}, detector_hidden \
+                     {}, {} classes = {} templates + end + unknown): {e}",
+                    dir.join(DETECTOR_FILE).display(),
+                    sizes.embedding_size,
+                    sizes.detector_hidden,
+                    metadata.classes(),
+                    metadata.templates.len()
+                )
+            })?;
+        Ok(Self::new(metadata, autoencoder, detector, device, backend))
+    }
+
+    /// Writes the bundle into `dir` (created if needed).
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let yaml = serde_yaml::to_string(&self.metadata)?;
+        let header = "# DeepSentry model bundle: sizes, template vocabulary and training \
+                      statistics.\n# The weights are in autoencoder.bpk and detector.bpk.\n";
+        std::fs::write(dir.join(METADATA_FILE), format!("{header}{yaml}"))
+            .with_context(|| format!("cannot write {}", dir.join(METADATA_FILE).display()))?;
+        let files: [(PathBuf, anyhow::Result<()>); 2] = [
+            (
+                dir.join(AUTOENCODER_FILE),
+                self.autoencoder
+                    .clone()
+                    .save_file(dir.join(AUTOENCODER_FILE))
+                    .map_err(|e| anyhow::anyhow!("{e}")),
+            ),
+            (
+                dir.join(DETECTOR_FILE),
+                self.detector
+                    .clone()
+                    .save_file(dir.join(DETECTOR_FILE))
+                    .map_err(|e| anyhow::anyhow!("{e}")),
+            ),
+        ];
+        for (path, result) in files {
+            result.with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl SequenceModel for LoadedModel {
+    fn sequence_length(&self) -> usize {
+        self.metadata.sizes.sequence_length
+    }
+
+    fn class_of(&self, template: &str) -> Option<usize> {
+        self.vocabulary.get(template).copied()
+    }
+
+    fn end_class(&self) -> usize {
+        self.metadata.templates.len()
+    }
+
+    fn unknown_class(&self) -> usize {
+        self.metadata.templates.len() + 1
+    }
+
+    fn embed(&self, templates: &[&str]) -> Vec<(Vec<f32>, f32)> {
+        let dims = self.metadata.sizes.feature_dims;
+        let features: Vec<f32> = templates
+            .iter()
+            .flat_map(|t| hashed_features(t, dims))
+            .collect();
+        let input = Tensor::<2>::from_data(
+            TensorData::new(features, [templates.len(), dims]),
+            &self.device,
+        );
+        let (embedding, error) = self.autoencoder.forward(input);
+        let size = self.metadata.sizes.embedding_size;
+        let embedding = embedding
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("embeddings are f32");
+        let error = error
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("errors are f32");
+        embedding
+            .chunks(size)
+            .map(<[f32]>::to_vec)
+            .zip(error)
+            .collect()
+    }
+
+    fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
+        let sizes = &self.metadata.sizes;
+        let input = window_input(
+            windows,
+            sizes.sequence_length,
+            sizes.embedding_size,
+            &self.device,
+        );
+        let logits = self.detector.forward(input);
+        let classes = self.metadata.classes();
+        log_softmax(logits, 1)
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("log-probabilities are f32")
+            .chunks(classes)
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+
+    fn score_floor(&self) -> f64 {
+        self.metadata.training.score_floor
+    }
+
+    fn reconstruction_scale(&self) -> f64 {
+        self.metadata.training.reconstruction_scale
+    }
+}

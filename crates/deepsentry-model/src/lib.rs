@@ -1,0 +1,30 @@
+//! The models behind the `deepsentry` transform, on burn.
+//!
+//! - [`normalize`]: masks the variable parts of a line into a template;
+//! - [`features`]: hashed token features of a template;
+//! - [`autoencoder`]: the text autoencoder (embedding + reconstruction error);
+//! - [`detector`]: the sequence detector (next-template distribution after a window);
+//! - [`threshold`]: the adaptive threshold;
+//! - [`sessions`]: bounded per-session state;
+//! - [`scorer`]: the streaming detector that ties them together (used by the pipeline and by
+//!   evaluation alike);
+//! - [`bundle`]: saving and loading a trained model;
+//! - [`train`]: training on normal logs;
+//! - [`backend`]: choosing the device (CPU backends, or the GPU with the `gpu` feature).
+
+pub mod autoencoder;
+pub mod backend;
+pub mod bundle;
+pub mod detector;
+pub mod features;
+pub mod normalize;
+pub mod scorer;
+pub mod sessions;
+pub mod threshold;
+pub mod timestamp;
+pub mod train;
+
+pub use backend::BackendKind;
+pub use bundle::LoadedModel;
+pub use scorer::{Scorer, ScorerSettings, SequenceModel, SessionKey};
+pub use train::{train, TrainOptions};

@@ -1,0 +1,332 @@
+//! Turning a raw log line into a template: the variable parts (numbers, ids, addresses, paths)
+//! are masked so that every line of one kind shares one template, and the template is split
+//! into tokens for the text autoencoder.
+//!
+//! The scanner works on bytes in one pass with no regex and no allocation beyond the output
+//! string, because it runs on every line of the stream.
+
+/// Placeholders for masked values.
+pub mod mask {
+    /// A number (integers, decimals, dates like `2005.06.03`, times).
+    pub const NUM: &str = "<NUM>";
+    /// An IPv4 address, with or without `:port` or a leading `/`.
+    pub const IP: &str = "<IP>";
+    /// An HDFS block id (`blk_-123`).
+    pub const BLOCK: &str = "<BLK>";
+    /// A UUID.
+    pub const UUID: &str = "<UUID>";
+    /// A hexadecimal value (`0x1f`, or a long run of hex digits such as a hash).
+    pub const HEX: &str = "<HEX>";
+    /// A filesystem path or URL path.
+    pub const PATH: &str = "<PATH>";
+    /// An identifier mixing letters and digits (`req-4f2a`, `part-00269`, `R02-M1-N0`).
+    pub const ID: &str = "<ID>";
+}
+
+/// Characters that separate tokens (besides whitespace). `:`, `.`, `/`, `-`, `_` stay inside
+/// tokens so that addresses, paths and ids are seen whole.
+fn is_separator(b: u8) -> bool {
+    b.is_ascii_whitespace()
+        || matches!(
+            b,
+            b',' | b';'
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+                | b'"'
+                | b'\''
+                | b'='
+                | b'<'
+                | b'>'
+                | b'|'
+        )
+}
+
+fn is_ipv4(s: &[u8]) -> bool {
+    let s = s.strip_prefix(b"/").unwrap_or(s);
+    let addr = match s.iter().position(|&b| b == b':') {
+        Some(colon) => {
+            let port = &s[colon + 1..];
+            if port.is_empty() || !port.iter().all(u8::is_ascii_digit) {
+                return false;
+            }
+            &s[..colon]
+        }
+        None => s,
+    };
+    let mut parts = 0;
+    for part in addr.split(|&b| b == b'.') {
+        if part.is_empty() || part.len() > 3 || !part.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        parts += 1;
+    }
+    parts == 4
+}
+
+fn is_uuid(s: &[u8]) -> bool {
+    s.len() == 36
+        && s.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+fn is_number(s: &[u8]) -> bool {
+    let s = s
+        .strip_prefix(b"-")
+        .or_else(|| s.strip_prefix(b"+"))
+        .unwrap_or(s);
+    !s.is_empty()
+        && s[0].is_ascii_digit()
+        && s.iter()
+            .all(|&b| b.is_ascii_digit() || matches!(b, b'.' | b':' | b'-' | b'_' | b','))
+}
+
+fn is_hex(s: &[u8]) -> bool {
+    if let Some(rest) = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X")) {
+        return !rest.is_empty() && rest.iter().all(u8::is_ascii_hexdigit);
+    }
+    s.len() >= 8
+        && s.iter().all(u8::is_ascii_hexdigit)
+        && s.iter().any(u8::is_ascii_digit)
+        && s.iter().any(|b| b.is_ascii_alphabetic())
+}
+
+fn is_block(s: &[u8]) -> bool {
+    let Some(rest) = s.strip_prefix(b"blk_") else {
+        return false;
+    };
+    let rest = rest.strip_prefix(b"-").unwrap_or(rest);
+    !rest.is_empty() && rest.iter().all(u8::is_ascii_digit)
+}
+
+/// Classifies one token (trailing punctuation already removed).
+fn classify(token: &[u8]) -> Option<&'static str> {
+    if !token.iter().any(u8::is_ascii_digit) {
+        // Paths need no digit: `/user/root/x`.
+        return (token.len() > 1 && token[0] == b'/' && token[1..].contains(&b'/'))
+            .then_some(mask::PATH);
+    }
+    if is_block(token) {
+        Some(mask::BLOCK)
+    } else if is_ipv4(token) {
+        Some(mask::IP)
+    } else if is_uuid(token) {
+        Some(mask::UUID)
+    } else if is_number(token) {
+        Some(mask::NUM)
+    } else if is_hex(token) {
+        Some(mask::HEX)
+    } else if token[0] == b'/' || token.contains(&b'/') {
+        Some(mask::PATH)
+    } else {
+        Some(mask::ID)
+    }
+}
+
+/// Where an IPv4 address (with optional port) ends inside `token` when a word follows it
+/// after a colon: the index of that colon.
+fn glued_address(token: &str) -> Option<usize> {
+    let bytes = token.as_bytes();
+    bytes.iter().enumerate().find_map(|(i, &b)| {
+        (b == b':' && bytes.get(i + 1).is_some_and(u8::is_ascii_alphabetic) && is_ipv4(&bytes[..i]))
+            .then_some(i)
+    })
+}
+
+/// Appends a placeholder, unless the template already ends with the same one (`<IP> <IP>`
+/// becomes `<IP>`): a list of values is one value of variable length.
+fn push_token(out: &mut String, placeholder: &str) {
+    let previous = out.trim_end_matches([' ', ',']);
+    if previous.ends_with(placeholder) && previous.len() < out.len() {
+        out.truncate(previous.len());
+    } else {
+        out.push_str(placeholder);
+    }
+}
+
+/// Masks the variable parts of `line` and writes the template into `out` (cleared first).
+/// Tokens are separated by single spaces in the template; other separators are kept.
+pub fn template_into(line: &str, out: &mut String) {
+    out.clear();
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    let mut pending_space = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_whitespace() {
+            pending_space = !out.is_empty();
+            i += 1;
+            continue;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        if is_separator(b) {
+            out.push(b as char);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !is_separator(bytes[i]) {
+            i += 1;
+        }
+        let mut token = &line[start..i];
+        // Sentence punctuation after a value (`blk_1.`, `10.0.0.1:`) is not part of it.
+        let mut trailing = "";
+        while let Some(last) = token.as_bytes().last() {
+            if matches!(last, b'.' | b':' | b',' | b'!' | b'?') && token.len() > 1 {
+                trailing = &line[start + token.len() - 1..i];
+                token = &token[..token.len() - 1];
+            } else {
+                break;
+            }
+        }
+        // An address glued to the next word (`10.0.0.1:50010:Got`) is two tokens.
+        if let Some(split) = glued_address(token) {
+            push_token(out, mask::IP);
+            out.push(':');
+            token = &token[split + 1..];
+        }
+        match classify(token.as_bytes()) {
+            Some(placeholder) => push_token(out, placeholder),
+            None => out.push_str(token),
+        }
+        out.push_str(trailing);
+    }
+}
+
+/// The template of `line` (see [`template_into`]).
+pub fn template(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    template_into(line, &mut out);
+    out
+}
+
+/// The tokens of a template for feature hashing: words split on non-alphanumeric characters
+/// (placeholders kept whole), lowercased.
+pub fn tokens(template: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '<' {
+            // A placeholder such as `<NUM>`.
+            let mut placeholder = String::from("<");
+            while let Some(&next) = chars.peek() {
+                placeholder.push(next);
+                chars.next();
+                if next == '>' {
+                    break;
+                }
+            }
+            if !current.is_empty() {
+                tokens.push(std::mem::take(&mut current));
+            }
+            tokens.push(placeholder);
+        } else if c.is_alphanumeric() {
+            current.extend(c.to_lowercase());
+        } else if !current.is_empty() {
+            tokens.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    tokens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hdfs_lines_share_a_template() {
+        let a = template(
+            "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating",
+        );
+        let b = template(
+            "081110 050012 7716 INFO dfs.DataNode$PacketResponder: PacketResponder 2 for block blk_-7860871182399763934 terminating",
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            "<NUM> INFO dfs.DataNode$PacketResponder: PacketResponder <NUM> for block <BLK> terminating"
+        );
+    }
+
+    #[test]
+    fn masks_addresses_paths_ids() {
+        assert_eq!(
+            template("Receiving block blk_-1 src: /10.251.214.18:41299 dest: /10.250.17.177:50010"),
+            "Receiving block <BLK> src: <IP> dest: <IP>"
+        );
+        assert_eq!(
+            template("allocateBlock: /user/root/rand4/_temporary/_task_200811092030_0012_m_001326_0/part-01326. blk_87"),
+            "allocateBlock: <PATH>. <BLK>"
+        );
+        assert_eq!(
+            template("request 550e8400-e29b-41d4-a716-446655440000 took 12.5 ms at 0x7fff5fbff8c8 (req=ab12cd34ef)"),
+            "request <UUID> took <NUM> ms at <HEX> (req=<HEX>)"
+        );
+        assert_eq!(
+            template("- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 RAS KERNEL INFO cache parity error corrected"),
+            "- <NUM> <ID> RAS KERNEL INFO cache parity error corrected"
+        );
+        assert_eq!(
+            template("deleted /var/log/app.log, done."),
+            "deleted <PATH>, done."
+        );
+        assert_eq!(template("  spaced   out  "), "spaced out");
+        assert_eq!(template(""), "");
+    }
+
+    #[test]
+    fn lists_collapse_and_glued_addresses_split() {
+        assert_eq!(
+            template("BLOCK* ask 10.251.91.32:50010 to replicate blk_1 to datanode(s) 10.0.0.1:50010 10.0.0.2:50010"),
+            "BLOCK* ask <IP> to replicate <BLK> to datanode(s) <IP>"
+        );
+        assert_eq!(template("ids 1, 2, 3 done"), "ids <NUM> done");
+        assert_eq!(
+            template("10.250.11.85:50010:Transmitted block blk_-1 to /10.250.11.85:50010"),
+            "<IP>:Transmitted block <BLK> to <IP>"
+        );
+        assert_eq!(
+            template("10.251.66.192:50010:Got exception while serving blk_1 to /10.251.66.192:"),
+            "<IP>:Got exception while serving <BLK> to <IP>:"
+        );
+    }
+
+    #[test]
+    fn words_are_kept_as_they_are() {
+        assert_eq!(
+            template(
+                "Unexpected error trying to delete block blk_5. BlockInfo not found in volumeMap."
+            ),
+            "Unexpected error trying to delete block <BLK>. BlockInfo not found in volumeMap."
+        );
+    }
+
+    #[test]
+    fn tokens_split_words_and_keep_placeholders() {
+        assert_eq!(
+            tokens("<NUM> INFO dfs.DataNode$PacketResponder: block <BLK> terminating"),
+            [
+                "<NUM>",
+                "info",
+                "dfs",
+                "datanode",
+                "packetresponder",
+                "block",
+                "<BLK>",
+                "terminating"
+            ]
+        );
+    }
+}

@@ -1,0 +1,499 @@
+//! Training both models on normal logs.
+//!
+//! 1. Every line is normalized to its template and assigned to its session.
+//! 2. The text autoencoder learns to reconstruct the hashed features of the distinct
+//!    templates; its encoder then gives each template its embedding.
+//! 3. A share of the sessions is held out. On the others, the sequence detector learns to
+//!    predict each event's template (and each session's end) from the embeddings of the
+//!    previous `sequence_length` events.
+//! 4. The held-out sessions are scored by the same [`Scorer`] the pipeline runs; the highest
+//!    score of a normal held-out session sets the threshold floor, so a quiet baseline does not
+//!    turn noise into alerts.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use deepsentry_core::rng::SplitMix64;
+use deepsentry_core::{Event, Origin};
+use indicatif::{ProgressBar, ProgressStyle};
+use regex::Regex;
+
+use crate::autoencoder::TextAutoencoderConfig;
+use crate::backend::{self, BackendKind};
+use crate::bundle::{
+    LoadedModel, ModelMetadata, ModelSizes, TrainingSummary, FORMAT_VERSION, NORMALIZER_VERSION,
+};
+use crate::detector::{window_input, SequenceDetectorConfig};
+use crate::features::hashed_features;
+use crate::normalize::template_into;
+use crate::scorer::{Scorer, ScorerSettings, SessionKey, SESSION_END_FIELD, SESSION_FIELD};
+use crate::timestamp::leading_timestamp;
+
+/// Everything `deepsentry train` can set.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Files of normal logs.
+    pub inputs: Vec<PathBuf>,
+    /// Regex whose first capture group (or match) is the session id; default: one session
+    /// per file.
+    pub session_key: Option<String>,
+    /// Previous events per window.
+    pub sequence_length: usize,
+    /// Embedding size.
+    pub embedding_size: usize,
+    /// Hashed feature vector length.
+    pub feature_dims: usize,
+    /// Autoencoder hidden width.
+    pub autoencoder_hidden: usize,
+    /// Detector GRU state size.
+    pub detector_hidden: usize,
+    /// Passes over the training windows.
+    pub epochs: usize,
+    /// Seed for initialization, shuffling and the held-out split.
+    pub seed: u64,
+    /// Where to train.
+    pub backend: BackendKind,
+    /// Windows per gradient step.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Share of sessions held out for calibration.
+    pub holdout: f64,
+    /// The floor is the highest held-out session score times this.
+    pub floor_margin: f64,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            inputs: Vec::new(),
+            session_key: None,
+            sequence_length: 10,
+            embedding_size: 16,
+            feature_dims: 512,
+            autoencoder_hidden: 64,
+            detector_hidden: 64,
+            epochs: 8,
+            seed: 42,
+            backend: BackendKind::default(),
+            batch_size: 256,
+            learning_rate: 3e-3,
+            holdout: 0.1,
+            floor_margin: 1.1,
+            progress: false,
+        }
+    }
+}
+
+/// A line of the training data.
+struct Line {
+    text: String,
+    template: u32,
+    session: u32,
+}
+
+/// The training data after normalization.
+struct Corpus {
+    lines: Vec<Line>,
+    templates: Vec<String>,
+    session_names: Vec<String>,
+    /// Template ids of each session, in order.
+    sessions: Vec<Vec<u32>>,
+    max_gap: i64,
+    origins: Vec<std::sync::Arc<Origin>>,
+    line_origin: Vec<u16>,
+}
+
+fn read_corpus(options: &TrainOptions, key: &SessionKey) -> anyhow::Result<Corpus> {
+    let mut templates: Vec<String> = Vec::new();
+    let mut template_ids: HashMap<String, u32> = HashMap::new();
+    let mut session_ids: HashMap<String, u32> = HashMap::new();
+    let mut session_names = Vec::new();
+    let mut sessions: Vec<Vec<u32>> = Vec::new();
+    let mut last_seen: Vec<i64> = Vec::new();
+    let mut lines = Vec::new();
+    let mut origins = Vec::new();
+    let mut line_origin = Vec::new();
+    let mut max_gap = 0;
+    let mut scratch = String::new();
+    for (file_index, path) in options.inputs.iter().enumerate() {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open training input {}", path.display()))?;
+        let stream = path.display().to_string();
+        origins.push(Origin::new("train", stream.as_str()));
+        for raw in std::io::BufReader::new(file).split(b'\n') {
+            let raw = raw.with_context(|| format!("cannot read {}", path.display()))?;
+            let text = String::from_utf8_lossy(&raw)
+                .trim_end_matches('\r')
+                .to_string();
+            if text.is_empty() {
+                continue;
+            }
+            template_into(&text, &mut scratch);
+            let template = match template_ids.get(scratch.as_str()) {
+                Some(&id) => id,
+                None => {
+                    let id = templates.len() as u32;
+                    template_ids.insert(scratch.clone(), id);
+                    templates.push(scratch.clone());
+                    id
+                }
+            };
+            let name = match key {
+                SessionKey::Regex(re) => re
+                    .captures(&text)
+                    .and_then(|c| c.get(1).or_else(|| c.get(0)))
+                    .map(|m| m.as_str().to_string())
+                    .unwrap_or_else(|| stream.clone()),
+                _ => stream.clone(),
+            };
+            let next_id = session_ids.len() as u32;
+            let session = *session_ids.entry(name.clone()).or_insert_with(|| {
+                session_names.push(name);
+                sessions.push(Vec::new());
+                last_seen.push(i64::MIN);
+                next_id
+            });
+            sessions[session as usize].push(template);
+            if let Some(at) = leading_timestamp(&text) {
+                let last = &mut last_seen[session as usize];
+                if *last != i64::MIN {
+                    max_gap = max_gap.max(at - *last);
+                }
+                *last = at;
+            }
+            lines.push(Line {
+                text,
+                template,
+                session,
+            });
+            line_origin.push(file_index as u16);
+        }
+    }
+    anyhow::ensure!(!lines.is_empty(), "the training inputs hold no lines");
+    Ok(Corpus {
+        lines,
+        templates,
+        session_names,
+        sessions,
+        max_gap,
+        origins,
+        line_origin,
+    })
+}
+
+fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Whether session `index` is held out (a stable hash of its name and the seed).
+fn held_out(name: &str, seed: u64, share: f64) -> bool {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (h % 10_000) as f64 / 10_000.0 < share
+}
+
+/// Trains a model; see the module docs. Logs a summary at the end.
+pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
+    let started = Instant::now();
+    anyhow::ensure!(!options.inputs.is_empty(), "no training input given");
+    anyhow::ensure!(
+        (1..=64).contains(&options.sequence_length),
+        "sequence_length must be between 1 and 64"
+    );
+    let key = match &options.session_key {
+        Some(pattern) => SessionKey::Regex(
+            Regex::new(pattern).with_context(|| format!("bad --session-key regex `{pattern}`"))?,
+        ),
+        None => SessionKey::Stream,
+    };
+    let corpus = read_corpus(options, &key)?;
+    tracing::info!(
+        lines = corpus.lines.len(),
+        templates = corpus.templates.len(),
+        sessions = corpus.sessions.len(),
+        "training data read"
+    );
+
+    let (device, backend) = backend::device(options.backend)?;
+    let train_device = device.clone().autodiff();
+    train_device.seed(options.seed);
+    let mut rng = SplitMix64::new(options.seed);
+
+    // --- Text autoencoder on the distinct templates.
+    let sizes = ModelSizes {
+        feature_dims: options.feature_dims,
+        autoencoder_hidden: options.autoencoder_hidden,
+        embedding_size: options.embedding_size,
+        detector_hidden: options.detector_hidden,
+        sequence_length: options.sequence_length,
+    };
+    let features: Vec<Vec<f32>> = corpus
+        .templates
+        .iter()
+        .map(|t| hashed_features(t, sizes.feature_dims))
+        .collect();
+    let ae_config = TextAutoencoderConfig::new(
+        sizes.feature_dims,
+        sizes.autoencoder_hidden,
+        sizes.embedding_size,
+    );
+    let mut autoencoder = ae_config.init(&train_device);
+    let mut optimizer = AdamConfig::new().init();
+    let ae_steps = 300.max(options.epochs * corpus.templates.len().div_ceil(options.batch_size));
+    let bar = progress_bar(options.progress, ae_steps as u64, "autoencoder");
+    let mut order: Vec<usize> = (0..features.len()).collect();
+    let mut ae_loss = 0.0;
+    for step in 0..ae_steps {
+        let batch = options.batch_size.min(order.len());
+        let start = (step * batch) % order.len();
+        if start < batch {
+            rng.shuffle(&mut order);
+        }
+        let rows: Vec<f32> = order
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(batch)
+            .flat_map(|&i| features[i].iter().copied())
+            .collect();
+        let input = Tensor::<2>::from_data(
+            TensorData::new(rows, [batch, sizes.feature_dims]),
+            &train_device,
+        );
+        let (_, error) = autoencoder.forward(input);
+        let loss = error.mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &autoencoder);
+        autoencoder = optimizer.step(options.learning_rate, autoencoder, grads);
+        ae_loss = f64::from(loss.into_scalar::<f32>());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let autoencoder = autoencoder.valid();
+
+    // --- Embeddings of the training templates.
+    let all = Tensor::<2>::from_data(
+        TensorData::new(features.concat(), [features.len(), sizes.feature_dims]),
+        &device,
+    );
+    let (embeddings, errors) = autoencoder.forward(all);
+    let embeddings: Vec<Vec<f32>> = embeddings
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .chunks(sizes.embedding_size)
+        .map(<[f32]>::to_vec)
+        .collect();
+    let mut errors = errors
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    errors.sort_by(f32::total_cmp);
+    let reconstruction_scale =
+        f64::from(errors[(errors.len() * 99 / 100).min(errors.len() - 1)]).max(1e-4);
+
+    // --- Sequence detector on the windows of the training sessions.
+    let holdout = if corpus.sessions.len() >= 20 {
+        options.holdout
+    } else {
+        0.0
+    };
+    let is_held_out: Vec<bool> = corpus
+        .session_names
+        .iter()
+        .map(|n| held_out(n, options.seed, holdout))
+        .collect();
+    let end_class = corpus.templates.len() as u32;
+    let steps = sizes.sequence_length;
+    let mut samples: Vec<(u32, u32, u32)> = Vec::new(); // (session, position, target)
+    for (s, session) in corpus.sessions.iter().enumerate() {
+        if is_held_out[s] {
+            continue;
+        }
+        for i in 0..=session.len() {
+            let target = session.get(i).copied().unwrap_or(end_class);
+            samples.push((s as u32, i as u32, target));
+        }
+    }
+    anyhow::ensure!(
+        !samples.is_empty(),
+        "no training session left after the hold-out"
+    );
+    let classes = corpus.templates.len() + 2;
+    let detector_config =
+        SequenceDetectorConfig::new(sizes.embedding_size + 1, sizes.detector_hidden, classes);
+    let mut detector = detector_config.init(&train_device);
+    let mut optimizer = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let batches_per_epoch = samples.len().div_ceil(options.batch_size);
+    let bar = progress_bar(
+        options.progress,
+        (options.epochs * batches_per_epoch) as u64,
+        "detector",
+    );
+    let mut detector_loss = 0.0;
+    for _epoch in 0..options.epochs {
+        rng.shuffle(&mut samples);
+        let mut epoch_loss = 0.0;
+        for chunk in samples.chunks(options.batch_size) {
+            let windows: Vec<Vec<&[f32]>> = chunk
+                .iter()
+                .map(|&(s, i, _)| {
+                    let session = &corpus.sessions[s as usize];
+                    let i = i as usize;
+                    session[i.saturating_sub(steps)..i]
+                        .iter()
+                        .map(|&t| embeddings[t as usize].as_slice())
+                        .collect()
+                })
+                .collect();
+            let input = window_input(&windows, steps, sizes.embedding_size, &train_device);
+            let targets: Vec<i64> = chunk.iter().map(|&(_, _, t)| i64::from(t)).collect();
+            let targets =
+                Tensor::<1, Int>::from_data(TensorData::new(targets, [chunk.len()]), &train_device);
+            let loss = loss_fn.forward(detector.forward(input), targets);
+            let grads = GradientsParams::from_grads(loss.backward(), &detector);
+            detector = optimizer.step(options.learning_rate, detector, grads);
+            epoch_loss += f64::from(loss.into_scalar::<f32>()) * chunk.len() as f64;
+            bar.inc(1);
+        }
+        detector_loss = epoch_loss / samples.len() as f64;
+        tracing::debug!(loss = detector_loss, "detector epoch");
+    }
+    bar.finish_and_clear();
+    let detector = detector.valid();
+
+    let metadata = ModelMetadata {
+        format_version: FORMAT_VERSION,
+        normalizer_version: NORMALIZER_VERSION,
+        sizes,
+        templates: corpus.templates.clone(),
+        training: TrainingSummary {
+            inputs: options
+                .inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            lines: corpus.lines.len() as u64,
+            sessions: corpus.sessions.len() as u64,
+            held_out_sessions: is_held_out.iter().filter(|h| **h).count() as u64,
+            session_key: options.session_key.clone(),
+            epochs: options.epochs,
+            seed: options.seed,
+            autoencoder_loss: ae_loss,
+            detector_loss,
+            reconstruction_scale,
+            max_session_gap_secs: corpus.max_gap,
+            ..TrainingSummary::default()
+        },
+    };
+    let mut model = LoadedModel::new(metadata, autoencoder, detector, device, backend);
+    calibrate(&mut model, &corpus, &is_held_out, &key, options)?;
+    model.metadata.training.duration_secs = started.elapsed().as_secs_f64();
+    Ok(model)
+}
+
+/// Scores the held-out sessions with the pipeline's own scorer and sets the floor.
+fn calibrate(
+    model: &mut LoadedModel,
+    corpus: &Corpus,
+    is_held_out: &[bool],
+    key: &SessionKey,
+    options: &TrainOptions,
+) -> anyhow::Result<()> {
+    let use_all = !is_held_out.iter().any(|h| *h);
+    let settings = ScorerSettings {
+        window_size: 100,
+        threshold_multiplier: 2.5,
+        min_samples: usize::MAX,
+        exclude_anomalies: false,
+        threshold_floor: Some(f64::INFINITY),
+        session_key: key.clone(),
+        session_ttl_secs: i64::MAX / 4,
+        max_sessions: usize::MAX,
+    };
+    let mut scorer = Scorer::new(&*model, settings);
+    let mut session_max: HashMap<String, f64> = HashMap::new();
+    let mut scores = Vec::new();
+    let mut record = |events: Vec<Event>| {
+        for event in events {
+            let Some(deepsentry_core::Value::Float(score)) = event
+                .fields
+                .get(deepsentry_core::event::keys::ANOMALY_SCORE)
+                .cloned()
+            else {
+                continue;
+            };
+            let session = event
+                .fields
+                .get(SESSION_FIELD)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let _ = event.fields.get(SESSION_END_FIELD);
+            scores.push(score);
+            let max = session_max.entry(session).or_insert(0.0);
+            *max = max.max(score);
+        }
+    };
+    let now = chrono::Utc::now();
+    let mut batch = Vec::new();
+    for (line, &origin) in corpus.lines.iter().zip(&corpus.line_origin) {
+        if !use_all && !is_held_out[line.session as usize] {
+            continue;
+        }
+        let _ = line.template;
+        batch.push(Event::from_str(
+            &line.text,
+            now,
+            corpus.origins[origin as usize].clone(),
+        ));
+        if batch.len() == 1024 {
+            record(scorer.process(std::mem::take(&mut batch)));
+        }
+    }
+    record(scorer.process(batch));
+    record(scorer.finish());
+    anyhow::ensure!(!scores.is_empty(), "nothing to calibrate on");
+    let n = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let max = session_max.values().copied().fold(0.0, f64::max);
+    let training = &mut model.metadata.training;
+    training.score_mean = mean;
+    training.score_std = std;
+    training.score_max = max;
+    training.score_floor = max * options.floor_margin;
+    let mut sorted: Vec<f64> = session_max.values().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    let quantile = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
+    tracing::info!(
+        sessions = sorted.len(),
+        score_mean = format!("{mean:.3}"),
+        session_max_p50 = format!("{:.3}", quantile(0.5)),
+        session_max_p99 = format!("{:.3}", quantile(0.99)),
+        session_max_max = format!("{max:.3}"),
+        floor = format!("{:.3}", training.score_floor),
+        "threshold floor calibrated on held-out sessions"
+    );
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! A model trained here, on the demo generator's normal sessions, against the generator's
+//! injected faults; and the bundle's save/load checks.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use deepsentry_core::event::keys;
+use deepsentry_core::{Event, Origin, Value};
+use deepsentry_model::bundle::LoadedModel;
+use deepsentry_model::scorer::{SESSION_END_FIELD, SESSION_FIELD};
+use deepsentry_model::{
+    train, BackendKind, Scorer, ScorerSettings, SequenceModel, SessionKey, TrainOptions,
+};
+use deepsentry_source_demo::{Fault, HdfsGenerator};
+use regex::Regex;
+
+const SESSION_KEY: &str = r"blk_-?\d+";
+
+/// The model every test here shares: trained once per test binary.
+fn model_dir() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("normal.log");
+        let lines: Vec<String> = HdfsGenerator::new(1, 0.0, 8)
+            .take(6000)
+            .map(|l| l.text)
+            .collect();
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let options = TrainOptions {
+            inputs: vec![input],
+            session_key: Some(SESSION_KEY.into()),
+            epochs: 6,
+            ..TrainOptions::default()
+        };
+        let model = train(&options).unwrap();
+        let out = dir.path().join("model");
+        model.save(&out).unwrap();
+        (dir, out)
+    })
+    .1
+}
+
+fn settings() -> ScorerSettings {
+    ScorerSettings {
+        window_size: 100,
+        threshold_multiplier: 2.5,
+        min_samples: 20,
+        exclude_anomalies: true,
+        threshold_floor: None,
+        session_key: SessionKey::Regex(Regex::new(SESSION_KEY).unwrap()),
+        session_ttl_secs: 3600,
+        max_sessions: 100_000,
+    }
+}
+
+fn events(lines: &[String]) -> Vec<Event> {
+    let origin = Origin::new("test", "demo");
+    let now = chrono::Utc::now();
+    lines
+        .iter()
+        .map(|l| Event::from_str(l, now, Arc::clone(&origin)))
+        .collect()
+}
+
+fn flag(event: &Event) -> bool {
+    matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)))
+}
+
+#[test]
+fn flags_injected_faults_and_passes_normal_sessions() {
+    let model = LoadedModel::load(model_dir(), BackendKind::Flex).unwrap();
+    let mut scorer = Scorer::new(Arc::new(model), settings());
+    let generated: Vec<_> = HdfsGenerator::new(99, 0.1, 8).take(8000).collect();
+    let faults: HashMap<String, Option<Fault>> = generated
+        .iter()
+        .map(|l| (l.block.clone(), l.session_fault))
+        .collect();
+    let lines: Vec<String> = generated.iter().map(|l| l.text.clone()).collect();
+    let mut flagged: HashMap<String, bool> = HashMap::new();
+    let mut out = Vec::new();
+    for chunk in lines.chunks(1024) {
+        out.extend(scorer.process(events(chunk)));
+    }
+    out.extend(scorer.finish());
+    for event in &out {
+        let session = event.fields.get(SESSION_FIELD).unwrap().to_string();
+        *flagged.entry(session).or_default() |= flag(event);
+    }
+    // Every line scored, plus one end event per session.
+    assert_eq!(out.len(), lines.len() + faults.len());
+    let count = |want_fault: bool, want_flag: bool, kind: Option<Fault>| {
+        faults
+            .iter()
+            .filter(|(block, fault)| {
+                fault.is_some() == want_fault
+                    && kind.is_none_or(|k| **fault == Some(k))
+                    && flagged[*block] == want_flag
+            })
+            .count()
+    };
+    // Errors never seen in normal sessions, and blocks that were never written, are caught.
+    for kind in [
+        Fault::DeleteError,
+        Fault::MirrorWriteFailed,
+        Fault::NeverWritten,
+    ] {
+        assert_eq!(
+            count(true, false, Some(kind)),
+            0,
+            "missed {kind:?} sessions"
+        );
+        assert!(
+            count(true, true, Some(kind)) > 0,
+            "no {kind:?} session generated"
+        );
+    }
+    // Normal sessions that completed pass; a session cut off by the end of the input may
+    // rightly look unfinished.
+    let complete_normal: Vec<_> = faults
+        .iter()
+        .filter(|(block, fault)| {
+            fault.is_none()
+                && generated
+                    .iter()
+                    .rev()
+                    .find(|l| &l.block == *block)
+                    .is_some_and(|l| l.text.contains("Deleting block"))
+        })
+        .collect();
+    let false_alarms = complete_normal
+        .iter()
+        .filter(|(block, _)| flagged[*block])
+        .count();
+    assert!(complete_normal.len() > 200);
+    assert!(
+        false_alarms * 100 <= complete_normal.len(),
+        "{false_alarms} of {} normal sessions flagged",
+        complete_normal.len()
+    );
+    // Flagged lines carry their context.
+    let alert = out.iter().find(|e| flag(e)).unwrap();
+    let Some(Value::Str(context)) = alert.fields.get(keys::CONTEXT_WINDOW) else {
+        panic!("no context window")
+    };
+    assert!(context.contains(" → ") || alert.fields.get(SESSION_END_FIELD).is_some());
+}
+
+#[test]
+fn bundle_round_trip_gives_identical_scores() {
+    let original = LoadedModel::load(model_dir(), BackendKind::Flex).unwrap();
+    let copy_dir = tempfile::tempdir().unwrap();
+    original.save(copy_dir.path()).unwrap();
+    let copy = LoadedModel::load(copy_dir.path(), BackendKind::Ndarray).unwrap();
+    assert_eq!(original.metadata, copy.metadata);
+    let templates: Vec<&str> = original
+        .metadata
+        .templates
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let a = original.embed(&templates);
+    let b = copy.embed(&templates);
+    for ((ea, ra), (eb, rb)) in a.iter().zip(&b) {
+        assert!((ra - rb).abs() < 1e-5);
+        assert!(ea.iter().zip(eb).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
+    let window: Vec<&[f32]> = a.iter().take(3).map(|(e, _)| e.as_slice()).collect();
+    let pa = original.log_probs(std::slice::from_ref(&window));
+    let pb = copy.log_probs(&[window]);
+    assert!(pa[0].iter().zip(&pb[0]).all(|(x, y)| (x - y).abs() < 1e-4));
+}
+
+fn copy_bundle(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let yml = dir.path().join("model.yml");
+    let text = std::fs::read_to_string(&yml).unwrap();
+    std::fs::write(&yml, edit(text)).unwrap();
+    dir
+}
+
+#[test]
+fn mismatched_bundles_say_what_does_not_match() {
+    let err = |dir: &tempfile::TempDir| {
+        format!(
+            "{:#}",
+            LoadedModel::load(dir.path(), BackendKind::Flex).unwrap_err()
+        )
+    };
+    let bigger = copy_bundle(|t| t.replace("embedding_size: 16", "embedding_size: 24"));
+    let e = err(&bigger);
+    assert!(
+        e.contains("autoencoder.bpk: the weights do not match model.yml"),
+        "{e}"
+    );
+    assert!(e.contains("embedding_size 24"), "{e}");
+
+    let hidden = copy_bundle(|t| t.replace("detector_hidden: 64", "detector_hidden: 32"));
+    let e = err(&hidden);
+    assert!(e.contains("detector.bpk: the weights do not match"), "{e}");
+    assert!(e.contains("detector_hidden 32"), "{e}");
+
+    let fewer = copy_bundle(|t| {
+        let mut lines: Vec<&str> = t.lines().collect();
+        let first = lines.iter().position(|l| l.starts_with("- ")).unwrap();
+        lines.remove(first);
+        lines.join("\n")
+    });
+    assert!(err(&fewer).contains("classes"), "{}", err(&fewer));
+
+    let version = copy_bundle(|t| t.replace("format_version: 1", "format_version: 9"));
+    assert!(
+        err(&version).contains("format_version is 9"),
+        "{}",
+        err(&version)
+    );
+
+    let missing = tempfile::tempdir().unwrap();
+    assert!(err(&missing).contains("model.yml"), "{}", err(&missing));
+}
+
+#[test]
+fn memory_stays_bounded_with_100k_distinct_sessions() {
+    let model = LoadedModel::load(model_dir(), BackendKind::Flex).unwrap();
+    let mut scorer = Scorer::new(
+        Arc::new(model),
+        ScorerSettings {
+            max_sessions: 1000,
+            ..settings()
+        },
+    );
+    let line = |i: usize| {
+        format!(
+            "081109 203518 143 INFO dfs.DataNode$DataXceiver: Receiving block blk_{i} src: /10.250.19.102:54106 dest: /10.250.19.102:50010"
+        )
+    };
+    let mut ended = 0;
+    for start in (0..100_000).step_by(1000) {
+        let lines: Vec<String> = (start..start + 1000).map(line).collect();
+        let out = scorer.process(events(&lines));
+        ended += out
+            .iter()
+            .filter(|e| e.fields.get(SESSION_END_FIELD).is_some())
+            .count();
+        assert!(scorer.session_count() <= 1000);
+    }
+    assert_eq!(ended, 99_000, "every evicted session was ended and scored");
+    assert_eq!(scorer.stats().sessions_evicted, 99_000);
+}
+
+#[test]
+fn idle_sessions_end_by_the_log_clock() {
+    let model = LoadedModel::load(model_dir(), BackendKind::Flex).unwrap();
+    // No warm-up, so that the second score already counts.
+    let mut scorer = Scorer::new(
+        Arc::new(model),
+        ScorerSettings {
+            min_samples: 0,
+            ..settings()
+        },
+    );
+    let lines = vec![
+        "081109 203518 143 INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:50010".to_string(),
+        // Two hours later (past the one-hour TTL), another block: blk_1 ends first.
+        "081109 223518 143 INFO dfs.DataNode$DataXceiver: Receiving block blk_2 src: /10.0.0.1:5 dest: /10.0.0.2:50010".to_string(),
+    ];
+    let out = scorer.process(events(&lines));
+    assert_eq!(out.len(), 3);
+    assert!(out[1].fields.get(SESSION_END_FIELD).is_some());
+    assert!(out[1].message().contains("blk_1"));
+    assert!(out[1].message().contains("idle"));
+    assert!(
+        flag(&out[1]),
+        "a block that was never written ends too early"
+    );
+}

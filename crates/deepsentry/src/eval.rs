@@ -1,0 +1,358 @@
+//! `deepsentry eval`: replays a labelled log through the `deepsentry` transform's own scorer
+//! and reports precision, recall, F1 and false-positive rate.
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use deepsentry_core::event::keys;
+use deepsentry_core::{Event, Origin, Value};
+use deepsentry_model::scorer::{SESSION_END_FIELD, SESSION_FIELD};
+use deepsentry_model::BackendKind;
+use deepsentry_transform_deepsentry::DeepsentryTransformConfig;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// The HDFS test ratio of DeepLog's evaluation (553,366 normal to 16,838 anomalous blocks),
+/// used to project F1 from recall and false-positive rate.
+const PROJECTED_NORMAL: f64 = 553_366.0;
+const PROJECTED_ANOMALOUS: f64 = 16_838.0;
+/// DeepLog's window plus the predicted key: sessions shorter than this cannot be judged by a
+/// window alone.
+const LONG_SESSION_LINES: u64 = 11;
+
+/// Options of `deepsentry eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Model bundle directory.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Labelled log to replay.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Session labels, loghub's `BlockId,Label` CSV (`Normal`/`Anomaly`); needs --session-key.
+    #[arg(long, value_name = "CSV", conflicts_with = "line_labels")]
+    labels: Option<PathBuf>,
+    /// The first token of each line is its label (`-` = normal, anything else = anomaly, the
+    /// BGL convention); it is removed before scoring.
+    #[arg(long)]
+    line_labels: bool,
+    /// Regex whose first capture group (or match) is the session id, e.g. 'blk_-?\d+'.
+    #[arg(long, value_name = "REGEX")]
+    session_key: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Backend: flex, ndarray, wgpu, auto.
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
+    /// Override the transform's `threshold_multiplier` (2.5).
+    #[arg(long)]
+    threshold_multiplier: Option<f64>,
+    /// Override the transform's `window_size` (100).
+    #[arg(long)]
+    window_size: Option<usize>,
+    /// Override the model's learned threshold floor.
+    #[arg(long)]
+    threshold_floor: Option<f64>,
+}
+
+/// Confusion counts and the rates they give.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Scores {
+    /// Anomalies flagged.
+    pub tp: u64,
+    /// Normals flagged.
+    pub fp: u64,
+    /// Anomalies missed.
+    pub fn_: u64,
+    /// Normals passed.
+    pub tn: u64,
+    /// TP / (TP + FP).
+    pub precision: f64,
+    /// TP / (TP + FN).
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+    /// FP / (FP + TN).
+    pub false_positive_rate: f64,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+impl Scores {
+    fn from_pairs(pairs: impl Iterator<Item = (bool, bool)>) -> Self {
+        let mut s = Scores::default();
+        for (actual, flagged) in pairs {
+            match (actual, flagged) {
+                (true, true) => s.tp += 1,
+                (false, true) => s.fp += 1,
+                (true, false) => s.fn_ += 1,
+                (false, false) => s.tn += 1,
+            }
+        }
+        s.precision = ratio(s.tp, s.tp + s.fp);
+        s.recall = ratio(s.tp, s.tp + s.fn_);
+        s.f1 = if s.precision + s.recall > 0.0 {
+            2.0 * s.precision * s.recall / (s.precision + s.recall)
+        } else {
+            0.0
+        };
+        s.false_positive_rate = ratio(s.fp, s.fp + s.tn);
+        s
+    }
+
+    /// F1 at DeepLog's HDFS class ratio, from recall and false-positive rate only.
+    fn projected_f1(&self) -> f64 {
+        let tp = self.recall * PROJECTED_ANOMALOUS;
+        let fp = self.false_positive_rate * PROJECTED_NORMAL;
+        let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+        if precision + self.recall > 0.0 {
+            2.0 * precision * self.recall / (precision + self.recall)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What `eval` prints.
+#[derive(Debug, Serialize)]
+struct Report {
+    input: String,
+    model: String,
+    level: &'static str,
+    lines: u64,
+    seconds: f64,
+    lines_per_second: f64,
+    scores: Scores,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    projected_f1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    without_session_end: Option<Scores>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    long_sessions: Option<Scores>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unlabelled_sessions: Option<u64>,
+}
+
+#[derive(Default)]
+struct SessionVerdict {
+    flagged: bool,
+    flagged_by_lines: bool,
+    lines: u64,
+}
+
+fn read_session_labels(path: &PathBuf) -> anyhow::Result<HashMap<String, bool>> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open labels {}", path.display()))?;
+    let mut labels = HashMap::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        let Some((id, label)) = line.trim().split_once(',') else {
+            continue;
+        };
+        match label.trim() {
+            "Anomaly" => labels.insert(id.to_string(), true),
+            "Normal" => labels.insert(id.to_string(), false),
+            _ if i == 0 => None, // header
+            other => anyhow::bail!(
+                "{}:{}: label `{other}` is neither `Normal` nor `Anomaly`",
+                path.display(),
+                i + 1
+            ),
+        };
+    }
+    Ok(labels)
+}
+
+fn float(event: &Event, key: &str) -> Option<f64> {
+    match event.fields.get(key) {
+        Some(Value::Float(x)) => Some(*x),
+        _ => None,
+    }
+}
+
+/// Runs `deepsentry eval`.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.labels.is_some() || args.line_labels,
+        "give either --labels CSV (session labels) or --line-labels"
+    );
+    anyhow::ensure!(
+        args.labels.is_none() || args.session_key.is_some(),
+        "--labels names sessions: give --session-key too (e.g. 'blk_-?\\d+')"
+    );
+    let mut config = DeepsentryTransformConfig::for_model(args.model.clone());
+    config.backend = args.backend;
+    config.session_key = args.session_key.clone();
+    config.threshold_multiplier = args
+        .threshold_multiplier
+        .unwrap_or(config.threshold_multiplier);
+    config.window_size = args.window_size.unwrap_or(config.window_size);
+    config.threshold_floor = args.threshold_floor;
+    let mut scorer = config.build_scorer()?;
+
+    let text = std::fs::read(&args.input)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let text = String::from_utf8_lossy(&text);
+    let origin = Origin::new("eval", args.input.display().to_string().as_str());
+    let total = text.lines().count() as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("replay [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let mut line_truth: Vec<bool> = Vec::new();
+    let mut line_flagged: Vec<bool> = Vec::new();
+    let mut sessions: HashMap<String, SessionVerdict> = HashMap::new();
+    let mut record = |events: Vec<Event>, line_flagged: &mut Vec<bool>| {
+        for event in events {
+            let flagged = matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)));
+            let is_end = event.fields.get(SESSION_END_FIELD).is_some();
+            let _ = float(&event, keys::ANOMALY_SCORE);
+            if let Some(session) = event.fields.get(SESSION_FIELD) {
+                let verdict = sessions.entry(session.to_string()).or_default();
+                verdict.flagged |= flagged;
+                if !is_end {
+                    verdict.flagged_by_lines |= flagged;
+                    verdict.lines += 1;
+                }
+            }
+            if !is_end {
+                line_flagged.push(flagged);
+            }
+        }
+    };
+    let started = Instant::now();
+    let now = chrono::Utc::now();
+    let mut batch = Vec::with_capacity(config.batch_size);
+    for line in text.lines() {
+        let message = if args.line_labels {
+            let (label, rest) = line.split_once(' ').unwrap_or((line, ""));
+            line_truth.push(label != "-");
+            rest
+        } else {
+            line
+        };
+        batch.push(Event::from_str(message, now, Arc::clone(&origin)));
+        if batch.len() == config.batch_size {
+            record(
+                scorer.process(std::mem::take(&mut batch)),
+                &mut line_flagged,
+            );
+            bar.inc(config.batch_size as u64);
+        }
+    }
+    record(scorer.process(batch), &mut line_flagged);
+    record(scorer.finish(), &mut line_flagged);
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut report = Report {
+        input: args.input.display().to_string(),
+        model: args.model.display().to_string(),
+        level: "line",
+        lines: total,
+        seconds,
+        lines_per_second: total as f64 / seconds.max(1e-9),
+        scores: Scores::default(),
+        projected_f1: None,
+        without_session_end: None,
+        long_sessions: None,
+        unlabelled_sessions: None,
+    };
+    if let Some(path) = &args.labels {
+        let labels = read_session_labels(path)?;
+        let verdict = |id: &str| sessions.get(id);
+        let pairs = |by_lines: bool, min_lines: u64| {
+            labels
+                .iter()
+                .filter(move |(id, _)| verdict(id).map_or(0, |v| v.lines) >= min_lines)
+                .map(move |(id, &actual)| {
+                    let v = verdict(id);
+                    let flagged = v.is_some_and(|v| {
+                        if by_lines {
+                            v.flagged_by_lines
+                        } else {
+                            v.flagged
+                        }
+                    });
+                    (actual, flagged)
+                })
+        };
+        report.level = "session";
+        report.scores = Scores::from_pairs(pairs(false, 0));
+        report.projected_f1 = Some(report.scores.projected_f1());
+        report.without_session_end = Some(Scores::from_pairs(pairs(true, 0)));
+        report.long_sessions = Some(Scores::from_pairs(pairs(false, LONG_SESSION_LINES)));
+        report.unlabelled_sessions = Some(
+            sessions
+                .keys()
+                .filter(|id| !labels.contains_key(id.as_str()))
+                .count() as u64,
+        );
+    } else {
+        report.scores =
+            Scores::from_pairs(line_truth.iter().copied().zip(line_flagged.iter().copied()));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn row(name: &str, s: &Scores) {
+    println!(
+        "| {name} | {:.4} | {:.4} | {:.4} | {:.4}% | {} | {} | {} | {} |",
+        s.precision,
+        s.recall,
+        s.f1,
+        100.0 * s.false_positive_rate,
+        s.tp,
+        s.fp,
+        s.fn_,
+        s.tn
+    );
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "DeepSentry eval: {} ({} lines, {:.1} s, {:.0} lines/s), model {}",
+        report.input, report.lines, report.seconds, report.lines_per_second, report.model
+    );
+    println!();
+    println!("| level | precision | recall | F1 | FPR | TP | FP | FN | TN |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    row(report.level, &report.scores);
+    if let Some(s) = &report.without_session_end {
+        row("session, without the session-end rule", s);
+    }
+    if let Some(s) = &report.long_sessions {
+        row("session, sessions of >= 11 lines", s);
+    }
+    if let Some(f1) = report.projected_f1 {
+        println!();
+        println!("projected F1 at HDFS's 553,366 normal : 16,838 anomalous blocks: {f1:.4}");
+    }
+    if let Some(n) = report.unlabelled_sessions.filter(|n| *n > 0) {
+        println!("{n} sessions in the input have no label (ignored)");
+    }
+}

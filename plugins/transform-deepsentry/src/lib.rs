@@ -1,0 +1,299 @@
+//! The `deepsentry` transform: scores every event with the learned anomaly detector and
+//! enriches it with `anomaly_score`, `anomaly_threshold`, `is_anomaly`, `context_window` and
+//! `session`. Events are scored in batches (`batch_size` events or `batch_interval` seconds,
+//! whichever comes first); session ends are emitted as events of their own.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use deepsentry_core::metrics::{ComponentMetrics, Counter};
+use deepsentry_core::{Batch, BuildContext, Transform, TransformConfig, TransformContext};
+use deepsentry_model::scorer::ScorerStats;
+use deepsentry_model::{
+    BackendKind, LoadedModel, Scorer, ScorerSettings, SequenceModel, SessionKey,
+};
+use regex::Regex;
+use serde::Deserialize;
+
+/// Settings of the `deepsentry` transform.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeepsentryTransformConfig {
+    /// Directory of a model bundle made by `deepsentry train` (e.g. `models/default`).
+    pub model: PathBuf,
+    /// `flex` (default), `ndarray`, `wgpu` (GPU builds) or `auto`.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Events per scored window; must equal the model's (checked at start). Default: the
+    /// model's.
+    #[serde(default)]
+    pub sequence_length: Option<usize>,
+    /// Recent scores the adaptive threshold is computed over. Default 100.
+    #[serde(default = "default_window_size")]
+    pub window_size: usize,
+    /// Standard deviations above the mean that make an anomaly. Default 2.5.
+    #[serde(default = "default_threshold_multiplier")]
+    pub threshold_multiplier: f64,
+    /// Scores seen before the first alert (warm-up). Default 20.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: usize,
+    /// The threshold never goes below this. Default: the floor learned in training.
+    #[serde(default)]
+    pub threshold_floor: Option<f64>,
+    /// Keep anomalous scores out of the rolling window (an incident does not raise its own
+    /// bar). Default `true`.
+    #[serde(default = "default_true")]
+    pub exclude_anomalies: bool,
+    /// Score at least this often, in seconds, when fewer than `batch_size` events wait.
+    /// Default 1.0.
+    #[serde(default = "default_batch_interval")]
+    pub batch_interval: f64,
+    /// Score as soon as this many events wait. Default 1024.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Regex whose first capture group (or whole match) names an event's session, e.g.
+    /// `'(blk_-?\d+)'`. Default: one session per source stream (file, peer, stdin).
+    #[serde(default)]
+    pub session_key: Option<String>,
+    /// Name of a field holding the session instead (set by an earlier transform).
+    #[serde(default)]
+    pub session_field: Option<String>,
+    /// Seconds (in the events' own clock when lines carry a timestamp) after which an idle
+    /// session ends and its end is scored. Default: twice the longest pause inside a training
+    /// session, at least 60.
+    #[serde(default)]
+    pub session_ttl: Option<f64>,
+    /// Most sessions tracked at once; past it the least recently active one ends. Default
+    /// 100000.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+fn default_window_size() -> usize {
+    100
+}
+fn default_threshold_multiplier() -> f64 {
+    2.5
+}
+fn default_min_samples() -> usize {
+    20
+}
+fn default_true() -> bool {
+    true
+}
+fn default_batch_interval() -> f64 {
+    1.0
+}
+fn default_batch_size() -> usize {
+    1024
+}
+fn default_max_sessions() -> usize {
+    100_000
+}
+
+deepsentry_core::register_transform!(
+    "deepsentry",
+    "Scores events with the learned anomaly detector (autoencoder + sequence model)",
+    DeepsentryTransformConfig
+);
+
+impl DeepsentryTransformConfig {
+    /// Default settings for `model`.
+    pub fn for_model(model: PathBuf) -> Self {
+        Self {
+            model,
+            backend: BackendKind::default(),
+            sequence_length: None,
+            window_size: default_window_size(),
+            threshold_multiplier: default_threshold_multiplier(),
+            min_samples: default_min_samples(),
+            threshold_floor: None,
+            exclude_anomalies: true,
+            batch_interval: default_batch_interval(),
+            batch_size: default_batch_size(),
+            session_key: None,
+            session_field: None,
+            session_ttl: None,
+            max_sessions: default_max_sessions(),
+        }
+    }
+
+    /// Loads the model and checks these settings against it.
+    pub fn load_model(&self) -> anyhow::Result<Arc<LoadedModel>> {
+        let model = LoadedModel::load(&self.model, self.backend)
+            .with_context(|| format!("cannot load the model in {}", self.model.display()))?;
+        if let Some(wanted) = self.sequence_length {
+            let trained = model.sequence_length();
+            anyhow::ensure!(
+                wanted == trained,
+                "`sequence_length` is {wanted} but the model in {} was trained with \
+                 sequence_length {trained}; they must match (remove the key to use the model's, \
+                 or retrain with --sequence-length {wanted})",
+                self.model.display()
+            );
+        }
+        Ok(Arc::new(model))
+    }
+
+    /// The scorer settings these keys describe, for `model`.
+    pub fn scorer_settings(&self, model: &LoadedModel) -> anyhow::Result<ScorerSettings> {
+        anyhow::ensure!(self.window_size >= 2, "`window_size` must be at least 2");
+        anyhow::ensure!(
+            self.threshold_multiplier.is_finite() && self.threshold_multiplier >= 0.0,
+            "`threshold_multiplier` must be a non-negative number"
+        );
+        anyhow::ensure!(self.batch_size >= 1, "`batch_size` must be at least 1");
+        let session_key = match (&self.session_key, &self.session_field) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("set either `session_key` or `session_field`, not both")
+            }
+            (Some(pattern), None) => SessionKey::Regex(
+                Regex::new(pattern)
+                    .with_context(|| format!("`session_key` is not a valid regex: {pattern}"))?,
+            ),
+            (None, Some(field)) => SessionKey::Field(field.clone()),
+            (None, None) => SessionKey::Stream,
+        };
+        let trained_gap = model.metadata.training.max_session_gap_secs as f64;
+        let ttl = self.session_ttl.unwrap_or((2.0 * trained_gap).max(60.0));
+        if ttl < trained_gap {
+            tracing::warn!(
+                session_ttl = ttl,
+                training_max_gap = trained_gap,
+                "session_ttl is shorter than pauses seen inside normal training sessions; \
+                 healthy sessions will be ended early and may be flagged"
+            );
+        }
+        Ok(ScorerSettings {
+            window_size: self.window_size,
+            threshold_multiplier: self.threshold_multiplier,
+            min_samples: self.min_samples,
+            exclude_anomalies: self.exclude_anomalies,
+            threshold_floor: self.threshold_floor,
+            session_key,
+            session_ttl_secs: ttl.round() as i64,
+            max_sessions: self.max_sessions,
+        })
+    }
+
+    /// The model loaded and the scorer the transform runs, as `eval` uses it too.
+    pub fn build_scorer(&self) -> anyhow::Result<Scorer<Arc<LoadedModel>>> {
+        let model = self.load_model()?;
+        let settings = self.scorer_settings(&model)?;
+        Ok(Scorer::new(model, settings))
+    }
+}
+
+/// A running `deepsentry` transform.
+pub struct DeepsentryTransform {
+    config: DeepsentryTransformConfig,
+    scorer: Scorer<Arc<LoadedModel>>,
+}
+
+#[async_trait]
+impl TransformConfig for DeepsentryTransformConfig {
+    async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Transform>> {
+        let config = self.clone();
+        let scorer = tokio::task::spawn_blocking(move || config.build_scorer()).await??;
+        let model = scorer.model();
+        tracing::info!(
+            model = %self.model.display(),
+            backend = ?model.backend,
+            templates = model.metadata.templates.len(),
+            sequence_length = model.sequence_length(),
+            floor = model.score_floor(),
+            "anomaly model loaded"
+        );
+        Ok(Box::new(DeepsentryTransform {
+            config: self.clone(),
+            scorer,
+        }))
+    }
+}
+
+/// Reports the scorer's counters as metrics.
+struct Reporter {
+    scored: Counter,
+    anomalies: Counter,
+    sessions_ended: Counter,
+    sessions_evicted: Counter,
+    last: ScorerStats,
+}
+
+impl Reporter {
+    fn new(metrics: &ComponentMetrics) -> Self {
+        Self {
+            scored: metrics.counter("events_scored"),
+            anomalies: metrics.counter("anomalies"),
+            sessions_ended: metrics.counter("sessions_ended"),
+            sessions_evicted: metrics.counter_with_reason("sessions_ended", "max_sessions"),
+            last: ScorerStats::default(),
+        }
+    }
+
+    fn report(&mut self, now: ScorerStats) {
+        self.scored.add(now.scored - self.last.scored);
+        self.anomalies.add(now.anomalies - self.last.anomalies);
+        self.sessions_ended
+            .add(now.sessions_ended - self.last.sessions_ended);
+        self.sessions_evicted
+            .add(now.sessions_evicted - self.last.sessions_evicted);
+        self.last = now;
+    }
+}
+
+#[async_trait]
+impl Transform for DeepsentryTransform {
+    async fn run(mut self: Box<Self>, mut cx: TransformContext) -> anyhow::Result<()> {
+        let interval = Duration::from_secs_f64(self.config.batch_interval.max(0.001));
+        let mut reporter = Reporter::new(&cx.metrics);
+        let mut waiting = Batch::default();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let due = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut closed = false;
+            tokio::select! {
+                batch = cx.input.recv() => match batch {
+                    Some(batch) => {
+                        waiting.append(batch);
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + interval);
+                    }
+                    None => closed = true,
+                },
+                _ = due => {}
+            }
+            let due = deadline.is_some_and(|at| at <= tokio::time::Instant::now());
+            if !waiting.is_empty() && (closed || due || waiting.len() >= self.config.batch_size) {
+                deadline = None;
+                let mut batch = std::mem::take(&mut waiting);
+                let acks = batch.take_acks();
+                let scorer = &mut self.scorer;
+                // Scoring is CPU work: keep the other tasks of this worker thread moving.
+                let scored = tokio::task::block_in_place(|| scorer.process(batch.events));
+                let mut out = Batch::new(scored);
+                out.add_acks(acks);
+                reporter.report(self.scorer.stats());
+                if cx.out.send(out).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        let ends = self.scorer.finish();
+        reporter.report(self.scorer.stats());
+        if !ends.is_empty() {
+            let _ = cx.out.send(Batch::new(ends)).await;
+        }
+        Ok(())
+    }
+}

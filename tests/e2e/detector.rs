@@ -1,0 +1,172 @@
+//! The anomaly detector end to end: `train` on normal logs, a pipeline through the
+//! `deepsentry` transform, `eval` on labelled logs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use deepsentry_source_demo::HdfsGenerator;
+
+use crate::common::*;
+
+const KEY: &str = r"blk_-?\d+";
+
+/// A model trained once by the binary on the demo generator's normal sessions.
+fn model() -> &'static Path {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &MODEL
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let lines: Vec<String> = HdfsGenerator::new(5, 0.0, 8)
+                .take(6000)
+                .map(|l| l.text)
+                .collect();
+            write_lines(&dir.path().join("normal.log"), &lines, false);
+            let out = dir.path().join("model");
+            let output = Command::new(bin())
+                .args(["train", "--epochs", "6", "--session-key", KEY, "--input"])
+                .arg(dir.path().join("normal.log"))
+                .arg("--out")
+                .arg(&out)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(stdout.contains("templates"), "{stdout}");
+            assert!(stdout.contains("threshold floor"), "{stdout}");
+            (dir, out)
+        })
+        .1
+}
+
+#[test]
+fn pipeline_enriches_every_event_and_writes_alerts() {
+    let s = Scratch::new();
+    let generated: Vec<_> = HdfsGenerator::new(77, 0.1, 8).take(4000).collect();
+    let lines: Vec<String> = generated.iter().map(|l| l.text.clone()).collect();
+    write_lines(&s.path("in.log"), &lines, false);
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  app:\n    type: file\n    include: ['{{dir}}/in.log']\n    exit_on_eof: true\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n    session_key: '{KEY}'\n\
+             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/all.jsonl\n    format: json\n\
+             \x20 alerts:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/alerts.log\n    format: alert\n",
+            model().display()
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let status = wait_exit(&s, &mut child, Duration::from_secs(120));
+    assert!(status.success(), "{}", s.stderr());
+    let events: Vec<serde_json::Value> = read_lines(&s.path("all.jsonl"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sessions: std::collections::HashSet<_> = generated.iter().map(|l| &l.block).collect();
+    assert_eq!(
+        events.len(),
+        lines.len() + sessions.len(),
+        "each line, and each session's end"
+    );
+    for event in &events {
+        for key in [
+            "anomaly_score",
+            "anomaly_threshold",
+            "is_anomaly",
+            "context_window",
+            "session",
+        ] {
+            assert!(event.get(key).is_some(), "{key} missing in {event}");
+        }
+    }
+    let alerts = std::fs::read_to_string(s.path("alerts.log")).unwrap();
+    assert!(
+        alerts.contains("Unexpected error trying to delete block"),
+        "{alerts}"
+    );
+    assert!(alerts.contains("\nCONTEXT_WINDOW=\""), "{alerts}");
+    assert!(s.stderr().contains("anomalies="), "{}", s.stderr());
+}
+
+#[test]
+fn eval_reports_line_level_metrics() {
+    let s = Scratch::new();
+    let labelled: Vec<String> = HdfsGenerator::new(78, 0.1, 8)
+        .take(5000)
+        .map(|l| format!("{} {}", if l.is_fault_line { "FAULT" } else { "-" }, l.text))
+        .collect();
+    write_lines(&s.path("labelled.log"), &labelled, false);
+    let output = Command::new(bin())
+        .args([
+            "eval",
+            "--line-labels",
+            "--json",
+            "--session-key",
+            KEY,
+            "--model",
+        ])
+        .arg(model())
+        .arg("--input")
+        .arg(s.path("labelled.log"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["level"], "line");
+    assert_eq!(report["lines"], 5000);
+    let scores = &report["scores"];
+    assert!(scores["recall"].as_f64().unwrap() >= 0.8, "{report}");
+    assert!(
+        scores["false_positive_rate"].as_f64().unwrap() <= 0.01,
+        "{report}"
+    );
+}
+
+#[test]
+fn sequence_length_must_match_the_model() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n  in:\n    type: stdin\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    sequence_length: 12\n\
+             sinks:\n  out:\n    type: console\n    inputs: [detect]\n",
+            model().display()
+        ),
+    );
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("transforms.detect: cannot start"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`sequence_length` is 12"), "{stderr}");
+    assert!(
+        stderr.contains("trained with sequence_length 10"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_model_is_named() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        "sources:\n  in:\n    type: stdin\n\
+         transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {dir}/nope\n\
+         sinks:\n  out:\n    type: console\n    inputs: [detect]\n",
+    );
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("nope/model.yml"), "{stderr}");
+}
