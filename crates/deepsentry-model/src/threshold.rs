@@ -66,13 +66,20 @@ impl AdaptiveThreshold {
         (mean + self.multiplier * std).max(self.floor)
     }
 
-    /// Judges `score` against the current threshold, then adds it to the window (unless it is
-    /// an anomaly and anomalies are excluded).
+    /// Judges `score` against the current threshold, then adds it to the window unless it is
+    /// above the threshold and anomalies are excluded. During the warm-up nothing is flagged,
+    /// and the few scores seen say little, so only a learned (positive) floor keeps scores out
+    /// of the window then: a burst of anomalies at start-up cannot set the baseline.
     pub fn observe(&mut self, score: f64) -> Verdict {
         let threshold = self.threshold();
         let warmed_up = self.window.len() >= self.min_samples;
-        let is_anomaly = warmed_up && score > threshold;
-        if !(is_anomaly && self.exclude_anomalies) {
+        let above = if warmed_up {
+            score > threshold
+        } else {
+            self.floor > 0.0 && score > self.floor
+        };
+        let is_anomaly = warmed_up && above;
+        if !(above && self.exclude_anomalies) {
             self.push(score);
         }
         Verdict {
@@ -153,6 +160,19 @@ mod tests {
         assert!(verdict.is_anomaly);
         assert_eq!(verdict.threshold, before);
         assert_eq!(t.threshold(), before, "the anomaly did not raise the bar");
+    }
+
+    #[test]
+    fn anomalies_during_warm_up_do_not_set_the_baseline() {
+        let mut t = AdaptiveThreshold::new(100, 2.5, 5, 1.0, true);
+        for _ in 0..5 {
+            assert!(!t.observe(40.0).is_anomaly, "no alert during warm-up");
+        }
+        for _ in 0..5 {
+            t.observe(0.2);
+        }
+        assert_eq!(t.threshold(), 1.0);
+        assert!(t.observe(40.0).is_anomaly);
     }
 
     #[test]
