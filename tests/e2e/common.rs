@@ -174,3 +174,10 @@ pub fn run_to_end(config: &Path) -> (Option<i32>, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Sends SIGTERM and checks that the pipeline drains and exits 0 within 30 s.
+pub fn stop(scratch: &Scratch, child: &mut Child) {
+    signal(child, "TERM");
+    let status = wait_exit(scratch, child, Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{}", scratch.stderr());
+}

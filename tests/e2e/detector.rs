@@ -170,3 +170,55 @@ fn a_missing_model_is_named() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("nope/model.yml"), "{stderr}");
 }
+
+#[test]
+fn a_shutdown_does_not_judge_open_sessions_but_end_of_input_does() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n  in:\n    type: stdin\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    session_key: '{KEY}'\n    batch_interval: 0.05\n    min_samples: 0\n\
+             sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/out.jsonl\n    format: json\n",
+            model().display()
+        ),
+    );
+    // Two lines of a block that is still being written.
+    let lines: Vec<String> = HdfsGenerator::new(3, 0.0, 1)
+        .take(2)
+        .map(|l| l.text)
+        .collect();
+    let mut child = s.start(&config, Stdio::piped(), Stdio::null());
+    let mut stdin = child.stdin.take().unwrap();
+    for line in &lines {
+        use std::io::Write;
+        writeln!(stdin, "{line}").unwrap();
+    }
+    wait_for_lines(&s, &s.path("out.jsonl"), 2, Duration::from_secs(30));
+    stop(&s, &mut child);
+    assert_eq!(
+        read_lines(&s.path("out.jsonl")).len(),
+        2,
+        "no session end on shutdown"
+    );
+    assert!(
+        s.stderr().contains("open sessions are not judged"),
+        "{}",
+        s.stderr()
+    );
+
+    // The same lines, then end of input: the unfinished block is judged, and flagged.
+    let child = s.start(&config, Stdio::piped(), Stdio::null());
+    let mut stdin = child.stdin.as_ref().unwrap();
+    for line in &lines {
+        use std::io::Write;
+        writeln!(stdin, "{line}").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let events = read_lines(&s.path("out.jsonl"));
+    assert_eq!(events.len(), 5);
+    let end: serde_json::Value = serde_json::from_str(&events[4]).unwrap();
+    assert_eq!(end["session_end"], true);
+    assert_eq!(end["is_anomaly"], true, "{end}");
+}

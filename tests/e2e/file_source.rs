@@ -39,8 +39,7 @@ fn rotation_by_rename_loses_nothing() {
     write_lines(&log, &lines[1700..], false);
 
     wait_for_lines(&s, &s.path("out.log"), 3000, WAIT);
-    signal(&child, "TERM");
-    assert!(wait_exit(&s, &mut child, WAIT).success());
+    stop(&s, &mut child);
     let output = read_lines(&s.path("out.log"));
     let mut sorted = output.clone();
     sorted.sort();
@@ -77,8 +76,7 @@ fn rotation_by_truncation_loses_nothing() {
     write_lines(&log, &lines[1000..], true);
 
     wait_for_lines(&s, &s.path("out.log"), 1300, WAIT);
-    signal(&child, "TERM");
-    assert!(wait_exit(&s, &mut child, WAIT).success());
+    stop(&s, &mut child);
     assert_eq!(read_lines(&s.path("out.log")), lines);
     assert!(s.stderr().contains("truncated"), "{}", s.stderr());
 }
@@ -121,8 +119,7 @@ fn read_from_end_skips_existing_lines_and_follows_appends() {
     assert!(watching, "{}", s.stderr());
     write_lines(&log, &lines[500..], true);
     wait_for_lines(&s, &s.path("out.log"), 200, WAIT);
-    signal(&child, "TERM");
-    assert!(wait_exit(&s, &mut child, WAIT).success());
+    stop(&s, &mut child);
     assert_eq!(read_lines(&s.path("out.log")), lines[500..]);
 }
 
@@ -144,8 +141,7 @@ fn files_matching_a_glob_that_appear_later_are_read() {
     write_lines(&s.path("logs/skip.log"), &lines[..10], false);
     write_lines(&s.path("logs/b.log"), &lines[100..], false);
     wait_for_lines(&s, &s.path("out.log"), 200, WAIT);
-    signal(&child, "TERM");
-    assert!(wait_exit(&s, &mut child, WAIT).success());
+    stop(&s, &mut child);
     let mut output = read_lines(&s.path("out.log"));
     output.sort();
     assert_eq!(

@@ -47,8 +47,7 @@ fn three_concurrent_clients_all_arrive_in_order() {
         sender.join().unwrap();
     }
     wait_for_lines(&s, &s.path("out.log"), 9000, WAIT);
-    signal(&child, "TERM");
-    assert!(wait_exit(&s, &mut child, WAIT).success());
+    stop(&s, &mut child);
     let output = read_lines(&s.path("out.log"));
     assert_eq!(output.len(), 9000);
     for client in 0..3 {
@@ -86,8 +85,7 @@ fn client_mode_reconnects_until_the_peer_appears_and_after_it_leaves() {
         // Closing the connection makes the source reconnect for the next round.
     }
     wait_for_lines(&s, &s.path("out.log"), 1000, WAIT);
-    signal(&child, "TERM");
-    assert!(wait_exit(&s, &mut child, WAIT).success());
+    stop(&s, &mut child);
     let output = read_lines(&s.path("out.log"));
     assert_eq!(output.len(), 1000);
     assert_eq!(output[999], "round 1 line 499");
@@ -116,6 +114,5 @@ fn oversized_line_over_tcp_is_truncated_and_the_next_line_survives() {
     stdout.read_line(&mut second).unwrap();
     assert_eq!(first.trim_end(), "z".repeat(64));
     assert_eq!(second.trim_end(), "after");
-    signal(&child, "TERM");
-    assert!(wait_exit(&s, &mut child, WAIT).success());
+    stop(&s, &mut child);
 }

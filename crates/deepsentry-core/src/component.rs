@@ -79,6 +79,9 @@ pub struct TransformContext {
     pub input: mpsc::Receiver<Batch>,
     /// Where its batches go.
     pub out: Output,
+    /// Fired when the pipeline is shutting down (the input then closes too); tells a
+    /// transform holding state whether its input ended or the process is stopping.
+    pub shutdown: ShutdownSignal,
     /// The transform's counters.
     pub metrics: ComponentMetrics,
 }

@@ -104,6 +104,7 @@ pub async fn run(
                         id: spec.id.clone(),
                         input,
                         out: output_of(&spec.id),
+                        shutdown: shutdown.clone(),
                         metrics: component_metrics,
                     },
                 )

@@ -289,6 +289,17 @@ impl Transform for DeepsentryTransform {
                 break;
             }
         }
+        if cx.shutdown.is_triggered() {
+            // Stopping is not the end of the sessions: judging them unfinished would raise an
+            // alert for every block in flight at each restart.
+            tracing::info!(
+                transform = %cx.id,
+                open_sessions = self.scorer.session_count(),
+                "shutting down; open sessions are not judged"
+            );
+            return Ok(());
+        }
+        // The input ended (end of a replay, of standard input): every open session ends here.
         let ends = self.scorer.finish();
         reporter.report(self.scorer.stats());
         if !ends.is_empty() {
