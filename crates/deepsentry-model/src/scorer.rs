@@ -16,6 +16,7 @@
 //! `max_sessions`, or is still open at the end of input gets one more event: its end, scored
 //! like any other event (a block allocated and never written ends too early).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -214,21 +215,21 @@ where
         self.sessions.len()
     }
 
-    fn session_of(&self, event: &Event) -> String {
+    fn session_of<'e>(&self, event: &'e Event) -> Cow<'e, str> {
+        let stream = || Cow::Borrowed(&*event.origin.stream);
         match &self.settings.session_key {
-            SessionKey::Stream => event.origin.stream.to_string(),
-            SessionKey::Regex(re) => match re.captures(event.message()) {
-                Some(c) => c
-                    .get(1)
-                    .or_else(|| c.get(0))
-                    .map(|m| m.as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-                None => event.origin.stream.to_string(),
-            },
+            SessionKey::Stream => stream(),
+            // A plain match is much cheaper than captures; use groups only when there are some.
+            SessionKey::Regex(re) if re.captures_len() == 1 => re
+                .find(event.message())
+                .map_or_else(stream, |m| Cow::Borrowed(m.as_str())),
+            SessionKey::Regex(re) => re
+                .captures(event.message())
+                .and_then(|c| c.get(1).or_else(|| c.get(0)))
+                .map_or_else(stream, |m| Cow::Borrowed(m.as_str())),
             SessionKey::Field(name) => match event.fields.get(name) {
-                Some(value) => value.to_string(),
-                None => event.origin.stream.to_string(),
+                Some(value) => Cow::Owned(value.to_string()),
+                None => stream(),
             },
         }
     }
@@ -272,7 +273,8 @@ where
     }
 
     fn context(session: &Session, current: &str) -> String {
-        let mut context = String::new();
+        let len = session.messages.iter().map(|m| m.len() + 5).sum::<usize>() + current.len();
+        let mut context = String::with_capacity(len);
         for message in &session.messages {
             context.push_str(message);
             context.push_str(" → ");
@@ -312,7 +314,7 @@ where
             }
             let key = self.session_of(&event);
             let origin = event.origin.clone();
-            let (session, evicted) = self.sessions.touch(&key, now, || Session {
+            let (session, session_name, evicted) = self.sessions.touch(&key, now, || Session {
                 window: Vec::new(),
                 messages: Vec::new(),
                 lines: 0,
@@ -335,7 +337,6 @@ where
                     Some(template.reconstruction_error),
                 ),
             };
-            let session_name: Arc<str> = Arc::from(key.as_str());
             if let Some((key, old)) = evicted {
                 self.stats.sessions_evicted += 1;
                 let end = self.end_event(key, old, now, "evicted");

@@ -4,6 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+/// A session that left the store: its name and its state.
+pub type Ended<V> = (Arc<str>, V);
+
 struct Entry<V> {
     value: V,
     last_seen: i64,
@@ -44,15 +47,15 @@ impl<V> SessionStore<V> {
         self.map.is_empty()
     }
 
-    /// The session `key`, created with `init` if new, marked active at `now`. When creating
-    /// it exceeds `max_sessions`, the least recently active other session is evicted and
-    /// returned.
+    /// The session `key` (and its shared name), created with `init` if new, marked active at
+    /// `now`. When creating it exceeds `max_sessions`, the least recently active other session
+    /// is evicted and returned.
     pub fn touch(
         &mut self,
         key: &str,
         now: i64,
         init: impl FnOnce() -> V,
-    ) -> (&mut V, Option<(Arc<str>, V)>) {
+    ) -> (&mut V, Arc<str>, Option<Ended<V>>) {
         self.seq += 1;
         let seq = self.seq;
         let mut evicted = None;
@@ -81,7 +84,7 @@ impl<V> SessionStore<V> {
         let entry = self.map.get_mut(&*shared).expect("inserted above");
         entry.seq = seq;
         entry.last_seen = entry.last_seen.max(now);
-        (&mut entry.value, evicted)
+        (&mut entry.value, shared, evicted)
     }
 
     /// Removes and returns the least recently active session.
@@ -160,7 +163,7 @@ mod tests {
         store.touch("a", 0, || 1);
         store.touch("b", 1, || 2);
         store.touch("a", 2, || 0);
-        let (_, evicted) = store.touch("c", 3, || 3);
+        let (_, _, evicted) = store.touch("c", 3, || 3);
         assert_eq!(
             evicted.map(|(k, v)| (k.to_string(), v)),
             Some(("b".into(), 2))
@@ -179,7 +182,7 @@ mod tests {
         let mut store = SessionStore::new(1_000_000, 1000);
         let mut evicted = 0;
         for i in 0..100_000 {
-            let (_, e) = store.touch(&format!("s{i}"), i, || ());
+            let (_, _, e) = store.touch(&format!("s{i}"), i, || ());
             evicted += usize::from(e.is_some());
             store.touch("hot", i, || ());
         }

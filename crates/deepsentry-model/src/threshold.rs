@@ -14,6 +14,7 @@ pub struct AdaptiveThreshold {
     exclude_anomalies: bool,
     sum: f64,
     sum_sq: f64,
+    pushes: u64,
 }
 
 /// The verdict for one score.
@@ -46,6 +47,7 @@ impl AdaptiveThreshold {
             exclude_anomalies,
             sum: 0.0,
             sum_sq: 0.0,
+            pushes: 0,
         }
     }
 
@@ -98,8 +100,9 @@ impl AdaptiveThreshold {
         self.window.push_back(score);
         self.sum += score;
         self.sum_sq += score * score;
-        // Running sums drift with floating-point error; recompute now and then.
-        if self.window.len() == self.window_size && self.window.len() > 1 {
+        // Running sums drift with floating-point error; recompute them once per window.
+        self.pushes += 1;
+        if self.pushes % self.window_size as u64 == 0 {
             let (s, q) = self
                 .window
                 .iter()
