@@ -222,3 +222,35 @@ fn a_shutdown_does_not_judge_open_sessions_but_end_of_input_does() {
     assert_eq!(end["session_end"], true);
     assert_eq!(end["is_anomaly"], true, "{end}");
 }
+
+#[test]
+fn a_session_whose_logs_stop_is_judged_without_further_input() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n  in:\n    type: stdin\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    session_key: '{KEY}'\n    session_ttl: 1\n    min_samples: 0\n    batch_interval: 0.1\n\
+             sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/out.jsonl\n    format: json\n",
+            model().display()
+        ),
+    );
+    let lines: Vec<String> = HdfsGenerator::new(4, 0.0, 1)
+        .take(2)
+        .map(|l| l.text)
+        .collect();
+    let mut child = s.start(&config, Stdio::piped(), Stdio::null());
+    let mut stdin = child.stdin.take().unwrap();
+    for line in &lines {
+        use std::io::Write;
+        writeln!(stdin, "{line}").unwrap();
+    }
+    // Nothing more arrives, and standard input stays open: the TTL alone ends the block.
+    wait_for_lines(&s, &s.path("out.jsonl"), 3, Duration::from_secs(30));
+    let end: serde_json::Value =
+        serde_json::from_str(&read_lines(&s.path("out.jsonl"))[2]).unwrap();
+    assert_eq!(end["session_end"], true);
+    assert!(end["message"].as_str().unwrap().contains("(idle)"), "{end}");
+    stop(&s, &mut child);
+    drop(stdin);
+}

@@ -141,6 +141,8 @@ where
     threshold: AdaptiveThreshold,
     stats: ScorerStats,
     scratch: String,
+    /// The latest event time seen (log clock), and when (wall clock) it was seen.
+    clock: Option<(i64, std::time::Instant)>,
 }
 
 /// Largest number of cached windows before the cache is cleared (bounds memory).
@@ -197,6 +199,7 @@ where
             threshold,
             stats: ScorerStats::default(),
             scratch: String::new(),
+            clock: None,
         }
     }
 
@@ -308,6 +311,9 @@ where
         let mut pending = Vec::with_capacity(events.len());
         for (event, id) in events.into_iter().zip(ids) {
             let now = leading_timestamp(event.message()).unwrap_or(event.timestamp.timestamp());
+            if self.clock.is_none_or(|(latest, _)| now >= latest) {
+                self.clock = Some((now, std::time::Instant::now()));
+            }
             for (key, session) in self.sessions.expire(now) {
                 let end = self.end_event(key, session, now, "idle");
                 pending.push(end);
@@ -350,6 +356,21 @@ where
                 unseen_error,
                 context,
             });
+        }
+        self.score(pending)
+    }
+
+    /// A quiet stream: ends the sessions idle past the TTL by the log clock, advanced by the
+    /// wall-clock time since the last event. Called periodically while no events arrive, so a
+    /// session whose logs simply stop is still judged.
+    pub fn tick(&mut self) -> Vec<Event> {
+        let Some((latest, seen_at)) = self.clock else {
+            return Vec::new();
+        };
+        let now = latest + seen_at.elapsed().as_secs() as i64;
+        let mut pending = Vec::new();
+        for (key, session) in self.sessions.expire(now) {
+            pending.push(self.end_event(key, session, now, "idle"));
         }
         self.score(pending)
     }

@@ -256,6 +256,9 @@ impl Transform for DeepsentryTransform {
         let mut reporter = Reporter::new(&cx.metrics);
         let mut waiting = Batch::default();
         let mut deadline: Option<tokio::time::Instant> = None;
+        // While the input is quiet, sessions still time out (see `Scorer::tick`).
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due = async {
                 match deadline {
@@ -273,6 +276,14 @@ impl Transform for DeepsentryTransform {
                     None => closed = true,
                 },
                 _ = due => {}
+                _ = ticks.tick(), if waiting.is_empty() && self.scorer.session_count() > 0 => {
+                    let scorer = &mut self.scorer;
+                    let ended = tokio::task::block_in_place(|| scorer.tick());
+                    reporter.report(self.scorer.stats());
+                    if !ended.is_empty() && cx.out.send(Batch::new(ended)).await.is_err() {
+                        return Ok(());
+                    }
+                }
             }
             let due = deadline.is_some_and(|at| at <= tokio::time::Instant::now());
             if !waiting.is_empty() && (closed || due || waiting.len() >= self.config.batch_size) {
