@@ -171,36 +171,37 @@ fn a_missing_model_is_named() {
     assert!(stderr.contains("nope/model.yml"), "{stderr}");
 }
 
-#[test]
-fn a_shutdown_does_not_judge_open_sessions_but_end_of_input_does() {
-    let s = Scratch::new();
-    let config = s.pipeline(
+/// A pipeline stdin -> deepsentry (with `settings` added) -> `out.jsonl`.
+fn stdin_pipeline(s: &Scratch, settings: &str) -> PathBuf {
+    s.pipeline(
         "p.yml",
         &format!(
             "sources:\n  in:\n    type: stdin\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    session_key: '{KEY}'\n    batch_interval: 0.05\n    min_samples: 0\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    session_key: '{KEY}'\n    min_samples: 0\n{settings}\
              sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/out.jsonl\n    format: json\n",
             model().display()
         ),
-    );
-    // Two lines of a block that is still being written.
-    let lines: Vec<String> = HdfsGenerator::new(3, 0.0, 1)
-        .take(2)
-        .map(|l| l.text)
-        .collect();
+    )
+}
+
+/// The first two lines of a block (one that is still being written), sent to `stdin`.
+fn send_unfinished_block(stdin: &mut impl std::io::Write, seed: u64) {
+    for line in HdfsGenerator::new(seed, 0.0, 1).take(2) {
+        writeln!(stdin, "{}", line.text).unwrap();
+    }
+}
+
+#[test]
+fn a_shutdown_does_not_judge_open_sessions_but_end_of_input_does() {
+    let s = Scratch::new();
+    let config = stdin_pipeline(&s, "    batch_interval: 0.05\n");
     let mut child = s.start(&config, Stdio::piped(), Stdio::null());
     let mut stdin = child.stdin.take().unwrap();
-    for line in &lines {
-        use std::io::Write;
-        writeln!(stdin, "{line}").unwrap();
-    }
+    send_unfinished_block(&mut stdin, 3);
     wait_for_lines(&s, &s.path("out.jsonl"), 2, Duration::from_secs(30));
     stop(&s, &mut child);
-    assert_eq!(
-        read_lines(&s.path("out.jsonl")).len(),
-        2,
-        "no session end on shutdown"
-    );
+    let lines = read_lines(&s.path("out.jsonl"));
+    assert_eq!(lines.len(), 2, "no session end on shutdown");
     assert!(
         s.stderr().contains("open sessions are not judged"),
         "{}",
@@ -208,14 +209,9 @@ fn a_shutdown_does_not_judge_open_sessions_but_end_of_input_does() {
     );
 
     // The same lines, then end of input: the unfinished block is judged, and flagged.
-    let child = s.start(&config, Stdio::piped(), Stdio::null());
-    let mut stdin = child.stdin.as_ref().unwrap();
-    for line in &lines {
-        use std::io::Write;
-        writeln!(stdin, "{line}").unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
+    let mut child = s.start(&config, Stdio::piped(), Stdio::null());
+    send_unfinished_block(&mut child.stdin.take().unwrap(), 3);
+    assert!(wait_exit(&s, &mut child, Duration::from_secs(30)).success());
     let events = read_lines(&s.path("out.jsonl"));
     assert_eq!(events.len(), 5);
     let end: serde_json::Value = serde_json::from_str(&events[4]).unwrap();
@@ -226,25 +222,10 @@ fn a_shutdown_does_not_judge_open_sessions_but_end_of_input_does() {
 #[test]
 fn a_session_whose_logs_stop_is_judged_without_further_input() {
     let s = Scratch::new();
-    let config = s.pipeline(
-        "p.yml",
-        &format!(
-            "sources:\n  in:\n    type: stdin\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    session_key: '{KEY}'\n    session_ttl: 1\n    min_samples: 0\n    batch_interval: 0.1\n\
-             sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/out.jsonl\n    format: json\n",
-            model().display()
-        ),
-    );
-    let lines: Vec<String> = HdfsGenerator::new(4, 0.0, 1)
-        .take(2)
-        .map(|l| l.text)
-        .collect();
+    let config = stdin_pipeline(&s, "    session_ttl: 1\n    batch_interval: 0.1\n");
     let mut child = s.start(&config, Stdio::piped(), Stdio::null());
     let mut stdin = child.stdin.take().unwrap();
-    for line in &lines {
-        use std::io::Write;
-        writeln!(stdin, "{line}").unwrap();
-    }
+    send_unfinished_block(&mut stdin, 4);
     // Nothing more arrives, and standard input stays open: the TTL alone ends the block.
     wait_for_lines(&s, &s.path("out.jsonl"), 3, Duration::from_secs(30));
     let end: serde_json::Value =
