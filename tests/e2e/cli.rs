@@ -150,6 +150,14 @@ fn plugins_and_version() {
             "{name} missing:\n{text}"
         );
     }
+    let output = Command::new(bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in ["run", "validate", "plugins", "train", "eval"] {
+        assert!(
+            help.contains(&format!("  {command} ")),
+            "{command} missing:\n{help}"
+        );
+    }
     let output = Command::new(bin()).arg("--version").output().unwrap();
     assert!(String::from_utf8(output.stdout)
         .unwrap()
