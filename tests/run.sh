@@ -4,21 +4,39 @@
 #
 #   bash tests/run.sh
 #
-# It installs what the tests need first (nothing beyond the Rust toolchain yet), so it works
-# on a fresh Debian machine.
+# It installs what the tests need first, so it works on a fresh Debian machine: rustfmt and
+# clippy, and Mesa's software Vulkan driver (lavapipe), so the GPU backend's test has a wgpu
+# adapter to run on even where the machine has no GPU.
+#
+# Everything is built with the `gpu` feature, so the test build is also the check that the
+# wgpu backend compiles (`cargo build` alone would resolve other features for shared
+# dependencies and build burn a second time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+if ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing mesa-vulkan-drivers (software Vulkan for the wgpu test)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      mesa-vulkan-drivers >/dev/null) || echo "could not install mesa-vulkan-drivers;" \
+      "the wgpu test will say it has no adapter" >&2
+  else
+    echo "mesa-vulkan-drivers is not installed; the wgpu test will say it has no adapter" >&2
+  fi
+fi
+
+features=(--features deepsentry/gpu)
+
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 
 # The test run, then one closing line with the totals of every test binary.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast "${features[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }

@@ -25,7 +25,7 @@ fn model() -> &'static Path {
             write_lines(&dir.path().join("normal.log"), &lines, false);
             let out = dir.path().join("model");
             let output = Command::new(bin())
-                .args(["train", "--epochs", "6", "--session-key", KEY, "--input"])
+                .args(["train", "--session-key", KEY, "--input"])
                 .arg(dir.path().join("normal.log"))
                 .arg("--out")
                 .arg(&out)

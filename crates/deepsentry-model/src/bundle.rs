@@ -13,12 +13,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::autoencoder::{TextAutoencoder, TextAutoencoderConfig};
 use crate::backend::{self, BackendKind};
-use crate::detector::{window_input, SequenceDetector, SequenceDetectorConfig};
+use crate::detector::{
+    message_vector, message_vector_width, window_input, SequenceDetector, SequenceDetectorConfig,
+};
 use crate::features::hashed_features;
+use crate::invariants::Invariant;
 use crate::scorer::SequenceModel;
 
 /// The bundle format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The normalizer's masking rules version; a model trained with other rules sees other
 /// templates.
 pub const NORMALIZER_VERSION: u32 = 1;
@@ -71,6 +74,9 @@ pub struct TrainingSummary {
     pub score_std: f64,
     /// Highest score of a held-out normal session.
     pub score_max: f64,
+    /// 99th percentile of the held-out sessions' highest scores.
+    #[serde(default)]
+    pub score_p99: f64,
     /// The threshold never goes below this.
     pub score_floor: f64,
     /// Typical reconstruction error of a training template (scales unseen templates' scores).
@@ -94,6 +100,9 @@ pub struct ModelMetadata {
     pub sizes: ModelSizes,
     /// Training templates, in class order.
     pub templates: Vec<String>,
+    /// Count relations that held in the training sessions, checked when a session ends.
+    #[serde(default)]
+    pub invariants: Vec<Invariant>,
     /// Training statistics.
     pub training: TrainingSummary,
 }
@@ -112,9 +121,14 @@ impl ModelMetadata {
         )
     }
 
+    /// Width of the vector the detector reads per message.
+    pub fn message_vector_width(&self) -> usize {
+        message_vector_width(self.sizes.embedding_size, self.templates.len())
+    }
+
     fn detector_config(&self) -> SequenceDetectorConfig {
         SequenceDetectorConfig::new(
-            self.sizes.embedding_size + 1,
+            self.message_vector_width() + 1,
             self.sizes.detector_hidden,
             self.classes(),
         )
@@ -293,9 +307,11 @@ impl SequenceModel for LoadedModel {
             .into_data()
             .try_into_vec::<f32>()
             .expect("errors are f32");
+        let known = self.metadata.templates.len();
         embedding
             .chunks(size)
-            .map(<[f32]>::to_vec)
+            .zip(templates)
+            .map(|(embedding, template)| message_vector(embedding, self.class_of(template), known))
             .zip(error)
             .collect()
     }
@@ -305,7 +321,7 @@ impl SequenceModel for LoadedModel {
         let input = window_input(
             windows,
             sizes.sequence_length,
-            sizes.embedding_size,
+            self.metadata.message_vector_width(),
             &self.device,
         );
         let logits = self.detector.forward(input);
@@ -325,5 +341,13 @@ impl SequenceModel for LoadedModel {
 
     fn reconstruction_scale(&self) -> f64 {
         self.metadata.training.reconstruction_scale
+    }
+
+    fn invariants(&self) -> &[Invariant] {
+        &self.metadata.invariants
+    }
+
+    fn templates(&self) -> &[String] {
+        &self.metadata.templates
     }
 }

@@ -1,5 +1,6 @@
-//! The sequence anomaly detector: a GRU over the embeddings of a session's previous events
-//! that predicts which template comes next (DeepLog's idea, on learned embeddings). Its
+//! The sequence anomaly detector: a GRU over the vectors of a session's previous events
+//! (autoencoder embedding + template identity) that predicts which template comes next
+//! (DeepLog's idea, on learned embeddings). Its
 //! classes are the training templates, then "the session ends", then "a template never seen".
 
 use burn::nn::{Gru, GruConfig, Linear, LinearConfig};
@@ -8,7 +9,8 @@ use burn::prelude::*;
 /// Sizes of the sequence detector.
 #[derive(Config, Debug)]
 pub struct SequenceDetectorConfig {
-    /// Width of one step of input: the embedding size plus one padding flag.
+    /// Width of one step of input: a message's vector (see [`message_vector`]) plus one
+    /// padding flag.
     pub input: usize,
     /// GRU state size.
     pub hidden: usize,
@@ -47,16 +49,37 @@ impl SequenceDetector {
     }
 }
 
-/// Lays out windows for [`SequenceDetector::forward`]: each window (up to `steps` embeddings,
-/// oldest first) is left-padded to `steps`; a real step is `[embedding, 0]`, a padding step
-/// `[0, ..., 0, 1]`, so the detector knows where a session starts.
+/// Width of the vector [`message_vector`] builds.
+pub fn message_vector_width(embedding: usize, templates: usize) -> usize {
+    embedding + templates
+}
+
+/// How the detector sees one message: the autoencoder's embedding of its template, then the
+/// template's identity (one-hot over the `templates` training templates; all zero for a
+/// template never seen in training). The embedding lets similar messages share what was
+/// learned; the identity keeps templates whose words overlap (`added to invalidSet` and
+/// `added to blockMap`) apart, so a rare but exact order in training is learned sharply.
+pub fn message_vector(embedding: &[f32], class: Option<usize>, templates: usize) -> Vec<f32> {
+    let mut vector = Vec::with_capacity(message_vector_width(embedding.len(), templates));
+    vector.extend_from_slice(embedding);
+    vector.resize(embedding.len() + templates, 0.0);
+    if let Some(class) = class.filter(|&c| c < templates) {
+        vector[embedding.len() + class] = 1.0;
+    }
+    vector
+}
+
+/// Lays out windows for [`SequenceDetector::forward`]: each window (up to `steps` message
+/// vectors of `vector_width`, oldest first) is left-padded to `steps`; a real step is
+/// `[vector, 0]`, a padding step `[0, ..., 0, 1]`, so the detector knows where a session
+/// starts.
 pub fn window_input<W: AsRef<[f32]>>(
     windows: &[Vec<W>],
     steps: usize,
-    embedding: usize,
+    vector_width: usize,
     device: &Device,
 ) -> Tensor<3> {
-    let width = embedding + 1;
+    let width = vector_width + 1;
     let mut data = vec![0.0f32; windows.len() * steps * width];
     for (b, window) in windows.iter().enumerate() {
         let window = &window[window.len().saturating_sub(steps)..];
@@ -64,9 +87,9 @@ pub fn window_input<W: AsRef<[f32]>>(
         for t in 0..steps {
             let row = &mut data[(b * steps + t) * width..(b * steps + t + 1) * width];
             if t < pad {
-                row[embedding] = 1.0;
+                row[vector_width] = 1.0;
             } else {
-                row[..embedding].copy_from_slice(window[t - pad].as_ref());
+                row[..vector_width].copy_from_slice(window[t - pad].as_ref());
             }
         }
     }

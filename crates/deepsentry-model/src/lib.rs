@@ -4,6 +4,8 @@
 //! - [`features`]: hashed token features of a template;
 //! - [`autoencoder`]: the text autoencoder (embedding + reconstruction error);
 //! - [`detector`]: the sequence detector (next-template distribution after a window);
+//! - [`invariants`]: count relations between templates, mined in training, checked when a
+//!   session ends;
 //! - [`threshold`]: the adaptive threshold;
 //! - [`sessions`]: bounded per-session state;
 //! - [`scorer`]: the streaming detector that ties them together (used by the pipeline and by
@@ -17,6 +19,7 @@ pub mod backend;
 pub mod bundle;
 pub mod detector;
 pub mod features;
+pub mod invariants;
 pub mod normalize;
 pub mod scorer;
 pub mod sessions;

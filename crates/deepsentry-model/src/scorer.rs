@@ -14,7 +14,9 @@
 //!
 //! A session that stays idle past `session_ttl` (in the events' own clock), is evicted past
 //! `max_sessions`, or is still open at the end of input gets one more event: its end, scored
-//! like any other event (a block allocated and never written ends too early).
+//! like any other event (a block allocated and never written ends too early). The end is also
+//! where the model's count invariants are checked: a session whose template counts end out of
+//! balance scores as an impossible event, and its end event names the broken relation.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use deepsentry_core::event::keys;
 use deepsentry_core::{Event, Origin, Value};
 use regex::Regex;
 
+use crate::invariants::Invariant;
 use crate::normalize::template_into;
 use crate::sessions::SessionStore;
 use crate::threshold::AdaptiveThreshold;
@@ -34,6 +37,8 @@ use crate::timestamp::leading_timestamp;
 pub const SESSION_FIELD: &str = "session";
 /// Field set on the synthetic event that marks a session's end.
 pub const SESSION_END_FIELD: &str = "session_end";
+/// Field of a session-end event whose template counts broke one of the model's invariants.
+pub const BROKEN_INVARIANT_FIELD: &str = "broken_invariant";
 
 /// Longest message kept per line in a context window (bytes, cut on a char boundary).
 const CONTEXT_MESSAGE_BYTES: usize = 240;
@@ -59,6 +64,14 @@ pub trait SequenceModel {
     fn score_floor(&self) -> f64;
     /// The reconstruction error of a typical training template (scales unseen templates).
     fn reconstruction_scale(&self) -> f64;
+    /// Count relations every normal session satisfies when it ends.
+    fn invariants(&self) -> &[Invariant] {
+        &[]
+    }
+    /// The training templates, in class order (to explain a broken invariant).
+    fn templates(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// How events are grouped into sessions.
@@ -107,6 +120,65 @@ struct Session {
     messages: Vec<Box<str>>,
     lines: u64,
     origin: Arc<Origin>,
+    /// Counts of the templates the invariants name (see [`InvariantCheck`]).
+    counts: Box<[u16]>,
+}
+
+/// The model's invariants over a compact counter per session: only templates an invariant
+/// names are counted, so a session costs a few bytes more, not one counter per template.
+struct InvariantCheck {
+    invariants: Vec<Invariant>,
+    /// Counter slot of each template class (`None`: no invariant names it).
+    slot_of: Vec<Option<u16>>,
+    slots: usize,
+}
+
+impl InvariantCheck {
+    fn new(invariants: &[Invariant]) -> Self {
+        let classes = invariants
+            .iter()
+            .flat_map(|i| i.terms.iter().map(|t| t.0 + 1))
+            .max()
+            .unwrap_or(0);
+        let mut slot_of = vec![None; classes];
+        let mut slots = 0u16;
+        for invariant in invariants {
+            for &(class, _) in &invariant.terms {
+                if slot_of[class].is_none() {
+                    slot_of[class] = Some(slots);
+                    slots += 1;
+                }
+            }
+        }
+        Self {
+            invariants: invariants.to_vec(),
+            slot_of,
+            slots: usize::from(slots),
+        }
+    }
+
+    fn count(&self, counts: &mut [u16], class: usize) {
+        if let Some(Some(slot)) = self.slot_of.get(class) {
+            let c = &mut counts[usize::from(*slot)];
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// The broken relations of a session, in words.
+    fn broken(&self, counts: &[u16], templates: &[String]) -> Vec<String> {
+        let count = |class: usize| {
+            self.slot_of
+                .get(class)
+                .copied()
+                .flatten()
+                .map_or(0, |slot| u32::from(counts[usize::from(slot)]))
+        };
+        self.invariants
+            .iter()
+            .filter(|i| i.residual(count) != 0)
+            .map(|i| i.describe(templates, count))
+            .collect()
+    }
 }
 
 /// Counters the scorer keeps for its owner to report.
@@ -124,6 +196,8 @@ pub struct ScorerStats {
     pub sessions_ended: u64,
     /// Sessions evicted because of `max_sessions`.
     pub sessions_evicted: u64,
+    /// Sessions that ended with an invariant broken.
+    pub broken_invariants: u64,
 }
 
 /// The streaming detector; see the module docs.
@@ -139,6 +213,7 @@ where
     windows: HashMap<Box<[u32]>, Arc<[f32]>>,
     sessions: SessionStore<Session>,
     threshold: AdaptiveThreshold,
+    invariants: InvariantCheck,
     stats: ScorerStats,
     scratch: String,
     /// The latest event time seen (log clock), and when (wall clock) it was seen.
@@ -159,6 +234,8 @@ struct Pending {
     class: usize,
     unseen_error: Option<f32>,
     context: String,
+    /// For a session end: the invariants its counts broke.
+    broken: Vec<String>,
 }
 
 fn clip(message: &str) -> Box<str> {
@@ -189,6 +266,7 @@ where
             settings.exclude_anomalies,
         );
         Self {
+            invariants: InvariantCheck::new(model.invariants()),
             sequence_length: model.sequence_length(),
             model,
             sessions: SessionStore::new(settings.session_ttl_secs, settings.max_sessions),
@@ -289,7 +367,16 @@ where
     /// A session is over: its end becomes an event, scored against its last window.
     fn end_event(&mut self, key: Arc<str>, session: Session, at: i64, why: &str) -> Pending {
         self.stats.sessions_ended += 1;
-        let message = format!("session {key} ended ({why}) after {} lines", session.lines);
+        let broken = self
+            .invariants
+            .broken(&session.counts, self.model.templates());
+        self.stats.broken_invariants += u64::from(!broken.is_empty());
+        let mut message = format!("session {key} ended ({why}) after {} lines", session.lines);
+        if !broken.is_empty() {
+            // In the message too, so every output format shows why.
+            message.push_str("; counts out of balance: ");
+            message.push_str(&broken.join("; "));
+        }
         let timestamp = chrono::DateTime::from_timestamp(at, 0).unwrap_or_else(chrono::Utc::now);
         let mut event = Event::from_str(&message, timestamp, session.origin.clone());
         event.fields.insert(SESSION_END_FIELD, Value::Bool(true));
@@ -301,6 +388,7 @@ where
             class: self.model.end_class(),
             unseen_error: None,
             context,
+            broken,
         }
     }
 
@@ -320,11 +408,13 @@ where
             }
             let key = self.session_of(&event);
             let origin = event.origin.clone();
+            let slots = self.invariants.slots;
             let (session, session_name, evicted) = self.sessions.touch(&key, now, || Session {
                 window: Vec::new(),
                 messages: Vec::new(),
                 lines: 0,
                 origin,
+                counts: vec![0; slots].into_boxed_slice(),
             });
             let window: Box<[u32]> = session.window.as_slice().into();
             let context = Self::context(session, event.message());
@@ -337,7 +427,10 @@ where
             session.messages.push(clip(event.message()));
             let template = &self.templates[id as usize];
             let (class, unseen_error) = match template.class {
-                Some(class) => (class, None),
+                Some(class) => {
+                    self.invariants.count(&mut session.counts, class);
+                    (class, None)
+                }
                 None => (
                     self.model.unknown_class(),
                     Some(template.reconstruction_error),
@@ -355,6 +448,7 @@ where
                 class,
                 unseen_error,
                 context,
+                broken: Vec::new(),
             });
         }
         self.score(pending)
@@ -417,13 +511,17 @@ where
         for p in pending {
             // A template never seen in training has no class of its own: its probability is
             // taken as nil, and how unlike the training templates it is decides by how much.
-            let score = match p.unseen_error {
+            let mut score = match p.unseen_error {
                 Some(error) => MAX_SURPRISE + f64::from(error) / scale,
                 None => {
                     let log_probs = &self.windows[&p.window];
                     (-f64::from(log_probs[p.class])).clamp(0.0, MAX_SURPRISE)
                 }
             };
+            if !p.broken.is_empty() {
+                // No training session ended like this: as surprising as an event can be.
+                score = score.max(MAX_SURPRISE);
+            }
             let verdict = self.threshold.observe(score);
             self.stats.scored += 1;
             self.stats.anomalies += u64::from(verdict.is_anomaly);
@@ -443,8 +541,142 @@ where
             event
                 .fields
                 .insert(keys::CONTEXT_WINDOW, Value::Str(p.context));
+            if !p.broken.is_empty() {
+                event
+                    .fields
+                    .insert(BROKEN_INVARIANT_FIELD, Value::Str(p.broken.join("; ")));
+            }
             out.push(event);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two templates, `open` and `close`, that must come in pairs; every continuation equally
+    /// likely, so only the invariant can flag anything.
+    struct PairedModel {
+        invariants: Vec<Invariant>,
+        templates: Vec<String>,
+    }
+
+    impl PairedModel {
+        fn new() -> Self {
+            Self {
+                invariants: vec![Invariant {
+                    terms: vec![(0, 1), (1, -1)],
+                    support: 100,
+                    violations: 0,
+                }],
+                templates: vec!["open".into(), "close".into()],
+            }
+        }
+    }
+
+    impl SequenceModel for PairedModel {
+        fn sequence_length(&self) -> usize {
+            2
+        }
+        fn class_of(&self, template: &str) -> Option<usize> {
+            // Whatever the normalizer makes of the session id, the first word decides.
+            self.templates
+                .iter()
+                .position(|t| template.split(' ').next() == Some(t.as_str()))
+        }
+        fn end_class(&self) -> usize {
+            2
+        }
+        fn unknown_class(&self) -> usize {
+            3
+        }
+        fn embed(&self, templates: &[&str]) -> Vec<(Vec<f32>, f32)> {
+            templates.iter().map(|_| (vec![0.0], 0.0)).collect()
+        }
+        fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
+            windows.iter().map(|_| vec![(0.25f32).ln(); 4]).collect()
+        }
+        fn score_floor(&self) -> f64 {
+            5.0
+        }
+        fn reconstruction_scale(&self) -> f64 {
+            1.0
+        }
+        fn invariants(&self) -> &[Invariant] {
+            &self.invariants
+        }
+        fn templates(&self) -> &[String] {
+            &self.templates
+        }
+    }
+
+    fn scorer() -> Scorer<Box<PairedModel>> {
+        Scorer::new(
+            Box::new(PairedModel::new()),
+            ScorerSettings {
+                window_size: 100,
+                threshold_multiplier: 2.5,
+                min_samples: 0,
+                exclude_anomalies: true,
+                threshold_floor: None,
+                session_key: SessionKey::Regex(Regex::new(r"s\d+").unwrap()),
+                session_ttl_secs: 3600,
+                max_sessions: 100,
+            },
+        )
+    }
+
+    fn events(lines: &[&str]) -> Vec<Event> {
+        let origin = Origin::new("test", "test");
+        let now = chrono::Utc::now();
+        lines
+            .iter()
+            .map(|l| Event::from_str(l, now, Arc::clone(&origin)))
+            .collect()
+    }
+
+    #[test]
+    fn a_session_ending_out_of_balance_is_flagged_and_explained() {
+        let mut scorer = scorer();
+        let scored = scorer.process(events(&[
+            "open s1", "open s2", "close s1", "open s2", "close s2",
+        ]));
+        assert!(scored
+            .iter()
+            .all(|e| e.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(false))));
+        let ends = scorer.finish();
+        assert_eq!(ends.len(), 2);
+        let end = |name: &str| {
+            ends.iter()
+                .find(|e| e.fields.get(SESSION_FIELD) == Some(&Value::Str(name.into())))
+                .unwrap()
+        };
+        let balanced = end("s1");
+        assert_eq!(
+            balanced.fields.get(keys::IS_ANOMALY),
+            Some(&Value::Bool(false))
+        );
+        assert_eq!(balanced.fields.get(BROKEN_INVARIANT_FIELD), None);
+        let broken = end("s2");
+        assert_eq!(
+            broken.fields.get(keys::IS_ANOMALY),
+            Some(&Value::Bool(true))
+        );
+        assert_eq!(
+            broken.fields.get(keys::ANOMALY_SCORE),
+            Some(&Value::Float(MAX_SURPRISE))
+        );
+        assert_eq!(
+            broken.fields.get(BROKEN_INVARIANT_FIELD),
+            Some(&Value::Str(
+                "count(`open`) = count(`close`) (here 2 vs 1)".into()
+            ))
+        );
+        assert!(broken.message().ends_with(
+            "after 3 lines; counts out of balance: count(`open`) = count(`close`) (here 2 vs 1)"
+        ));
+        assert_eq!(scorer.stats().broken_invariants, 1);
     }
 }

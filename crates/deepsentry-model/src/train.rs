@@ -4,11 +4,15 @@
 //! 2. The text autoencoder learns to reconstruct the hashed features of the distinct
 //!    templates; its encoder then gives each template its embedding.
 //! 3. A share of the sessions is held out. On the others, the sequence detector learns to
-//!    predict each event's template (and each session's end) from the embeddings of the
-//!    previous `sequence_length` events.
-//! 4. The held-out sessions are scored by the same [`Scorer`] the pipeline runs; the highest
-//!    score of a normal held-out session sets the threshold floor, so a quiet baseline does not
-//!    turn noise into alerts.
+//!    predict each event's template (and each session's end) from the vectors of the
+//!    previous `sequence_length` events. Sessions with the same template sequence are learned
+//!    once: the detector should know which continuations are possible, and a path taken by
+//!    thousands of blocks would otherwise drown one taken by a dozen.
+//! 4. The held-out sessions are scored by the same [`Scorer`] the pipeline runs; the floor of
+//!    the threshold is set `floor_margin` times less likely than the least likely event of
+//!    the 99th-percentile held-out session, so a quiet baseline does not turn noise into
+//!    alerts.
+//! 5. Count invariants are mined from all sessions (see [`crate::invariants`]).
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -30,8 +34,9 @@ use crate::backend::{self, BackendKind};
 use crate::bundle::{
     LoadedModel, ModelMetadata, ModelSizes, TrainingSummary, FORMAT_VERSION, NORMALIZER_VERSION,
 };
-use crate::detector::{window_input, SequenceDetectorConfig};
+use crate::detector::{message_vector, message_vector_width, window_input, SequenceDetectorConfig};
 use crate::features::hashed_features;
+use crate::invariants::{mine, MiningOptions};
 use crate::normalize::template_into;
 use crate::scorer::{Scorer, ScorerSettings, SessionKey, SESSION_END_FIELD, SESSION_FIELD};
 use crate::timestamp::leading_timestamp;
@@ -66,8 +71,12 @@ pub struct TrainOptions {
     pub learning_rate: f64,
     /// Share of sessions held out for calibration.
     pub holdout: f64,
-    /// The floor is the highest held-out session score times this.
+    /// How many times less likely an event must be than the least likely event of a typical
+    /// held-out session to pass the floor: the floor is the 99th percentile of the held-out
+    /// sessions' highest scores plus `ln(floor_margin)` nats.
     pub floor_margin: f64,
+    /// Whether to mine count invariants.
+    pub invariants: bool,
     /// Show progress bars (on a terminal).
     pub progress: bool,
 }
@@ -81,14 +90,15 @@ impl Default for TrainOptions {
             embedding_size: 16,
             feature_dims: 512,
             autoencoder_hidden: 64,
-            detector_hidden: 64,
-            epochs: 8,
+            detector_hidden: 128,
+            epochs: 40,
             seed: 42,
             backend: BackendKind::default(),
             batch_size: 256,
             learning_rate: 3e-3,
             holdout: 0.1,
-            floor_margin: 1.1,
+            floor_margin: 200.0,
+            invariants: true,
             progress: false,
         }
     }
@@ -205,6 +215,33 @@ fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// The sessions that cannot have been cut by the start or the end of an input file: those
+/// without a line in the first or last 1 % of their file's lines. A log file that starts or
+/// stops in the middle of sessions would otherwise break every count invariant.
+fn sessions_inside_inputs(corpus: &Corpus) -> Vec<&[u32]> {
+    let mut bounds = vec![(usize::MAX, 0usize); corpus.origins.len()];
+    for (i, &file) in corpus.line_origin.iter().enumerate() {
+        let (first, last) = &mut bounds[usize::from(file)];
+        *first = (*first).min(i);
+        *last = (*last).max(i);
+    }
+    let mut cut = vec![false; corpus.sessions.len()];
+    for (i, (line, &file)) in corpus.lines.iter().zip(&corpus.line_origin).enumerate() {
+        let (first, last) = bounds[usize::from(file)];
+        let edge = (last - first + 1) / 100;
+        if i < first + edge || i + edge > last {
+            cut[line.session as usize] = true;
+        }
+    }
+    corpus
+        .sessions
+        .iter()
+        .zip(&cut)
+        .filter(|(_, cut)| !**cut)
+        .map(|(session, _)| session.as_slice())
+        .collect()
+}
+
 /// Whether session `index` is held out (a stable hash of its name and the seed).
 fn held_out(name: &str, seed: u64, share: f64) -> bool {
     let h = name.bytes().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
@@ -297,13 +334,16 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         &device,
     );
     let (embeddings, errors) = autoencoder.forward(all);
-    let embeddings: Vec<Vec<f32>> = embeddings
+    let known = corpus.templates.len();
+    let vectors: Vec<Vec<f32>> = embeddings
         .into_data()
         .try_into_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
         .chunks(sizes.embedding_size)
-        .map(<[f32]>::to_vec)
+        .enumerate()
+        .map(|(class, embedding)| message_vector(embedding, Some(class), known))
         .collect();
+    let vector_width = message_vector_width(sizes.embedding_size, known);
     let mut errors = errors
         .into_data()
         .try_into_vec::<f32>()
@@ -326,8 +366,9 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     let end_class = corpus.templates.len() as u32;
     let steps = sizes.sequence_length;
     let mut samples: Vec<(u32, u32, u32)> = Vec::new(); // (session, position, target)
+    let mut distinct: std::collections::HashSet<&[u32]> = std::collections::HashSet::new();
     for (s, session) in corpus.sessions.iter().enumerate() {
-        if is_held_out[s] {
+        if is_held_out[s] || !distinct.insert(session.as_slice()) {
             continue;
         }
         for i in 0..=session.len() {
@@ -341,7 +382,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     );
     let classes = corpus.templates.len() + 2;
     let detector_config =
-        SequenceDetectorConfig::new(sizes.embedding_size + 1, sizes.detector_hidden, classes);
+        SequenceDetectorConfig::new(vector_width + 1, sizes.detector_hidden, classes);
     let mut detector = detector_config.init(&train_device);
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
@@ -363,11 +404,11 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
                     let i = i as usize;
                     session[i.saturating_sub(steps)..i]
                         .iter()
-                        .map(|&t| embeddings[t as usize].as_slice())
+                        .map(|&t| vectors[t as usize].as_slice())
                         .collect()
                 })
                 .collect();
-            let input = window_input(&windows, steps, sizes.embedding_size, &train_device);
+            let input = window_input(&windows, steps, vector_width, &train_device);
             let targets: Vec<i64> = chunk.iter().map(|&(_, _, t)| i64::from(t)).collect();
             let targets =
                 Tensor::<1, Int>::from_data(TensorData::new(targets, [chunk.len()]), &train_device);
@@ -388,6 +429,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         normalizer_version: NORMALIZER_VERSION,
         sizes,
         templates: corpus.templates.clone(),
+        invariants: Vec::new(),
         training: TrainingSummary {
             inputs: options
                 .inputs
@@ -408,7 +450,19 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         },
     };
     let mut model = LoadedModel::new(metadata, autoencoder, detector, device, backend);
+    // The floor is about the detector's scores: calibrate before the invariants join in.
     calibrate(&mut model, &corpus, &is_held_out, &key, options)?;
+    if options.invariants {
+        model.metadata.invariants = mine(
+            &sessions_inside_inputs(&corpus),
+            known,
+            &MiningOptions::default(),
+        );
+        tracing::info!(
+            invariants = model.metadata.invariants.len(),
+            "count invariants mined"
+        );
+    }
     model.metadata.training.duration_secs = started.elapsed().as_secs_f64();
     Ok(model)
 }
@@ -478,14 +532,17 @@ fn calibrate(
     let mean = scores.iter().sum::<f64>() / n;
     let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
     let max = session_max.values().copied().fold(0.0, f64::max);
+    let mut sorted: Vec<f64> = session_max.values().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    let quantile = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
     let training = &mut model.metadata.training;
     training.score_mean = mean;
     training.score_std = std;
     training.score_max = max;
-    training.score_floor = max * options.floor_margin;
-    let mut sorted: Vec<f64> = session_max.values().copied().collect();
-    sorted.sort_by(f64::total_cmp);
-    let quantile = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
+    training.score_p99 = quantile(0.99);
+    // The 99th percentile, not the maximum: one odd session in the hold-out would otherwise
+    // decide the floor alone. The margin is in probability, so it adds in nats.
+    training.score_floor = training.score_p99 + options.floor_margin.max(1.0).ln();
     tracing::info!(
         sessions = sorted.len(),
         score_mean = format!("{mean:.3}"),

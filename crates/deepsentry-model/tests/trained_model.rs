@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use deepsentry_core::event::keys;
 use deepsentry_core::{Event, Origin, Value};
-use deepsentry_model::bundle::LoadedModel;
+use deepsentry_model::bundle::{LoadedModel, FORMAT_VERSION};
 use deepsentry_model::scorer::{SESSION_END_FIELD, SESSION_FIELD};
 use deepsentry_model::{
     train, BackendKind, Scorer, ScorerSettings, SequenceModel, SessionKey, TrainOptions,
@@ -31,7 +31,6 @@ fn model_dir() -> &'static Path {
         let options = TrainOptions {
             inputs: vec![input],
             session_key: Some(SESSION_KEY.into()),
-            epochs: 6,
             ..TrainOptions::default()
         };
         let model = train(&options).unwrap();
@@ -200,7 +199,7 @@ fn mismatched_bundles_say_what_does_not_match() {
     );
     assert!(e.contains("embedding_size 24"), "{e}");
 
-    let hidden = copy_bundle(|t| t.replace("detector_hidden: 64", "detector_hidden: 32"));
+    let hidden = copy_bundle(|t| t.replace("detector_hidden: 128", "detector_hidden: 32"));
     let e = err(&hidden);
     assert!(e.contains("detector.bpk: the weights do not match"), "{e}");
     assert!(e.contains("detector_hidden 32"), "{e}");
@@ -213,7 +212,12 @@ fn mismatched_bundles_say_what_does_not_match() {
     });
     assert!(err(&fewer).contains("classes"), "{}", err(&fewer));
 
-    let version = copy_bundle(|t| t.replace("format_version: 1", "format_version: 9"));
+    let version = copy_bundle(|t| {
+        t.replace(
+            &format!("format_version: {FORMAT_VERSION}"),
+            "format_version: 9",
+        )
+    });
     assert!(
         err(&version).contains("format_version is 9"),
         "{}",

@@ -86,8 +86,8 @@ struct TrainArgs {
     /// Size of the message embedding.
     #[arg(long, default_value_t = 16)]
     embedding_size: usize,
-    /// Passes over the training windows.
-    #[arg(long, default_value_t = 8)]
+    /// Passes over the training windows (of the distinct sessions).
+    #[arg(long, default_value_t = 40)]
     epochs: usize,
     /// Seed: the same seed and data give the same model.
     #[arg(long, default_value_t = 42)]
@@ -98,9 +98,17 @@ struct TrainArgs {
     /// Share of sessions held out to calibrate the threshold floor.
     #[arg(long, default_value_t = 0.1)]
     holdout: f64,
-    /// The floor is the highest held-out session score times this.
-    #[arg(long, default_value_t = 1.1)]
+    /// How many times less likely than the least likely event of a typical held-out normal
+    /// session (99th percentile) an event must be to pass the threshold floor.
+    #[arg(long, default_value_t = 200.0)]
     floor_margin: f64,
+    /// GRU state size of the sequence detector.
+    #[arg(long, default_value_t = 128)]
+    detector_hidden: usize,
+    /// Do not mine count invariants (relations between template counts checked when a
+    /// session ends).
+    #[arg(long)]
+    no_invariants: bool,
 }
 
 fn main() -> ExitCode {
@@ -145,6 +153,8 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         backend: args.backend,
         holdout: args.holdout,
         floor_margin: args.floor_margin,
+        detector_hidden: args.detector_hidden,
+        invariants: !args.no_invariants,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ..Default::default()
     };
@@ -164,9 +174,11 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         t.autoencoder_loss, t.detector_loss
     );
     println!(
-        "  held-out scores: mean {:.3}, std {:.3}, highest session {:.3} -> threshold floor {:.3}",
-        t.score_mean, t.score_std, t.score_max, t.score_floor
+        "  held-out scores: mean {:.3}, std {:.3}; session maxima: 99th percentile {:.3}, \
+         highest {:.3} -> threshold floor {:.3}",
+        t.score_mean, t.score_std, t.score_p99, t.score_max, t.score_floor
     );
+    println!("  count invariants: {}", model.metadata.invariants.len());
     println!(
         "  trained in {:.1} s on {:?}",
         t.duration_secs, model.backend

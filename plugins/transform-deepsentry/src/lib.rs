@@ -220,6 +220,7 @@ struct Reporter {
     anomalies: Counter,
     sessions_ended: Counter,
     sessions_evicted: Counter,
+    broken_invariants: Counter,
     detector_windows: Counter,
     last: ScorerStats,
 }
@@ -231,6 +232,7 @@ impl Reporter {
             anomalies: metrics.counter("anomalies"),
             sessions_ended: metrics.counter("sessions_ended"),
             sessions_evicted: metrics.counter_with_reason("sessions_ended", "max_sessions"),
+            broken_invariants: metrics.counter("sessions_with_broken_invariant"),
             detector_windows: metrics.counter("detector_windows_computed"),
             last: ScorerStats::default(),
         }
@@ -243,6 +245,8 @@ impl Reporter {
             .add(now.sessions_ended - self.last.sessions_ended);
         self.sessions_evicted
             .add(now.sessions_evicted - self.last.sessions_evicted);
+        self.broken_invariants
+            .add(now.broken_invariants - self.last.broken_invariants);
         self.detector_windows
             .add(now.detector_windows - self.last.detector_windows);
         self.last = now;

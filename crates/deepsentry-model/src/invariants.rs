@@ -1,0 +1,374 @@
+//! Count invariants: linear relations between how often templates occur in one session that
+//! hold in (nearly) every training session, such as "as many `Received block` lines as
+//! `PacketResponder ... terminating` lines" or "three `Received block` per `allocateBlock`".
+//! They are mined at training time (the idea of Lou et al., "Mining Invariants from Console
+//! Logs", USENIX ATC 2010) and checked when a session ends: a session whose counts end out of
+//! balance did something no training session did, even when every step and every local order
+//! looked familiar to the sequence detector (a block replicated twice, a replica written but
+//! never acknowledged).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One relation: `sum(coefficient x count(template))` is zero in a normal session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invariant {
+    /// `[template class, coefficient]` pairs (classes index the model's template list).
+    pub terms: Vec<(usize, i32)>,
+    /// Training sessions with at least one of the templates.
+    pub support: u64,
+    /// Of those, the sessions where the relation did not hold (at most the mining tolerance).
+    pub violations: u64,
+}
+
+impl Invariant {
+    /// `sum(coefficient x count)`, given each template's count in a session.
+    pub fn residual(&self, count: impl Fn(usize) -> u32) -> i64 {
+        self.terms
+            .iter()
+            .map(|&(class, coefficient)| i64::from(coefficient) * i64::from(count(class)))
+            .sum()
+    }
+
+    /// The relation in words, with the session's counts: `count(A) = 3 x count(B) (here 2 vs
+    /// 3 x 1)`. Templates lose their line prefix and are cut, to keep alerts readable.
+    pub fn describe(&self, templates: &[String], count: impl Fn(usize) -> u32) -> String {
+        let name = |class: usize| {
+            let text = templates.get(class).map_or("?", String::as_str);
+            // Lines usually lead with a timestamp, a level and a component (`<NUM> INFO
+            // dfs.DataNode: `); the message after them is what tells templates apart.
+            let text = match text.split_once(": ") {
+                Some((_, message)) if !message.is_empty() => message,
+                _ => text,
+            };
+            match text.char_indices().nth(60) {
+                Some((cut, _)) => format!("`{}…`", &text[..cut]),
+                None => format!("`{text}`"),
+            }
+        };
+        let side = |positive: bool, with_counts: bool| {
+            let parts: Vec<String> = self
+                .terms
+                .iter()
+                .filter(|(_, c)| (*c > 0) == positive)
+                .map(|&(class, c)| {
+                    let factor = if c.abs() == 1 {
+                        String::new()
+                    } else {
+                        format!("{} x ", c.abs())
+                    };
+                    if with_counts {
+                        format!("{factor}{}", count(class))
+                    } else {
+                        format!("{factor}count({})", name(class))
+                    }
+                })
+                .collect();
+            parts.join(" + ")
+        };
+        format!(
+            "{} = {} (here {} vs {})",
+            side(true, false),
+            side(false, false),
+            side(true, true),
+            side(false, true)
+        )
+    }
+}
+
+/// Limits of the search.
+#[derive(Debug, Clone)]
+pub struct MiningOptions {
+    /// Templates per relation (2 or 3).
+    pub max_terms: usize,
+    /// Largest coefficient tried.
+    pub max_coefficient: i32,
+    /// Fewest training sessions a relation (and each of its templates) must be seen in.
+    pub min_support: u64,
+    /// Share of supporting sessions allowed to break a relation (noise in "normal" data).
+    pub tolerance: f64,
+    /// Most templates searched (the most frequent ones): the search grows with its cube.
+    pub max_templates: usize,
+}
+
+impl Default for MiningOptions {
+    fn default() -> Self {
+        Self {
+            max_terms: 3,
+            max_coefficient: 3,
+            min_support: 10,
+            tolerance: 0.001,
+            max_templates: 48,
+        }
+    }
+}
+
+fn gcd(a: i32, b: i32) -> i32 {
+    if b == 0 {
+        a.abs()
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Every coefficient vector of `len` non-zero entries up to `max`, first one positive, without
+/// a common factor (so each relation appears once).
+fn coefficient_vectors(len: usize, max: i32) -> Vec<Vec<i32>> {
+    let values: Vec<i32> = (-max..=max).filter(|v| *v != 0).collect();
+    let mut out: Vec<Vec<i32>> = (1..=max).map(|v| vec![v]).collect();
+    for _ in 1..len {
+        out = out
+            .into_iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |&v| {
+                    let mut next = prefix.clone();
+                    next.push(v);
+                    next
+                })
+            })
+            .collect();
+    }
+    out.retain(|c| c.iter().fold(0, |g, &v| gcd(g, v)) == 1);
+    out
+}
+
+/// Keeps a set of vectors linearly independent: a new relation that follows from the ones
+/// already kept adds nothing to the check and is dropped.
+#[derive(Default)]
+struct Basis {
+    /// Reduced rows, each with its pivot column.
+    rows: Vec<(usize, Vec<f64>)>,
+}
+
+impl Basis {
+    fn insert(&mut self, mut v: Vec<f64>) -> bool {
+        for (pivot, row) in &self.rows {
+            let factor = v[*pivot] / row[*pivot];
+            if factor != 0.0 {
+                v.iter_mut().zip(row).for_each(|(x, r)| *x -= factor * r);
+            }
+        }
+        match v.iter().position(|x| x.abs() > 1e-9) {
+            Some(pivot) => {
+                self.rows.push((pivot, v));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Mines the invariants of `sessions` (template classes in order; `templates` classes in all).
+pub fn mine<S: AsRef<[u32]>>(
+    sessions: &[S],
+    templates: usize,
+    options: &MiningOptions,
+) -> Vec<Invariant> {
+    // Sessions with the same counts are one row with a weight.
+    let mut rows: HashMap<Vec<u32>, u64> = HashMap::new();
+    for session in sessions {
+        let mut counts = vec![0u32; templates];
+        for &t in session.as_ref() {
+            if let Some(c) = counts.get_mut(t as usize) {
+                *c += 1;
+            }
+        }
+        *rows.entry(counts).or_default() += 1;
+    }
+    let mut seen_in = vec![0u64; templates];
+    for (counts, weight) in &rows {
+        for (t, &c) in counts.iter().enumerate() {
+            if c > 0 {
+                seen_in[t] += weight;
+            }
+        }
+    }
+    let mut candidates: Vec<usize> = (0..templates)
+        .filter(|&t| seen_in[t] >= options.min_support)
+        .collect();
+    candidates.sort_by_key(|&t| std::cmp::Reverse(seen_in[t]));
+    candidates.truncate(options.max_templates);
+    candidates.sort_unstable();
+    let rows: Vec<(Vec<u32>, u64)> = rows.into_iter().collect();
+
+    let mut found: Vec<Invariant> = Vec::new();
+    for size in 2..=options.max_terms.min(candidates.len()) {
+        let coefficients = coefficient_vectors(size, options.max_coefficient);
+        for subset in combinations(&candidates, size) {
+            // The sessions that contain any of these templates, projected onto them.
+            let mut projected: HashMap<Vec<u32>, u64> = HashMap::new();
+            for (counts, weight) in &rows {
+                let key: Vec<u32> = subset.iter().map(|&t| counts[t]).collect();
+                if key.iter().any(|&c| c > 0) {
+                    *projected.entry(key).or_default() += weight;
+                }
+            }
+            let support: u64 = projected.values().sum();
+            if support < options.min_support {
+                continue;
+            }
+            let allowed = (options.tolerance * support as f64).floor() as u64;
+            for coefficient in &coefficients {
+                let violations: u64 = projected
+                    .iter()
+                    .filter(|(key, _)| {
+                        key.iter()
+                            .zip(coefficient)
+                            .map(|(&c, &a)| i64::from(c) * i64::from(a))
+                            .sum::<i64>()
+                            != 0
+                    })
+                    .map(|(_, w)| w)
+                    .sum();
+                if violations <= allowed {
+                    found.push(Invariant {
+                        terms: subset.iter().copied().zip(coefficient.clone()).collect(),
+                        support,
+                        violations,
+                    });
+                }
+            }
+        }
+    }
+    // Short, well-supported, exact relations first; keep only independent ones.
+    found.sort_by_key(|i| {
+        (
+            i.terms.len(),
+            std::cmp::Reverse(i.support),
+            i.violations,
+            i.terms.iter().map(|t| t.1.abs()).sum::<i32>(),
+        )
+    });
+    let mut basis = Basis::default();
+    found.retain(|invariant| {
+        let mut v = vec![0.0; templates];
+        for &(class, c) in &invariant.terms {
+            v[class] = f64::from(c);
+        }
+        basis.insert(v)
+    });
+    found
+}
+
+/// Every `size`-element subset of `items`, in order.
+fn combinations(items: &[usize], size: usize) -> Vec<Vec<usize>> {
+    if size == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for (i, &first) in items.iter().enumerate() {
+        for mut rest in combinations(&items[i + 1..], size - 1) {
+            rest.insert(0, first);
+            out.push(rest);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write pipeline: `0` opens, then per replica `1` then `2`; sometimes a read `3`.
+    fn sessions() -> Vec<Vec<u32>> {
+        let mut out = Vec::new();
+        for replicas in 1..=3u32 {
+            for reads in 0..4u32 {
+                for _ in 0..5 {
+                    let mut s = vec![0];
+                    for _ in 0..replicas {
+                        s.extend([1, 2]);
+                    }
+                    s.extend(std::iter::repeat_n(3, reads as usize));
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    fn holds(invariants: &[Invariant], session: &[u32]) -> bool {
+        invariants.iter().all(|i| {
+            i.residual(|class| session.iter().filter(|&&t| t as usize == class).count() as u32) == 0
+        })
+    }
+
+    #[test]
+    fn finds_the_balanced_counts_and_nothing_about_free_ones() {
+        let invariants = mine(&sessions(), 4, &MiningOptions::default());
+        assert_eq!(invariants.len(), 1, "{invariants:?}");
+        assert_eq!(invariants[0].terms, vec![(1, 1), (2, -1)]);
+        assert_eq!(invariants[0].support, 60);
+        assert!(holds(&invariants, &[0, 1, 2, 1, 2, 3]));
+        assert!(
+            !holds(&invariants, &[0, 1, 2, 1, 3]),
+            "a replica never acked"
+        );
+    }
+
+    #[test]
+    fn finds_ratios_and_three_term_relations() {
+        // Each session: one `0`, three `1`; `2` and `3` add up to the `1`s.
+        let sessions: Vec<Vec<u32>> = (0..=3u32)
+            .flat_map(|twos| {
+                let mut s = vec![0, 1, 1, 1];
+                s.extend(std::iter::repeat_n(2, twos as usize));
+                s.extend(std::iter::repeat_n(3, 3 - twos as usize));
+                std::iter::repeat_n(s, 10)
+            })
+            .collect();
+        let invariants = mine(&sessions, 4, &MiningOptions::default());
+        assert!(holds(&invariants, &[0, 1, 1, 1, 2, 3, 3]));
+        assert!(!holds(&invariants, &[0, 1, 1, 1, 1, 1, 1, 2, 3, 3]));
+        assert!(!holds(&invariants, &[0, 1, 1, 1, 2, 2, 3, 3]));
+        let ratio = invariants
+            .iter()
+            .find(|i| i.terms == vec![(0, 3), (1, -1)])
+            .expect("three `1` per `0`");
+        assert_eq!(ratio.violations, 0);
+    }
+
+    #[test]
+    fn tolerates_rare_noise_but_not_a_common_exception() {
+        let mut noisy = sessions();
+        noisy.push(vec![0, 1, 2, 1]); // one broken session in 61
+        let options = MiningOptions {
+            tolerance: 0.02,
+            ..MiningOptions::default()
+        };
+        assert_eq!(mine(&noisy, 4, &options).len(), 1);
+        let strict = MiningOptions {
+            tolerance: 0.0,
+            ..MiningOptions::default()
+        };
+        assert!(mine(&noisy, 4, &strict).is_empty());
+    }
+
+    #[test]
+    fn describes_the_relation_with_the_counts() {
+        let invariant = Invariant {
+            terms: vec![(0, 3), (1, -1)],
+            support: 10,
+            violations: 0,
+        };
+        let templates = vec![
+            "allocateBlock <PATH>".to_string(),
+            "<NUM> INFO dfs.DataNode: Received".to_string(),
+        ];
+        let text = invariant.describe(&templates, |c| [1, 2][c]);
+        assert_eq!(
+            text,
+            "3 x count(`allocateBlock <PATH>`) = count(`Received`) (here 3 x 1 vs 2)"
+        );
+    }
+
+    #[test]
+    fn coefficient_vectors_are_primitive_and_distinct() {
+        let v = coefficient_vectors(2, 3);
+        assert!(v.contains(&vec![1, -3]) && v.contains(&vec![2, 3]));
+        assert!(!v.contains(&vec![2, -2]) && !v.contains(&vec![-1, 1]));
+        assert_eq!(v.len(), 3 * 6 - 4); // minus (2,±2), (3,±3)
+    }
+}
