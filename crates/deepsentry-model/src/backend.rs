@@ -52,7 +52,7 @@ fn wgpu_device() -> anyhow::Result<Device> {
 
 #[cfg(not(feature = "gpu"))]
 fn wgpu_device() -> anyhow::Result<Device> {
-    anyhow::bail!("this build has no GPU support; rebuild with `--features gpu`")
+    anyhow::bail!("this build has no GPU support; rebuild with `cargo build --release -p deepsentry --features gpu`")
 }
 
 /// The device for `kind`, and the concrete backend it resolved to.
