@@ -205,6 +205,18 @@ impl LoadedModel {
             metadata_path.display(),
             metadata.normalizer_version
         );
+        if let Some((class, _)) = metadata
+            .invariants
+            .iter()
+            .flat_map(|i| &i.terms)
+            .find(|(class, _)| *class >= metadata.templates.len())
+        {
+            anyhow::bail!(
+                "{}: an invariant names template {class}, but the model has {} templates",
+                metadata_path.display(),
+                metadata.templates.len()
+            );
+        }
         let (device, backend) = backend::device(backend)?;
         let sizes = &metadata.sizes;
         let autoencoder = metadata

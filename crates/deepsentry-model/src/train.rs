@@ -59,7 +59,7 @@ pub struct TrainOptions {
     pub autoencoder_hidden: usize,
     /// Detector GRU state size.
     pub detector_hidden: usize,
-    /// Passes over the training windows.
+    /// Passes over the windows of the distinct training sessions.
     pub epochs: usize,
     /// Seed for initialization, shuffling and the held-out split.
     pub seed: u64,

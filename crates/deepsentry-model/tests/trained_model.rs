@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use deepsentry_core::event::keys;
 use deepsentry_core::{Event, Origin, Value};
-use deepsentry_model::bundle::{LoadedModel, FORMAT_VERSION};
+use deepsentry_model::bundle::{LoadedModel, ModelMetadata, FORMAT_VERSION};
+use deepsentry_model::invariants::Invariant;
 use deepsentry_model::scorer::{SESSION_END_FIELD, SESSION_FIELD};
 use deepsentry_model::{
     train, BackendKind, Scorer, ScorerSettings, SequenceModel, SessionKey, TrainOptions,
@@ -205,10 +206,10 @@ fn mismatched_bundles_say_what_does_not_match() {
     assert!(e.contains("detector_hidden 32"), "{e}");
 
     let fewer = copy_bundle(|t| {
-        let mut lines: Vec<&str> = t.lines().collect();
-        let first = lines.iter().position(|l| l.starts_with("- ")).unwrap();
-        lines.remove(first);
-        lines.join("\n")
+        let mut metadata: ModelMetadata = serde_yaml::from_str(&t).unwrap();
+        metadata.templates.remove(0);
+        metadata.invariants.clear();
+        serde_yaml::to_string(&metadata).unwrap()
     });
     assert!(err(&fewer).contains("classes"), "{}", err(&fewer));
 
@@ -222,6 +223,21 @@ fn mismatched_bundles_say_what_does_not_match() {
         err(&version).contains("format_version is 9"),
         "{}",
         err(&version)
+    );
+
+    let stray = copy_bundle(|t| {
+        let mut metadata: ModelMetadata = serde_yaml::from_str(&t).unwrap();
+        metadata.invariants.push(Invariant {
+            terms: vec![(0, 1), (99, -1)],
+            support: 10,
+            violations: 0,
+        });
+        serde_yaml::to_string(&metadata).unwrap()
+    });
+    assert!(
+        err(&stray).contains("an invariant names template 99"),
+        "{}",
+        err(&stray)
     );
 
     let missing = tempfile::tempdir().unwrap();
