@@ -30,6 +30,9 @@ RUN apt-get update \
     && chown deepsentry:deepsentry /var/lib/deepsentry
 COPY --from=builder /out/deepsentry /usr/local/bin/deepsentry
 COPY pipelines/ /etc/deepsentry/pipelines/
+COPY models/ /usr/share/deepsentry/models/
+# The default pipeline reads its model from here (`model: ${ANOMALY_MODEL:-models/default}`).
+ENV ANOMALY_MODEL=/usr/share/deepsentry/models/default
 USER deepsentry
 WORKDIR /var/lib/deepsentry
 VOLUME ["/var/lib/deepsentry"]
