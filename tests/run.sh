@@ -5,8 +5,10 @@
 #   bash tests/run.sh
 #
 # It installs what the tests need first, so it works on a fresh Debian machine: rustfmt and
-# clippy, and Mesa's software Vulkan driver (lavapipe), so the GPU backend's test has a wgpu
-# adapter to run on even where the machine has no GPU.
+# clippy; Mesa's software Vulkan driver (lavapipe), so the GPU backend's test has a wgpu
+# adapter to run on even where the machine has no GPU; the C toolchain that builds the bundled
+# librdkafka; and Tansu, the Kafka-protocol broker the Kafka tests start (tests/kafka-broker.sh;
+# set KAFKA_BOOTSTRAP=host:port to run them against your own Kafka instead).
 #
 # Everything is built with the `gpu` feature, so the test build is also the check that the
 # wgpu backend compiles (`cargo build` alone would resolve other features for shared
@@ -25,6 +27,27 @@ if ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
   else
     echo "mesa-vulkan-drivers is not installed; the wgpu test will say it has no adapter" >&2
   fi
+fi
+
+# The bundled librdkafka is compiled from C with make; its configure script needs these.
+missing=()
+for tool in gcc g++ make pkg-config; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+[ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing build tools for librdkafka: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config \
+      zlib1g-dev >/dev/null
+  else
+    echo "missing for the librdkafka build: ${missing[*]}" >&2
+  fi
+fi
+
+if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
+  bash tests/kafka-broker.sh install
 fi
 
 features=(--features deepsentry/gpu)

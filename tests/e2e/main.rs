@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod detector;
 mod file_source;
+mod kafka;
 mod passthrough;
 mod shutdown;
 mod tcp;

@@ -122,6 +122,12 @@ impl<T> AckStream<T> {
         Some((status, entry))
     }
 
+    /// Whether every registrar is dropped and every entry has been yielded: nothing more will
+    /// come.
+    pub fn is_finished(&self) -> bool {
+        self.current.is_none() && self.rx.is_closed() && self.rx.is_empty()
+    }
+
     /// Returns the next entry only if it is already acknowledged.
     pub fn try_next(&mut self) -> Option<(AckStatus, T)> {
         if self.current.is_none() {
@@ -171,7 +177,9 @@ mod tests {
         drop(first);
         assert_eq!(stream.next().await, Some((AckStatus::Delivered, 1)));
         assert_eq!(stream.next().await, Some((AckStatus::Delivered, 2)));
+        assert!(!stream.is_finished(), "the registrar may still register");
         drop(registrar);
+        assert!(stream.is_finished());
         assert_eq!(stream.next().await, None);
     }
 }

@@ -1,0 +1,486 @@
+//! The Kafka source and sink against a real Kafka-protocol broker (Tansu, started per test from
+//! `target/tools/bin/tansu`, installed by `tests/kafka-broker.sh install`; or the Kafka named
+//! by `KAFKA_BOOTSTRAP`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use deepsentry_kafka::tools::{self, Outgoing, Record};
+use serde_json::Value as Json;
+
+use crate::common::*;
+
+/// A broker for one test: a Tansu process on its own port, or the user's Kafka.
+struct Broker {
+    process: Option<Child>,
+    bootstrap: String,
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANSU_BIN") {
+        return path.into();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/bin/tansu")
+}
+
+fn external_kafka() -> Option<String> {
+    std::env::var("KAFKA_BOOTSTRAP")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+impl Broker {
+    fn start() -> Self {
+        match external_kafka() {
+            Some(bootstrap) => Broker {
+                process: None,
+                bootstrap,
+            },
+            None => Self::start_tansu(free_port()),
+        }
+    }
+
+    fn start_tansu(port: u16) -> Self {
+        let bin = tansu_bin();
+        assert!(
+            bin.exists(),
+            "no Kafka-protocol broker at {}: run `bash tests/kafka-broker.sh install`, or set \
+             KAFKA_BOOTSTRAP=host:port to use your own Kafka",
+            bin.display()
+        );
+        let url = format!("tcp://127.0.0.1:{port}");
+        let process = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let up = wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&bootstrap).is_ok()
+        });
+        assert!(up, "tansu did not listen on {bootstrap}");
+        Broker {
+            process: Some(process),
+            bootstrap,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(process) = &mut self.process {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+/// A topic name no other test (or earlier run against a shared Kafka) uses.
+fn unique(name: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{name}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Consumer settings every test pipeline uses: Tansu holds a join for half the session
+/// timeout, so a short one keeps rebalances quick.
+const GROUP_OPTIONS: &str = "    librdkafka_options:\n      session.timeout.ms: '6000'\n      heartbeat.interval.ms: '500'\n";
+
+fn source_yaml(bootstrap: &str, topic: &str, group: &str) -> String {
+    format!(
+        "  in:\n    type: kafka\n    bootstrap_servers: {bootstrap}\n    topics: [{topic}]\n    \
+         group_id: {group}\n    auto_offset_reset: earliest\n{GROUP_OPTIONS}"
+    )
+}
+
+/// Fixture lines keyed by their HDFS block (the session), as a producer keyed by session.
+fn keyed(lines: &[String]) -> Vec<Outgoing> {
+    let block = regex::Regex::new(r"blk_-?\d+").unwrap();
+    lines
+        .iter()
+        .map(|line| Outgoing {
+            key: block.find(line).map(|m| m.as_str().to_owned()),
+            payload: line.clone(),
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+fn json(record: &Record) -> Json {
+    serde_json::from_str(&record.payload)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", record.payload))
+}
+
+/// How many of `expected` lines are missing from `seen`.
+fn missing<'a>(expected: &'a [String], seen: &HashSet<String>) -> Vec<&'a String> {
+    expected.iter().filter(|l| !seen.contains(*l)).collect()
+}
+
+#[test]
+fn kafka_to_deepsentry_to_kafka_delivers_every_line_with_its_fields() {
+    let broker = Broker::start();
+    let (input, output) = (unique("in"), unique("out"));
+    tools::create_topic(&broker.bootstrap, &input, 6).unwrap();
+    let lines = fixture_lines(100_000, 21);
+    let messages = keyed(&lines);
+    tools::produce(&broker.bootstrap, &input, messages.clone()).unwrap();
+
+    let s = Scratch::new();
+    // The producer queue holds 500 messages, so the sink waits on a full queue all the time:
+    // backpressure, which must not drop anything.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/default");
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n{}\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n\
+             sinks:\n  out:\n    type: kafka\n    inputs: [detect]\n    bootstrap_servers: {}\n    \
+             topic: {output}\n    key_field: key\n    \
+             librdkafka_options:\n      queue.buffering.max.messages: '500'\n",
+            source_yaml(&broker.bootstrap, &input, &unique("g")),
+            model.display(),
+            broker.bootstrap
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let records = tools::consume(
+        &broker.bootstrap,
+        &output,
+        lines.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(240),
+    )
+    .unwrap();
+    stop(&s, &mut child);
+
+    let key_of: HashMap<&str, Option<&str>> = messages
+        .iter()
+        .map(|m| (m.payload.as_str(), m.key.as_deref()))
+        .collect();
+    let mut seen = HashSet::new();
+    for record in &records {
+        let event = json(record);
+        let Some(message) = event["message"].as_str() else {
+            continue;
+        };
+        let Some(key) = key_of.get(message) else {
+            // A session-end event of the detector, not one of the input lines.
+            continue;
+        };
+        assert_eq!(
+            record.key.as_deref(),
+            *key,
+            "key_field: key keeps the input key"
+        );
+        assert_eq!(event["topic"], Json::from(input.as_str()), "{event}");
+        assert!(
+            event["partition"].is_i64() && event["offset"].is_i64(),
+            "{event}"
+        );
+        assert!(event["anomaly_score"].is_f64(), "{event}");
+        assert!(event["is_anomaly"].is_boolean(), "{event}");
+        assert_eq!(
+            event["stream"], event["key"],
+            "the key is the session: {event}"
+        );
+        seen.insert(message.to_owned());
+    }
+    let lost = missing(&lines, &seen);
+    assert!(
+        lost.is_empty(),
+        "{} of {} lines missing from the output topic (first: {:?})\n{}",
+        lost.len(),
+        lines.len(),
+        lost.first(),
+        s.stderr()
+    );
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let broker = Broker::start();
+    let (input, output) = (unique("in"), unique("out"));
+    tools::create_topic(&broker.bootstrap, &input, 6).unwrap();
+    let lines = fixture_lines(100_000, 22);
+    tools::produce(&broker.bootstrap, &input, keyed(&lines)).unwrap();
+
+    let s = Scratch::new();
+    // Offsets are committed every 100 ms, so the kill finds some committed and some not. A
+    // second sink writes a file the test watches to know how far the pipeline got.
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n{}    commit_interval_ms: 100\n\
+             sinks:\n  out:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: {}\n    \
+             topic: {output}\n    encoding: text\n  \
+             progress:\n    type: file\n    inputs: [in]\n    path: '{{dir}}/progress.log'\n",
+            source_yaml(&broker.bootstrap, &input, &unique("g")),
+            broker.bootstrap
+        ),
+    );
+    let progress = s.path("progress.log");
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let started = wait_until(Duration::from_secs(60), || {
+        read_lines(&progress).len() >= 10_000
+    });
+    assert!(started, "nothing reached the output\n{}", s.stderr());
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&child, "KILL");
+    let _ = child.wait();
+    let at_kill = read_lines(&progress).len();
+    assert!(
+        at_kill < lines.len(),
+        "the kill came after the whole stream"
+    );
+
+    let mut restarted = s.start(&config, Stdio::null(), Stdio::null());
+    let records = tools::consume(
+        &broker.bootstrap,
+        &output,
+        lines.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    stop(&s, &mut restarted);
+    let seen: HashSet<String> = records.iter().map(|r| r.payload.clone()).collect();
+    let lost = missing(&lines, &seen);
+    assert!(
+        lost.is_empty(),
+        "{} lines lost after kill -9 and restart\n{}",
+        lost.len(),
+        s.stderr()
+    );
+    // The killed run never logged its counters; the restarted one did, once.
+    let received: usize = regex::Regex::new(r"events_received=(\d+) ")
+        .unwrap()
+        .captures(&s.stderr())
+        .expect("the restarted run's counters")[1]
+        .parse()
+        .unwrap();
+    assert!(
+        received < lines.len(),
+        "the restart read everything again: no offset was committed before the kill"
+    );
+    eprintln!(
+        "{at_kill} messages out before the kill; the restart read {received}; {} duplicates",
+        records.len() - lines.len(),
+    );
+}
+
+#[test]
+fn key_and_headers_follow_the_sink_settings() {
+    let broker = Broker::start();
+    let (input, output) = (unique("in"), unique("out"));
+    tools::create_topic(&broker.bootstrap, &input, 2).unwrap();
+    let messages: Vec<Outgoing> = (0..1000)
+        .map(|i| Outgoing {
+            key: Some(format!("k{i}")),
+            payload: format!("line {i}"),
+            headers: vec![("tenant".into(), format!("tenant-{}", i % 7))],
+        })
+        .collect();
+    tools::produce(&broker.bootstrap, &input, messages).unwrap();
+
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n{}\
+             sinks:\n  out:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: {}\n    \
+             topic: '{output}-{{{{ headers.tenant }}}}'\n    key_field: headers.tenant\n    \
+             header_fields: [key]\n    encoding: text\n    compression: lz4\n",
+            source_yaml(&broker.bootstrap, &input, &unique("g")),
+            broker.bootstrap
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let mut records = Vec::new();
+    for tenant in 0..7 {
+        // The sink creates each topic with its first message; `consume` waits for it.
+        let topic = format!("{output}-tenant-{tenant}");
+        records.extend(
+            tools::consume(
+                &broker.bootstrap,
+                &topic,
+                1000 / 7,
+                Duration::from_millis(500),
+                Duration::from_secs(60),
+            )
+            .unwrap()
+            .into_iter()
+            .map(|r| (tenant, r)),
+        );
+    }
+    stop(&s, &mut child);
+    assert_eq!(records.len(), 1000, "every message once");
+    for (tenant, record) in &records {
+        let i: usize = record.payload["line ".len()..].parse().unwrap();
+        assert_eq!(i % 7, *tenant, "topic templated from the header");
+        let expected_key = format!("tenant-{tenant}");
+        assert_eq!(record.key.as_deref(), Some(expected_key.as_str()));
+        let headers: HashMap<&str, &str> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(headers.get("tenant"), Some(&expected_key.as_str()));
+        let original_key = format!("k{i}");
+        assert_eq!(headers.get("key"), Some(&original_key.as_str()));
+    }
+}
+
+#[test]
+fn a_broker_that_comes_up_late_is_connected_to() {
+    if external_kafka().is_some() {
+        eprintln!("skipped: with KAFKA_BOOTSTRAP set this test cannot start the broker late");
+        return;
+    }
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let (input, output) = (unique("in"), unique("out"));
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n{}\
+             sinks:\n  out:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: {bootstrap}\n    \
+             topic: {output}\n    encoding: text\n",
+            source_yaml(&bootstrap, &input, &unique("g")),
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let said = wait_until(Duration::from_secs(30), || {
+        s.stderr().contains("cannot reach Kafka")
+    });
+    assert!(
+        said,
+        "no clear log line about the missing broker\n{}",
+        s.stderr()
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the pipeline gave up");
+
+    let broker = Broker::start_tansu(port);
+    tools::create_topic(&broker.bootstrap, &input, 3).unwrap();
+    let lines = fixture_lines(1000, 23);
+    tools::produce(&broker.bootstrap, &input, keyed(&lines)).unwrap();
+    let records = tools::consume(
+        &broker.bootstrap,
+        &output,
+        lines.len(),
+        Duration::from_millis(500),
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    stop(&s, &mut child);
+    let seen: HashSet<String> = records.into_iter().map(|r| r.payload).collect();
+    assert!(missing(&lines, &seen).is_empty(), "{}", s.stderr());
+}
+
+/// The lines (and the partitions they came from) one instance wrote to its file.
+fn instance_output(path: &Path) -> (HashSet<String>, BTreeSet<i64>) {
+    let mut lines = HashSet::new();
+    let mut partitions = BTreeSet::new();
+    for line in read_lines(path) {
+        let event: Json = serde_json::from_str(&line).unwrap();
+        lines.insert(event["message"].as_str().unwrap().to_owned());
+        partitions.insert(event["partition"].as_i64().unwrap());
+    }
+    (lines, partitions)
+}
+
+#[test]
+fn two_instances_in_one_group_split_partitions_and_take_over() {
+    let broker = Broker::start();
+    let input = unique("in");
+    let group = unique("g");
+    tools::create_topic(&broker.bootstrap, &input, 6).unwrap();
+
+    let s = Scratch::new();
+    let start_instance = |name: &str| {
+        let config = s.pipeline(
+            &format!("{name}.yml"),
+            &format!(
+                "data_dir: {{dir}}/{name}-data\nsources:\n{}\
+                 sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {{dir}}/{name}.jsonl\n    \
+                 format: json\n",
+                source_yaml(&broker.bootstrap, &input, &group)
+            ),
+        );
+        s.start(&config, Stdio::null(), Stdio::null())
+    };
+    let mut a = start_instance("a");
+    let mut b = start_instance("b");
+    // Both members have joined once each owns partitions.
+    let joined = wait_until(Duration::from_secs(60), || {
+        s.stderr().matches("partitions assigned").count() >= 2
+    });
+    assert!(joined, "{}", s.stderr());
+
+    let first = fixture_lines(30_000, 24);
+    tools::produce(&broker.bootstrap, &input, keyed(&first)).unwrap();
+    let all_first = |s: &Scratch| {
+        let (a_lines, _) = instance_output(&s.path("a.jsonl"));
+        let (b_lines, _) = instance_output(&s.path("b.jsonl"));
+        missing(&first, &a_lines.union(&b_lines).cloned().collect()).is_empty()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || all_first(&s)),
+        "{}",
+        s.stderr()
+    );
+    let (_, a_partitions) = instance_output(&s.path("a.jsonl"));
+    let (_, b_partitions) = instance_output(&s.path("b.jsonl"));
+    assert!(
+        !a_partitions.is_empty() && !b_partitions.is_empty(),
+        "both instances work: a {a_partitions:?}, b {b_partitions:?}"
+    );
+    assert!(
+        a_partitions.is_disjoint(&b_partitions),
+        "each partition has one owner: a {a_partitions:?}, b {b_partitions:?}"
+    );
+    assert_eq!(a_partitions.len() + b_partitions.len(), 6);
+
+    // b leaves; a takes over every partition, from where b's commits left off.
+    stop(&s, &mut b);
+    let b_final = instance_output(&s.path("b.jsonl")).0;
+    let second = fixture_lines(30_000, 25);
+    tools::produce(&broker.bootstrap, &input, keyed(&second)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut a_lines = HashSet::new();
+    while Instant::now() < deadline {
+        a_lines = instance_output(&s.path("a.jsonl")).0;
+        if missing(&second, &a_lines).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(&s, &mut a);
+    let lost = missing(&second, &a_lines);
+    assert!(
+        lost.is_empty(),
+        "{} lines produced after b left never reached a\n{}",
+        lost.len(),
+        s.stderr()
+    );
+    let everything: HashSet<String> = a_lines.union(&b_final).cloned().collect();
+    assert!(missing(&first, &everything).is_empty());
+}
