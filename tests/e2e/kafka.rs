@@ -484,3 +484,61 @@ fn two_instances_in_one_group_split_partitions_and_take_over() {
     let everything: HashSet<String> = a_lines.union(&b_final).cloned().collect();
     assert!(missing(&first, &everything).is_empty());
 }
+
+#[test]
+fn messages_kafka_refuses_are_counted_and_the_rest_flows() {
+    let broker = Broker::start();
+    let (input, output) = (unique("in"), unique("out"));
+    tools::create_topic(&broker.bootstrap, &input, 2).unwrap();
+    // Every tenth line is larger than the sink's producer accepts.
+    let messages: Vec<Outgoing> = (0..500)
+        .map(|i| Outgoing {
+            key: Some(format!("k{}", i % 10)),
+            payload: if i % 10 == 0 {
+                format!("big {i} {}", "x".repeat(3000))
+            } else {
+                format!("line {i}")
+            },
+            headers: Vec::new(),
+        })
+        .collect();
+    tools::produce(&broker.bootstrap, &input, messages.clone()).unwrap();
+
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n{}\
+             sinks:\n  out:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: {}\n    \
+             topic: {output}\n    encoding: text\n    librdkafka_options:\n      \
+             message.max.bytes: '2000'\n      batch.size: '2000'\n",
+            source_yaml(&broker.bootstrap, &input, &unique("g")),
+            broker.bootstrap
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let small: Vec<String> = messages
+        .iter()
+        .filter(|m| m.payload.len() < 2000)
+        .map(|m| m.payload.clone())
+        .collect();
+    let records = tools::consume(
+        &broker.bootstrap,
+        &output,
+        small.len(),
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the pipeline stopped");
+    stop(&s, &mut child);
+    let seen: HashSet<String> = records.into_iter().map(|r| r.payload).collect();
+    assert!(missing(&small, &seen).is_empty(), "{}", s.stderr());
+    assert!(seen.iter().all(|m| !m.starts_with("big")));
+    let log = s.stderr();
+    assert!(log.contains("Kafka refused a message"), "{log}");
+    assert!(
+        log.contains("events_dropped{reason=delivery_failed}=50"),
+        "the 50 refused messages are counted\n{log}"
+    );
+}
