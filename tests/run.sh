@@ -7,8 +7,9 @@
 # It installs what the tests need first, so it works on a fresh Debian machine: rustfmt and
 # clippy; Mesa's software Vulkan driver (lavapipe), so the GPU backend's test has a wgpu
 # adapter to run on even where the machine has no GPU; the C toolchain that builds the bundled
-# librdkafka; and Tansu, the Kafka-protocol broker the Kafka tests start (tests/kafka-broker.sh;
-# set KAFKA_BOOTSTRAP=host:port to run them against your own Kafka instead).
+# librdkafka; Tansu, the Kafka-protocol broker the Kafka tests start (tests/kafka-broker.sh;
+# set KAFKA_BOOTSTRAP=host:port to run them against your own Kafka instead); and rsyslog, the
+# syslog daemon the syslog tests start on loopback ports with their own configuration.
 #
 # Everything is built with the `gpu` feature, so the test build is also the check that the
 # wgpu backend compiles (`cargo build` alone would resolve other features for shared
@@ -43,6 +44,16 @@ if [ ${#missing[@]} -gt 0 ]; then
       zlib1g-dev >/dev/null
   else
     echo "missing for the librdkafka build: ${missing[*]}" >&2
+  fi
+fi
+
+if ! command -v rsyslogd >/dev/null && [ ! -x /usr/sbin/rsyslogd ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing rsyslog (the syslog daemon of the syslog tests; it is not started as a service)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null
+  else
+    echo "rsyslog is not installed; the syslog tests will fail" >&2
   fi
 fi
 

@@ -181,3 +181,24 @@ pub fn stop(scratch: &Scratch, child: &mut Child) {
     let status = wait_exit(scratch, child, Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", scratch.stderr());
 }
+
+/// The value of the counter `name` (as `name=N` in the counters logged at exit), if logged.
+pub fn logged_counter(stderr: &str, name: &str) -> Option<u64> {
+    let pattern = format!(r"{}=(\d+)", regex::escape(name));
+    regex::Regex::new(&pattern).unwrap().captures(stderr)?[1]
+        .parse()
+        .ok()
+}
+
+/// A pipeline that replays `{dir}/in.log` once into the sink described by `sink_yaml` (the
+/// keys under `out:`, each line indented by four spaces, after `inputs: [in]`).
+pub fn replay_pipeline(scratch: &Scratch, sink_yaml: &str) -> PathBuf {
+    scratch.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  in:\n    type: file\n    include: ['{{dir}}/in.log']\n    exit_on_eof: true\n\
+             sinks:\n  out:\n    inputs: [in]\n{sink_yaml}"
+        ),
+    )
+}

@@ -270,12 +270,8 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
         s.stderr()
     );
     // The killed run never logged its counters; the restarted one did, once.
-    let received: usize = regex::Regex::new(r"events_received=(\d+) ")
-        .unwrap()
-        .captures(&s.stderr())
-        .expect("the restarted run's counters")[1]
-        .parse()
-        .unwrap();
+    let received = logged_counter(&s.stderr(), "events_received")
+        .expect("the restarted run's counters") as usize;
     assert!(
         received < lines.len(),
         "the restart read everything again: no offset was committed before the kill"

@@ -16,12 +16,14 @@ use deepsentry_sink_blackhole as _;
 use deepsentry_sink_console as _;
 use deepsentry_sink_file as _;
 use deepsentry_sink_kafka as _;
+use deepsentry_sink_syslog as _;
 use deepsentry_source_demo as _;
 use deepsentry_source_file as _;
 use deepsentry_source_kafka as _;
 use deepsentry_source_stdin as _;
 use deepsentry_source_tcp as _;
 use deepsentry_transform_deepsentry as _;
+use deepsentry_transform_filter as _;
 
 mod eval;
 

@@ -1,0 +1,400 @@
+//! The `syslog` sink: forwards events to a syslog daemon over UDP, TCP or a Unix socket
+//! (`/dev/log`), as RFC 5424 (with score and threshold as structured data) or RFC 3164.
+//!
+//! A batch is acknowledged once it is written. When the daemon cannot be reached, the sink
+//! keeps the batch, reconnects with backoff (100 ms doubling up to `reconnect_max_secs`) and
+//! sends it again; meanwhile the pipeline is held back, nothing is dropped. Over TCP a batch
+//! cut by a broken connection is sent again whole, so a daemon can see a few lines twice; over
+//! UDP a lost datagram cannot be noticed (that is UDP).
+
+mod format;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use deepsentry_core::{Batch, BuildContext, Sink, SinkConfig, SinkContext};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket, UnixDatagram};
+
+pub use format::{Facility, Header, MessageEncoding, Severity, SyslogFormat};
+
+/// How messages travel to the daemon.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A Unix datagram socket, `/dev/log` unless `address` says otherwise (the default, like
+    /// `logger`).
+    #[default]
+    Unix,
+    /// UDP datagrams to `address` (`host:514`).
+    Udp,
+    /// A TCP stream to `address` (`host:514`), framed by `framing`.
+    Tcp,
+}
+
+/// How messages are delimited on a TCP stream (RFC 6587).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// `LENGTH SP MESSAGE` (the default): any message, line breaks included.
+    #[default]
+    OctetCounting,
+    /// `MESSAGE LF`, for daemons that only split on newlines.
+    Newline,
+}
+
+/// Settings of the `syslog` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSinkConfig {
+    /// `unix` (default), `udp` or `tcp`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// `host:port` for `udp` and `tcp` (required); the socket path for `unix` (default
+    /// `/dev/log`).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `rfc5424` or `rfc3164`. Default: `rfc5424` over the network, `rfc3164` on a Unix
+    /// socket (what `logger` writes there, and what daemons parse on `/dev/log`).
+    #[serde(default)]
+    pub format: Option<SyslogFormat>,
+    /// TCP framing: `octet_counting` (default) or `newline`.
+    #[serde(default)]
+    pub framing: Framing,
+    /// Default `user`.
+    #[serde(default)]
+    pub facility: Facility,
+    /// Default `alert` (as `logger -p user.alert`).
+    #[serde(default)]
+    pub severity: Severity,
+    /// `APP-NAME` / tag. Default `deepsentry`.
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+    /// `HOSTNAME`. Default: this machine's host name over the network; none on a Unix
+    /// socket, where the daemon adds its own.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The message part: `deepsentry` (the live monitor's line, default), `text` or `json`.
+    #[serde(default)]
+    pub encoding: MessageEncoding,
+    /// The longest pause between reconnection attempts, in seconds. Default 30.
+    #[serde(default = "default_reconnect_max_secs")]
+    pub reconnect_max_secs: f64,
+}
+
+fn default_app_name() -> String {
+    "deepsentry".to_owned()
+}
+
+fn default_reconnect_max_secs() -> f64 {
+    30.0
+}
+
+deepsentry_core::register_sink!(
+    "syslog",
+    "Forwards events to syslog (RFC 5424/3164) over unix, udp or tcp; retries, never drops",
+    SyslogSinkConfig
+);
+
+/// Where the sink sends, resolved at build time.
+#[derive(Debug, Clone)]
+enum Target {
+    Unix(PathBuf),
+    Udp(String),
+    Tcp(String, Framing),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Unix(path) => write!(f, "unix:{}", path.display()),
+            Target::Udp(address) => write!(f, "udp:{address}"),
+            Target::Tcp(address, _) => write!(f, "tcp:{address}"),
+        }
+    }
+}
+
+enum Connection {
+    Unix(UnixDatagram),
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+}
+
+impl Target {
+    async fn connect(&self) -> std::io::Result<Connection> {
+        Ok(match self {
+            Target::Unix(path) => {
+                let socket = UnixDatagram::unbound()?;
+                socket.connect(path)?;
+                Connection::Unix(socket)
+            }
+            Target::Udp(address) => {
+                let socket = UdpSocket::bind("0.0.0.0:0").await?;
+                socket.connect(address).await?;
+                Connection::Udp(socket)
+            }
+            Target::Tcp(address, _) => Connection::Tcp(TcpStream::connect(address).await?),
+        })
+    }
+}
+
+/// The messages of one batch: one buffer and where each message ends.
+#[derive(Default)]
+struct Messages {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Messages {
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter())
+            .map(|(s, &e)| &self.bytes[s..e])
+    }
+}
+
+impl Connection {
+    async fn send(&mut self, messages: &Messages, framing: Framing) -> std::io::Result<()> {
+        match self {
+            Connection::Unix(socket) => {
+                for message in messages.iter() {
+                    socket.send(message).await?;
+                }
+            }
+            Connection::Udp(socket) => {
+                for message in messages.iter() {
+                    socket.send(message).await?;
+                }
+            }
+            Connection::Tcp(stream) => {
+                let mut framed = Vec::with_capacity(messages.bytes.len() + 8 * messages.ends.len());
+                for message in messages.iter() {
+                    match framing {
+                        Framing::OctetCounting => {
+                            framed.extend_from_slice(format!("{} ", message.len()).as_bytes());
+                            framed.extend_from_slice(message);
+                        }
+                        Framing::Newline => {
+                            framed.extend_from_slice(message);
+                            framed.push(b'\n');
+                        }
+                    }
+                }
+                stream.write_all(&framed).await?;
+                stream.flush().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A built `syslog` sink.
+#[derive(Debug)]
+pub struct SyslogSink {
+    target: Target,
+    header: Header,
+    reconnect_max: Duration,
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+#[async_trait]
+impl SinkConfig for SyslogSinkConfig {
+    async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
+        let network_address = |mode: &str| {
+            self.address
+                .clone()
+                .with_context(|| format!("`address` (host:port) is required with `mode: {mode}`"))
+        };
+        let target = match self.mode {
+            Mode::Unix => {
+                Target::Unix(PathBuf::from(self.address.as_deref().unwrap_or("/dev/log")))
+            }
+            Mode::Udp => Target::Udp(network_address("udp")?),
+            Mode::Tcp => Target::Tcp(network_address("tcp")?, self.framing),
+        };
+        anyhow::ensure!(
+            self.reconnect_max_secs > 0.0,
+            "`reconnect_max_secs` must be positive"
+        );
+        Ok(Box::new(SyslogSink {
+            target,
+            header: Header {
+                format: self.format.unwrap_or(match self.mode {
+                    Mode::Unix => SyslogFormat::Rfc3164,
+                    Mode::Udp | Mode::Tcp => SyslogFormat::Rfc5424,
+                }),
+                facility: self.facility,
+                severity: self.severity,
+                app_name: self.app_name.clone(),
+                hostname: match self.mode {
+                    Mode::Unix => self.hostname.clone(),
+                    Mode::Udp | Mode::Tcp => {
+                        Some(self.hostname.clone().unwrap_or_else(local_hostname))
+                    }
+                },
+                proc_id: std::process::id(),
+                encoding: self.encoding,
+            },
+            reconnect_max: Duration::from_secs_f64(self.reconnect_max_secs),
+        }))
+    }
+}
+
+impl SyslogSink {
+    fn encode(&self, batch: &Batch, messages: &mut Messages) {
+        messages.bytes.clear();
+        messages.ends.clear();
+        for event in &batch.events {
+            self.header.write(event, &mut messages.bytes);
+            messages.ends.push(messages.bytes.len());
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for SyslogSink {
+    async fn run(self: Box<Self>, mut cx: SinkContext) -> anyhow::Result<()> {
+        let delivered = cx.metrics.counter("events_delivered");
+        let errors = cx.metrics.counter("send_errors");
+        let framing = match self.target {
+            Target::Tcp(_, framing) => framing,
+            _ => Framing::Newline,
+        };
+        let mut connection: Option<Connection> = None;
+        let mut messages = Messages::default();
+        // Set while the daemon cannot be reached: since when, and when to say so again.
+        let mut outage: Option<(Instant, Instant)> = None;
+        while let Some(batch) = cx.input.recv().await {
+            if batch.is_empty() {
+                continue;
+            }
+            self.encode(&batch, &mut messages);
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let result = match connection.as_mut() {
+                    Some(open) => open.send(&messages, framing).await,
+                    None => match self.target.connect().await {
+                        Ok(mut open) => {
+                            let sent = open.send(&messages, framing).await;
+                            connection = Some(open);
+                            sent
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                match result {
+                    Ok(()) => {
+                        delivered.add(batch.len() as u64);
+                        if let Some((since, _)) = outage.take() {
+                            tracing::info!(
+                                sink = %cx.id,
+                                target = %self.target,
+                                "syslog reachable again after {:.1} s",
+                                since.elapsed().as_secs_f64()
+                            );
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        errors.inc();
+                        connection = None;
+                        let now = Instant::now();
+                        match &mut outage {
+                            None => {
+                                tracing::warn!(
+                                    sink = %cx.id,
+                                    target = %self.target,
+                                    events = batch.len(),
+                                    "cannot send to syslog ({e}); holding the events and retrying"
+                                );
+                                outage = Some((now, now + Duration::from_secs(30)));
+                            }
+                            Some((since, next_report)) if now >= *next_report => {
+                                tracing::warn!(
+                                    sink = %cx.id,
+                                    target = %self.target,
+                                    "syslog still unreachable after {:.0} s ({e}); events wait",
+                                    since.elapsed().as_secs_f64()
+                                );
+                                *next_report = now + Duration::from_secs(30);
+                            }
+                            Some(_) => {}
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(self.reconnect_max);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_logger() {
+        let config: SyslogSinkConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(config.mode, Mode::Unix);
+        assert_eq!(config.facility, Facility::User);
+        assert_eq!(config.severity, Severity::Alert);
+        assert_eq!(config.format, None);
+        assert_eq!(config.framing, Framing::OctetCounting);
+        assert_eq!(config.app_name, "deepsentry");
+        let err = serde_yaml::from_str::<SyslogSinkConfig>("severity: critical").unwrap_err();
+        assert!(err.to_string().contains("`crit`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn network_modes_need_an_address() {
+        let config: SyslogSinkConfig = serde_yaml::from_str("mode: tcp").unwrap();
+        let cx = BuildContext {
+            id: "out".into(),
+            data_dir: std::env::temp_dir(),
+            metrics: Default::default(),
+        };
+        let Err(err) = config.build(&cx).await else {
+            panic!("built without an address");
+        };
+        assert!(err.to_string().contains("`address`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn octet_counting_frames_each_message() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target::Tcp(
+            listener.local_addr().unwrap().to_string(),
+            Framing::OctetCounting,
+        );
+        let mut connection = target.connect().await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let messages = Messages {
+            bytes: b"abcde\nf".to_vec(),
+            ends: vec![3, 7],
+        };
+        connection
+            .send(&messages, Framing::OctetCounting)
+            .await
+            .unwrap();
+        drop(connection);
+        let mut received = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut received)
+            .await
+            .unwrap();
+        assert_eq!(received, b"3 abc4 de\nf");
+    }
+}

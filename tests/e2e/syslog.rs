@@ -1,0 +1,215 @@
+//! The `syslog` sink against a real rsyslog daemon, started per test on loopback ports with its
+//! own configuration, writing what it receives to a file the test reads back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// An rsyslogd in the foreground, listening on UDP and TCP, logging every message as
+/// `facility.severity|app-name|msgid|structured-data|msg`.
+struct Rsyslog {
+    process: Child,
+    received: PathBuf,
+}
+
+impl Rsyslog {
+    fn start(dir: &Path, udp_port: u16, tcp_port: u16) -> Self {
+        let work = dir.join("rsyslog");
+        std::fs::create_dir_all(&work).unwrap();
+        let received = dir.join("received.log");
+        let config = work.join("rsyslog.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "global(workDirectory=\"{work}\")\n\
+                 module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+                 input(type=\"imuxsock\" Socket=\"{work}/log.sock\" CreatePath=\"on\")\n\
+                 module(load=\"imudp\")\n\
+                 module(load=\"imtcp\")\n\
+                 input(type=\"imudp\" address=\"127.0.0.1\" port=\"{udp_port}\")\n\
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{tcp_port}\")\n\
+                 template(name=\"fields\" type=\"string\" string=\"%syslogfacility-text%.%syslogseverity-text%|%app-name%|%msgid%|%structured-data%|%msg%\\n\")\n\
+                 *.* action(type=\"omfile\" file=\"{received}\" template=\"fields\")\n",
+                work = work.display(),
+                received = received.display(),
+            ),
+        )
+        .unwrap();
+        let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("rsyslogd is not installed: apt-get install rsyslog (tests/run.sh does)");
+        let process = Command::new(bin)
+            .args(["-n", "-f"])
+            .arg(&config)
+            .arg("-i")
+            .arg(work.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.join("rsyslogd.err")).unwrap())
+            .spawn()
+            .expect("start rsyslogd");
+        let up = wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", tcp_port)).is_ok()
+        });
+        assert!(
+            up,
+            "rsyslogd did not listen: {}",
+            std::fs::read_to_string(work.join("rsyslogd.err")).unwrap_or_default()
+        );
+        Rsyslog { process, received }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        read_lines(&self.received)
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The message parts (rsyslog keeps the space after an RFC 3164 header in `%msg%`).
+fn messages(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(|l| {
+            let msg = l.rsplit('|').next().unwrap();
+            msg.strip_prefix(' ').unwrap_or(msg)
+        })
+        .collect()
+}
+
+#[test]
+fn udp_lines_arrive_with_facility_severity_and_app_name() {
+    let s = Scratch::new();
+    let (udp, tcp) = (free_port(), free_port());
+    let daemon = Rsyslog::start(s.dir.path(), udp, tcp);
+    let input: Vec<String> = (0..200)
+        .map(|i| format!("line {i} of the udp test"))
+        .collect();
+    write_lines(&s.path("in.log"), &input, false);
+    let config = replay_pipeline(
+        &s,
+        &format!(
+            "    type: syslog\n    mode: udp\n    address: 127.0.0.1:{udp}\n    encoding: text\n    \
+             format: rfc3164\n    facility: local3\n    severity: warning\n"
+        ),
+    );
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(0), "{stderr}");
+    let ok = wait_until(Duration::from_secs(10), || {
+        daemon.lines().len() >= input.len()
+    });
+    let received = daemon.lines();
+    assert!(ok, "{} of {} arrived", received.len(), input.len());
+    assert_eq!(messages(&received), input);
+    assert!(
+        received
+            .iter()
+            .all(|l| l.starts_with("local3.warning|deepsentry|")),
+        "{:?}",
+        received.first()
+    );
+}
+
+#[test]
+fn a_unix_socket_like_dev_log_is_written_to() {
+    let s = Scratch::new();
+    let daemon = Rsyslog::start(s.dir.path(), free_port(), free_port());
+    let socket = s.dir.path().join("rsyslog/log.sock");
+    assert!(wait_until(Duration::from_secs(5), || socket.exists()));
+    let input: Vec<String> = (0..20).map(|i| format!("unix line {i}")).collect();
+    write_lines(&s.path("in.log"), &input, false);
+    let config = replay_pipeline(
+        &s,
+        &format!(
+            "    type: syslog\n    address: '{}'\n    encoding: text\n",
+            socket.display()
+        ),
+    );
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(wait_until(Duration::from_secs(10), || daemon.lines().len()
+        >= input.len()));
+    assert_eq!(messages(&daemon.lines()), input);
+    assert!(daemon.lines()[0].starts_with("user.alert|deepsentry|"));
+}
+
+#[test]
+fn tcp_alerts_of_the_detector_carry_score_and_threshold() {
+    let s = Scratch::new();
+    let (udp, tcp) = (free_port(), free_port());
+    let daemon = Rsyslog::start(s.dir.path(), udp, tcp);
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n  demo:\n    type: demo\n    rate: 0\n    count: 20000\n    seed: 7\n    \
+             fault_rate: 0.1\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [demo]\n    model: {model}\n    \
+             session_key: 'blk_-?\\d+'\n  \
+             alerts:\n    type: filter\n    inputs: [detect]\n    condition:\n      is_anomaly: true\n\
+             sinks:\n  out:\n    type: syslog\n    inputs: [alerts]\n    mode: tcp\n    \
+             address: 127.0.0.1:{tcp}\n"
+        ),
+    );
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(0), "{stderr}");
+    let flagged = logged_counter(&stderr, "anomalies").expect("the detector's counters") as usize;
+    assert!(flagged > 0);
+    let ok = wait_until(Duration::from_secs(10), || daemon.lines().len() >= flagged);
+    let received = daemon.lines();
+    assert!(ok, "{} of {flagged} alerts arrived", received.len());
+    assert_eq!(received.len(), flagged, "each alert once");
+    let shape = regex::Regex::new(
+        r#"^user\.alert\|deepsentry\|anomaly\|\[deepsentry@32473 score="[0-9.]+" threshold="[0-9.]+" anomaly="true"[^|]*\]\|\[\d\d:\d\d:\d\d\] ANOMALY - score: "#,
+    )
+    .unwrap();
+    for line in &received {
+        assert!(shape.is_match(line), "{line}");
+    }
+}
+
+#[test]
+fn a_daemon_that_is_down_holds_the_events_until_it_is_up() {
+    let s = Scratch::new();
+    let (udp, tcp) = (free_port(), free_port());
+    let input: Vec<String> = (0..50).map(|i| format!("held line {i}")).collect();
+    write_lines(&s.path("in.log"), &input, false);
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  in:\n    type: file\n    include: ['{{dir}}/in.log']\n\
+             sinks:\n  out:\n    type: syslog\n    inputs: [in]\n    mode: tcp\n    \
+             address: 127.0.0.1:{tcp}\n    framing: newline\n    encoding: text\n    \
+             reconnect_max_secs: 0.5\n"
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let said = wait_until(Duration::from_secs(20), || {
+        s.stderr().contains("cannot send to syslog")
+    });
+    assert!(said, "no log line about the missing daemon\n{}", s.stderr());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(child.try_wait().unwrap().is_none(), "the pipeline gave up");
+
+    let daemon = Rsyslog::start(s.dir.path(), udp, tcp);
+    let ok = wait_until(Duration::from_secs(20), || {
+        daemon.lines().len() >= input.len()
+    });
+    stop(&s, &mut child);
+    assert!(ok, "{}", s.stderr());
+    assert_eq!(messages(&daemon.lines()), input);
+    assert!(
+        s.stderr().contains("syslog reachable again"),
+        "{}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("send_errors="), "{}", s.stderr());
+}
