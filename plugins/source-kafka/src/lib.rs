@@ -33,7 +33,7 @@ use deepsentry_kafka::{client_config, KafkaLog};
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::consumer::{MessageStream, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::TopicPartitionList;
 use serde::Deserialize;
@@ -184,7 +184,7 @@ impl ConsumerContext for SourceContextInner {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = result {
             // `NoOffset`: nothing new to commit since the last time.
-            if e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::NoOffset) {
+            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
                 tracing::warn!(
                     source = %self.id,
                     partitions = %partition_names(offsets),
@@ -379,7 +379,18 @@ fn collect_batch<'c>(
             }
             Err(e) => {
                 errors.inc();
-                tracing::warn!(source = %id, "Kafka consumer error: {e}");
+                // Connection trouble is also reported, once and in words, by `KafkaLog::error`.
+                let connection = matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown
+                    )
+                );
+                if connection {
+                    tracing::debug!(source = %id, "Kafka consumer error: {e}");
+                } else {
+                    tracing::warn!(source = %id, "Kafka consumer error: {e}");
+                }
                 break;
             }
         }
