@@ -77,6 +77,21 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Reads `topic` from the beginning until `expected` messages arrived and it has been
+    /// quiet for a second (so duplicates are seen too), or `timeout_secs` passed.
+    fn read(&self, topic: &str, expected: usize, timeout_secs: u64) -> Vec<Record> {
+        tools::consume(
+            &self.bootstrap,
+            topic,
+            expected,
+            Duration::from_secs(1),
+            Duration::from_secs(timeout_secs),
+        )
+        .unwrap()
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(process) = &mut self.process {
@@ -161,14 +176,7 @@ fn kafka_to_deepsentry_to_kafka_delivers_every_line_with_its_fields() {
         ),
     );
     let mut child = s.start(&config, Stdio::null(), Stdio::null());
-    let records = tools::consume(
-        &broker.bootstrap,
-        &output,
-        lines.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(240),
-    )
-    .unwrap();
+    let records = broker.read(&output, lines.len(), 240);
     stop(&s, &mut child);
 
     let key_of: HashMap<&str, Option<&str>> = messages
@@ -252,14 +260,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     );
 
     let mut restarted = s.start(&config, Stdio::null(), Stdio::null());
-    let records = tools::consume(
-        &broker.bootstrap,
-        &output,
-        lines.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(120),
-    )
-    .unwrap();
+    let records = broker.read(&output, lines.len(), 120);
     stop(&s, &mut restarted);
     let seen: HashSet<String> = records.iter().map(|r| r.payload.clone()).collect();
     let lost = missing(&lines, &seen);
@@ -314,16 +315,10 @@ fn key_and_headers_follow_the_sink_settings() {
         // The sink creates each topic with its first message; `consume` waits for it.
         let topic = format!("{output}-tenant-{tenant}");
         records.extend(
-            tools::consume(
-                &broker.bootstrap,
-                &topic,
-                1000 / 7,
-                Duration::from_millis(500),
-                Duration::from_secs(60),
-            )
-            .unwrap()
-            .into_iter()
-            .map(|r| (tenant, r)),
+            broker
+                .read(&topic, 1000 / 7, 60)
+                .into_iter()
+                .map(|r| (tenant, r)),
         );
     }
     stop(&s, &mut child);
@@ -378,14 +373,7 @@ fn a_broker_that_comes_up_late_is_connected_to() {
     tools::create_topic(&broker.bootstrap, &input, 3).unwrap();
     let lines = fixture_lines(1000, 23);
     tools::produce(&broker.bootstrap, &input, keyed(&lines)).unwrap();
-    let records = tools::consume(
-        &broker.bootstrap,
-        &output,
-        lines.len(),
-        Duration::from_millis(500),
-        Duration::from_secs(90),
-    )
-    .unwrap();
+    let records = broker.read(&output, lines.len(), 90);
     stop(&s, &mut child);
     let seen: HashSet<String> = records.into_iter().map(|r| r.payload).collect();
     assert!(missing(&lines, &seen).is_empty(), "{}", s.stderr());
@@ -518,14 +506,7 @@ fn messages_kafka_refuses_are_counted_and_the_rest_flows() {
         .filter(|m| m.payload.len() < 2000)
         .map(|m| m.payload.clone())
         .collect();
-    let records = tools::consume(
-        &broker.bootstrap,
-        &output,
-        small.len(),
-        Duration::from_millis(500),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let records = broker.read(&output, small.len(), 60);
     assert!(child.try_wait().unwrap().is_none(), "the pipeline stopped");
     stop(&s, &mut child);
     let seen: HashSet<String> = records.into_iter().map(|r| r.payload).collect();
