@@ -12,3 +12,4 @@ mod passthrough;
 mod shutdown;
 mod syslog;
 mod tcp;
+mod webhook;

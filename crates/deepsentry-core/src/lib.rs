@@ -20,6 +20,7 @@ pub mod framing;
 pub mod lines;
 pub mod metrics;
 pub mod output;
+pub mod ratelimit;
 pub mod registry;
 pub mod rng;
 pub mod shutdown;

@@ -17,6 +17,7 @@ use deepsentry_sink_console as _;
 use deepsentry_sink_file as _;
 use deepsentry_sink_kafka as _;
 use deepsentry_sink_syslog as _;
+use deepsentry_sink_webhook as _;
 use deepsentry_source_demo as _;
 use deepsentry_source_file as _;
 use deepsentry_source_kafka as _;
