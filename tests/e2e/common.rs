@@ -202,3 +202,21 @@ pub fn replay_pipeline(scratch: &Scratch, sink_yaml: &str) -> PathBuf {
         ),
     )
 }
+
+/// A pipeline that scores 20,000 demo lines with faults by the shipped model and sends only
+/// the anomalies to the sink described by `sink_yaml` (the keys under `out:`, each line
+/// indented by four spaces, after `inputs: [alerts]`).
+pub fn detector_alerts_pipeline(scratch: &Scratch, sink_yaml: &str) -> PathBuf {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+    scratch.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n  demo:\n    type: demo\n    rate: 0\n    count: 20000\n    seed: 7\n    \
+             fault_rate: 0.1\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [demo]\n    model: {model}\n    \
+             session_key: 'blk_-?\\d+'\n  \
+             alerts:\n    type: filter\n    inputs: [detect]\n    condition:\n      is_anomaly: true\n\
+             sinks:\n  out:\n    inputs: [alerts]\n{sink_yaml}"
+        ),
+    )
+}

@@ -145,18 +145,9 @@ fn tcp_alerts_of_the_detector_carry_score_and_threshold() {
     let s = Scratch::new();
     let (udp, tcp) = (free_port(), free_port());
     let daemon = Rsyslog::start(s.dir.path(), udp, tcp);
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
-    let config = s.pipeline(
-        "p.yml",
-        &format!(
-            "sources:\n  demo:\n    type: demo\n    rate: 0\n    count: 20000\n    seed: 7\n    \
-             fault_rate: 0.1\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [demo]\n    model: {model}\n    \
-             session_key: 'blk_-?\\d+'\n  \
-             alerts:\n    type: filter\n    inputs: [detect]\n    condition:\n      is_anomaly: true\n\
-             sinks:\n  out:\n    type: syslog\n    inputs: [alerts]\n    mode: tcp\n    \
-             address: 127.0.0.1:{tcp}\n"
-        ),
+    let config = detector_alerts_pipeline(
+        &s,
+        &format!("    type: syslog\n    mode: tcp\n    address: 127.0.0.1:{tcp}\n"),
     );
     let (code, stderr) = run_to_end(&config);
     assert_eq!(code, Some(0), "{stderr}");

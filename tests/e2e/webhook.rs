@@ -519,18 +519,9 @@ fn dns_and_tls_failures_are_said_and_the_rest_of_the_pipeline_runs() {
 fn the_detectors_alerts_arrive_as_json_with_score_and_threshold() {
     let s = Scratch::new();
     let server = Server::start(Vec::new());
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
-    let config = s.pipeline(
-        "p.yml",
-        &format!(
-            "sources:\n  demo:\n    type: demo\n    rate: 0\n    count: 20000\n    seed: 7\n    \
-             fault_rate: 0.1\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [demo]\n    model: {model}\n    \
-             session_key: 'blk_-?\\d+'\n  \
-             alerts:\n    type: filter\n    inputs: [detect]\n    condition:\n      is_anomaly: true\n\
-             sinks:\n  out:\n    type: webhook\n    inputs: [alerts]\n    url: {}\n",
-            server.url("/hook")
-        ),
+    let config = detector_alerts_pipeline(
+        &s,
+        &format!("    type: webhook\n    url: {}\n", server.url("/hook")),
     );
     let (code, stderr) = run_to_end(&config);
     assert_eq!(code, Some(0), "{stderr}");
