@@ -182,12 +182,21 @@ pub fn stop(scratch: &Scratch, child: &mut Child) {
     assert!(status.success(), "{status}\n{}", scratch.stderr());
 }
 
-/// The value of the counter `name` (as `name=N` in the counters logged at exit), if logged.
+/// The value of the counter `name` (as `name=N` in the counters logged at exit), if logged;
+/// the first one logged when several components have it.
 pub fn logged_counter(stderr: &str, name: &str) -> Option<u64> {
     let pattern = format!(r"{}=(\d+)", regex::escape(name));
     regex::Regex::new(&pattern).unwrap().captures(stderr)?[1]
         .parse()
         .ok()
+}
+
+/// The value of `component`'s counter `name` logged at exit, if logged.
+pub fn component_counter(stderr: &str, component: &str, name: &str) -> Option<u64> {
+    let line = stderr.lines().find(|l| {
+        l.contains(&format!("component={component}")) && l.contains(&format!("{name}="))
+    })?;
+    logged_counter(line, name)
 }
 
 /// A pipeline that replays `{dir}/in.log` once into the sink described by `sink_yaml` (the

@@ -271,7 +271,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
         s.stderr()
     );
     // The killed run never logged its counters; the restarted one did, once.
-    let received = logged_counter(&s.stderr(), "events_received")
+    let received = component_counter(&s.stderr(), "in", "events_received")
         .expect("the restarted run's counters") as usize;
     assert!(
         received < lines.len(),

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod api;
 mod cli;
 mod crash;
 mod detector;

@@ -17,6 +17,7 @@ pub mod component;
 pub mod config;
 pub mod event;
 pub mod framing;
+pub mod health;
 pub mod lines;
 pub mod metrics;
 pub mod output;

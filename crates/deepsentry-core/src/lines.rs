@@ -1,6 +1,7 @@
 //! Turning a byte stream into batches of events: shared by the sources that read lines.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -10,6 +11,7 @@ use crate::event::{Event, Origin};
 use crate::framing::{Frame, LineFramer};
 use crate::metrics::{ComponentMetrics, Counter};
 use crate::output::{Output, OutputClosed};
+use crate::ratelimit::LogRateLimit;
 use crate::shutdown::ShutdownSignal;
 use crate::MAX_BATCH_EVENTS;
 
@@ -23,7 +25,10 @@ pub struct LineDecoder {
     truncated: Counter,
     invalid_utf8: Counter,
     received: Counter,
+    bytes: Counter,
     max_line_bytes: usize,
+    /// A stream of bad lines warns once per interval, not once per batch.
+    warnings: LogRateLimit,
 }
 
 impl LineDecoder {
@@ -34,7 +39,9 @@ impl LineDecoder {
             truncated: metrics.counter_with_reason("lines_modified", "truncated"),
             invalid_utf8: metrics.counter_with_reason("lines_modified", "invalid_utf8"),
             received: metrics.counter("events_received"),
+            bytes: metrics.counter("bytes_received"),
             max_line_bytes,
+            warnings: LogRateLimit::new(Duration::from_secs(10)),
         }
     }
 
@@ -53,7 +60,7 @@ impl LineDecoder {
         at_eof: bool,
     ) -> usize {
         let now = Utc::now();
-        let (mut truncated, mut lossy, mut added) = (0u64, 0u64, 0usize);
+        let (mut truncated, mut lossy, mut added, mut bytes) = (0u64, 0u64, 0usize, 0u64);
         while added < limit {
             let frame = if at_eof {
                 framer.finish()
@@ -67,6 +74,7 @@ impl LineDecoder {
             else {
                 break;
             };
+            bytes += line.len() as u64;
             let (event, was_lossy) = Event::from_bytes(line, now, self.origin.clone());
             truncated += u64::from(cut);
             lossy += u64::from(was_lossy);
@@ -74,22 +82,26 @@ impl LineDecoder {
             added += 1;
         }
         self.received.add(added as u64);
+        self.bytes.add(bytes);
         if truncated > 0 {
             self.truncated.add(truncated);
-            tracing::warn!(
-                stream = %self.origin.stream,
-                lines = truncated,
-                max_line_bytes = self.max_line_bytes,
-                "lines longer than max_line_bytes were truncated (the rest of each was dropped)"
-            );
         }
         if lossy > 0 {
             self.invalid_utf8.add(lossy);
-            tracing::warn!(
-                stream = %self.origin.stream,
-                lines = lossy,
-                "lines with invalid UTF-8 were kept with U+FFFD replacement characters"
-            );
+        }
+        if truncated + lossy > 0 {
+            if let Some(held_back) = self.warnings.check() {
+                tracing::warn!(
+                    stream = %self.origin.stream,
+                    truncated,
+                    invalid_utf8 = lossy,
+                    max_line_bytes = self.max_line_bytes,
+                    earlier_warnings_not_logged = held_back,
+                    "lines modified on the way in: longer than max_line_bytes were truncated (the \
+                     rest of each dropped), invalid UTF-8 kept with U+FFFD replacement \
+                     characters; totals in lines_modified{{reason=...}}"
+                );
+            }
         }
         added
     }

@@ -14,13 +14,28 @@ pub struct OutputClosed;
 /// the sender wait (backpressure); nothing is dropped here.
 #[derive(Debug, Clone)]
 pub struct Output {
-    targets: Vec<(String, mpsc::Sender<Batch>)>,
+    /// Each consumer's id, channel, and its `events_received` counter.
+    targets: Vec<(String, mpsc::Sender<Batch>, Counter)>,
     events_sent: Counter,
 }
 
 impl Output {
     /// An output feeding `targets` (consumer id, channel), counting events in `events_sent`.
     pub fn new(targets: Vec<(String, mpsc::Sender<Batch>)>, events_sent: Counter) -> Self {
+        Self::counted(
+            targets
+                .into_iter()
+                .map(|(id, tx)| (id, tx, Counter::default()))
+                .collect(),
+            events_sent,
+        )
+    }
+
+    /// Like [`Output::new`], with each consumer's counter of the events it receives.
+    pub fn counted(
+        targets: Vec<(String, mpsc::Sender<Batch>, Counter)>,
+        events_sent: Counter,
+    ) -> Self {
         Self {
             targets,
             events_sent,
@@ -43,7 +58,7 @@ impl Output {
         let mut closed = Vec::new();
         let last = self.targets.len().saturating_sub(1);
         let mut batch = Some(batch);
-        for (i, (id, tx)) in self.targets.iter().enumerate() {
+        for (i, (id, tx, received)) in self.targets.iter().enumerate() {
             let item = if i == last {
                 batch.take().expect("sent once")
             } else {
@@ -52,6 +67,8 @@ impl Output {
             if tx.send(item).await.is_err() {
                 tracing::warn!(consumer = %id, "consumer stopped; no longer sending to it");
                 closed.push(i);
+            } else {
+                received.add(count);
             }
         }
         self.remove(&closed);

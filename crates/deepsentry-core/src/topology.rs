@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::batch::Batch;
 use crate::component::{BuildContext, SinkContext, SourceContext, TransformContext};
 use crate::config::PipelineConfig;
+use crate::health::{ComponentState, Health};
 use crate::metrics::Metrics;
 use crate::output::Output;
 use crate::registry::{ComponentConfig, ComponentKind};
@@ -43,10 +44,12 @@ pub enum RunOutcome {
 /// done) or `shutdown` fires, then waits up to `grace_period` for the graph to drain.
 ///
 /// A component that fails to build (a port in use, a missing model) stops the start-up with an
-/// error naming it; nothing has run at that point.
+/// error naming it; nothing has run at that point. `health` follows each component's state
+/// while it runs.
 pub async fn run(
     config: PipelineConfig,
     metrics: Metrics,
+    health: Health,
     shutdown: ShutdownSignal,
     grace_period: Duration,
 ) -> anyhow::Result<RunOutcome> {
@@ -55,6 +58,17 @@ pub async fn run(
     for spec in &config.components {
         if spec.kind != ComponentKind::Source {
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+            // The fill of each input channel, read when the metrics are; a weak sender does
+            // not keep the channel open.
+            let weak = tx.downgrade();
+            metrics.probe(
+                &spec.id,
+                "input_channel_batches",
+                Box::new(move || {
+                    weak.upgrade()
+                        .map(|tx| (tx.max_capacity() - tx.capacity()) as f64)
+                }),
+            );
             senders.insert(spec.id.clone(), tx);
             receivers.insert(spec.id.clone(), rx);
         }
@@ -64,9 +78,12 @@ pub async fn run(
             .components
             .iter()
             .filter(|c| c.inputs.iter().any(|i| i == id))
-            .map(|c| (c.id.clone(), senders[&c.id].clone()))
+            .map(|c| {
+                let received = metrics.counter(&c.id, "events_received");
+                (c.id.clone(), senders[&c.id].clone(), received)
+            })
             .collect();
-        Output::new(targets, metrics.counter(id, "events_sent"))
+        Output::counted(targets, metrics.counter(id, "events_sent"))
     };
 
     enum Ready {
@@ -137,6 +154,7 @@ pub async fn run(
             Ready::Transform(transform, cx) => tasks.spawn(transform.run(cx)),
             Ready::Sink(sink, cx) => tasks.spawn(sink.run(cx)),
         };
+        health.set(&name, ComponentState::Running);
         running.insert(handle.id(), name);
     }
     tracing::info!(
@@ -163,9 +181,13 @@ pub async fn run(
                 };
                 let name = running.remove(&id).unwrap_or_default();
                 match result {
-                    Ok(()) => tracing::debug!(component = %name, "finished"),
+                    Ok(()) => {
+                        tracing::debug!(component = %name, "finished");
+                        health.set(&name, ComponentState::Finished);
+                    }
                     Err(e) => {
                         tracing::error!(component = %name, "stopped with an error: {e:#}");
+                        health.set(&name, ComponentState::Failed(format!("{e:#}")));
                         failed.push(name);
                     }
                 }

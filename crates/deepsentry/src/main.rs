@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use deepsentry_core::config::{self, PipelineConfig};
+use deepsentry_core::health::Health;
 use deepsentry_core::metrics::Metrics;
 use deepsentry_core::registry::{self, ComponentKind};
 use deepsentry_core::topology::{self, RunOutcome};
@@ -26,6 +27,7 @@ use deepsentry_source_tcp as _;
 use deepsentry_transform_deepsentry as _;
 use deepsentry_transform_filter as _;
 
+mod api;
 mod eval;
 
 /// The pipeline `deepsentry run` uses when no `-c` is given (a copy of
@@ -267,10 +269,14 @@ fn run(config: Option<PathBuf>, grace_period: Duration) -> ExitCode {
         }
     };
     let metrics = Metrics::default();
+    let health = Health::default();
     let shutdown = ShutdownSignal::new();
     let outcome = runtime.block_on(async {
         watch_signals(shutdown.clone());
-        topology::run(pipeline, metrics.clone(), shutdown, grace_period).await
+        if let Some(api) = &pipeline.api {
+            api::start(api.address, metrics.clone(), health.clone()).await?;
+        }
+        topology::run(pipeline, metrics.clone(), health, shutdown, grace_period).await
     });
     // A read of standard input cannot be cancelled and would keep a plain drop of the runtime
     // waiting for the next line; everything that matters has finished by now.

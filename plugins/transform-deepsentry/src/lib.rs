@@ -5,12 +5,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use deepsentry_core::metrics::{ComponentMetrics, Counter};
-use deepsentry_core::{Batch, BuildContext, Transform, TransformConfig, TransformContext};
+use deepsentry_core::event::keys;
+use deepsentry_core::metrics::{ComponentMetrics, Counter, Gauge, Histogram};
+use deepsentry_core::{
+    Batch, BuildContext, Event, Transform, TransformConfig, TransformContext, Value,
+};
 use deepsentry_model::scorer::ScorerStats;
 use deepsentry_model::{
     BackendKind, LoadedModel, Scorer, ScorerSettings, SequenceModel, SessionKey,
@@ -195,7 +198,7 @@ pub struct DeepsentryTransform {
 
 #[async_trait]
 impl TransformConfig for DeepsentryTransformConfig {
-    async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Transform>> {
+    async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Transform>> {
         let config = self.clone();
         let scorer = tokio::task::spawn_blocking(move || config.build_scorer()).await??;
         let model = scorer.model();
@@ -207,6 +210,24 @@ impl TransformConfig for DeepsentryTransformConfig {
             floor = model.score_floor(),
             "anomaly model loaded"
         );
+        cx.component_metrics().info(
+            "model",
+            vec![
+                ("path".into(), self.model.display().to_string()),
+                (
+                    "backend".into(),
+                    format!("{:?}", model.backend).to_lowercase(),
+                ),
+                (
+                    "sequence_length".into(),
+                    model.sequence_length().to_string(),
+                ),
+                (
+                    "templates".into(),
+                    model.metadata.templates.len().to_string(),
+                ),
+            ],
+        );
         Ok(Box::new(DeepsentryTransform {
             config: self.clone(),
             scorer,
@@ -214,8 +235,22 @@ impl TransformConfig for DeepsentryTransformConfig {
     }
 }
 
-/// Reports the scorer's counters as metrics.
+/// Buckets of the `anomaly_score` histogram (scores are surprises in nats, plus reconstruction
+/// error; the shipped model's threshold sits around 10).
+const SCORE_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0];
+
+/// Buckets of the `scoring_seconds` histogram (one batch of up to `batch_size` events).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Reports the scorer's counters, scores, threshold and latency as metrics.
 struct Reporter {
+    scores: Histogram,
+    threshold: Gauge,
+    latency: Histogram,
+    sessions_held: Gauge,
+    cache_hit_ratio: Gauge,
     scored: Counter,
     anomalies: Counter,
     sessions_ended: Counter,
@@ -228,6 +263,11 @@ struct Reporter {
 impl Reporter {
     fn new(metrics: &ComponentMetrics) -> Self {
         Self {
+            scores: metrics.histogram("anomaly_score", SCORE_BUCKETS),
+            threshold: metrics.gauge("anomaly_threshold"),
+            latency: metrics.histogram("scoring_seconds", LATENCY_BUCKETS),
+            sessions_held: metrics.gauge("sessions_held"),
+            cache_hit_ratio: metrics.gauge("detector_cache_hit_ratio"),
             scored: metrics.counter("events_scored"),
             anomalies: metrics.counter("anomalies"),
             sessions_ended: metrics.counter("sessions_ended"),
@@ -238,7 +278,33 @@ impl Reporter {
         }
     }
 
-    fn report(&mut self, now: ScorerStats) {
+    /// Records the scores and threshold of `events` just scored, and how long it took.
+    fn scored(&self, events: &[Event], took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+        let float = |event: &Event, key| match event.fields.get(key) {
+            Some(Value::Float(x)) => Some(*x),
+            _ => None,
+        };
+        for event in events {
+            if let Some(score) = float(event, keys::ANOMALY_SCORE) {
+                self.scores.observe(score);
+            }
+        }
+        if let Some(threshold) = events
+            .iter()
+            .rev()
+            .find_map(|e| float(e, keys::ANOMALY_THRESHOLD))
+        {
+            self.threshold.set(threshold);
+        }
+    }
+
+    fn report(&mut self, now: ScorerStats, sessions_held: usize) {
+        self.sessions_held.set(sessions_held as f64);
+        if now.scored > 0 {
+            let misses = now.detector_windows.min(now.scored) as f64;
+            self.cache_hit_ratio.set(1.0 - misses / now.scored as f64);
+        }
         self.scored.add(now.scored - self.last.scored);
         self.anomalies.add(now.anomalies - self.last.anomalies);
         self.sessions_ended
@@ -283,7 +349,7 @@ impl Transform for DeepsentryTransform {
                 _ = ticks.tick(), if waiting.is_empty() && self.scorer.session_count() > 0 => {
                     let scorer = &mut self.scorer;
                     let ended = tokio::task::block_in_place(|| scorer.tick());
-                    reporter.report(self.scorer.stats());
+                    reporter.report(self.scorer.stats(), self.scorer.session_count());
                     if !ended.is_empty() && cx.out.send(Batch::new(ended)).await.is_err() {
                         return Ok(());
                     }
@@ -296,10 +362,12 @@ impl Transform for DeepsentryTransform {
                 let acks = batch.take_acks();
                 let scorer = &mut self.scorer;
                 // Scoring is CPU work: keep the other tasks of this worker thread moving.
+                let started = Instant::now();
                 let scored = tokio::task::block_in_place(|| scorer.process(batch.events));
+                reporter.scored(&scored, started.elapsed());
                 let mut out = Batch::new(scored);
                 out.add_acks(acks);
-                reporter.report(self.scorer.stats());
+                reporter.report(self.scorer.stats(), self.scorer.session_count());
                 if cx.out.send(out).await.is_err() {
                     return Ok(());
                 }
@@ -320,7 +388,7 @@ impl Transform for DeepsentryTransform {
         }
         // The input ended (end of a replay, of standard input): every open session ends here.
         let ends = self.scorer.finish();
-        reporter.report(self.scorer.stats());
+        reporter.report(self.scorer.stats(), self.scorer.session_count());
         if !ends.is_empty() {
             let _ = cx.out.send(Batch::new(ends)).await;
         }

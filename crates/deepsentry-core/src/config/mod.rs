@@ -4,6 +4,7 @@
 //!
 //! ```yaml
 //! data_dir: /var/lib/deepsentry      # state such as file checkpoints
+//! api: { address: 127.0.0.1:8686 }    # /health and /metrics (off unless set)
 //! sources:
 //!   app:   { type: file, include: [/var/log/app.log] }
 //! transforms:
@@ -109,6 +110,8 @@ pub struct PipelineConfig {
     pub origin: String,
     /// Directory for state (checkpoints).
     pub data_dir: PathBuf,
+    /// The HTTP API (`/health`, `/metrics`), when `api:` is set.
+    pub api: Option<ApiConfig>,
     /// Sources, transforms and sinks in file order.
     pub components: Vec<ComponentSpec>,
     /// Things that are allowed but probably unintended (an output nobody reads).
@@ -122,11 +125,21 @@ impl PipelineConfig {
     }
 }
 
+/// The `api:` section: where the HTTP API listens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `host:port`, e.g. `127.0.0.1:8686`.
+    pub address: std::net::SocketAddr,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     data_dir: Option<PathBuf>,
+    #[serde(default)]
+    api: Option<ApiConfig>,
     #[serde(default)]
     sources: Option<serde_yaml::Mapping>,
     #[serde(default)]
@@ -272,7 +285,7 @@ impl<'a> Loader<'a> {
                 let location = e.location();
                 let mut message = strip_location(&e.to_string()).replace(
                     "struct RawConfig",
-                    "a mapping with `data_dir`, `sources`, `transforms`, `sinks`",
+                    "a mapping with `data_dir`, `api`, `sources`, `transforms`, `sinks`",
                 );
                 if message.starts_with("unknown field") {
                     message.push_str(" (top-level keys)");
@@ -309,6 +322,7 @@ impl<'a> Loader<'a> {
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            api: raw.api,
             components,
             warnings,
         })

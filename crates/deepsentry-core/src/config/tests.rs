@@ -220,3 +220,24 @@ fn suggestions_only_for_close_words() {
     assert_eq!(suggest("fiel", &["file", "stdin"]), Some("file"));
     assert_eq!(suggest("kafka", &["file", "stdin"]), None);
 }
+
+#[test]
+fn the_api_section_is_optional_and_checked() {
+    let pipeline = "sources:\n  a:\n    type: testfile\nsinks:\n  out:\n    type: testsink\n    \
+                    inputs: [a]\n";
+    assert_eq!(load_str(pipeline, "p.yml").unwrap().api, None);
+    let config = load_str(
+        &format!("api:\n  address: 127.0.0.1:8686\n{pipeline}"),
+        "p.yml",
+    )
+    .unwrap();
+    assert_eq!(
+        config.api.unwrap().address,
+        "127.0.0.1:8686".parse().unwrap()
+    );
+    let e = &errors(&format!("api:\n  address: localhost\n{pipeline}"))[0];
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.message.contains("socket address"), "{e}");
+    let e = &errors(&format!("api:\n  adress: 127.0.0.1:1\n{pipeline}"))[0];
+    assert!(e.message.contains("`address`"), "{e}");
+}

@@ -1,0 +1,166 @@
+//! The HTTP API, on when the pipeline sets `api.address`: `GET /health` says whether every
+//! component runs, `GET /metrics` gives every metric in Prometheus' text format.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use bytes::Bytes;
+use deepsentry_core::health::Health;
+use deepsentry_core::metrics::Metrics;
+use http_body_util::Full;
+use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Binds `address` (failing start-up when it cannot) and serves the API on a task of its own,
+/// for as long as the runtime runs.
+pub async fn start(address: SocketAddr, metrics: Metrics, health: Health) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("api: cannot listen on {address}"))?;
+    tracing::info!(%address, "API listening: GET /health, GET /metrics");
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("api: cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (metrics, health) = (metrics.clone(), health.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let response =
+                        respond(request.method(), request.uri().path(), &metrics, &health);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// The answer to `method path`.
+fn respond(
+    method: &Method,
+    path: &str,
+    metrics: &Metrics,
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response")
+    };
+    match (method, path) {
+        (&Method::GET, "/health") => {
+            let (status, body) = health_report(health);
+            reply(status, "application/json", body)
+        }
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render_prometheus(),
+        ),
+        (_, "/health" | "/metrics") => {
+            let mut response = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "only GET\n".into(),
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, hyper::header::HeaderValue::from_static("GET"));
+            response
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found; the API serves GET /health and GET /metrics\n".into(),
+        ),
+    }
+}
+
+/// `/health`: 200 `{"status":"ok",...}` while no component has failed; 503 naming the failed
+/// components and why, or while the pipeline is still starting (no component runs yet).
+fn health_report(health: &Health) -> (StatusCode, String) {
+    let components = health.components();
+    let failed = health.failed();
+    let status = if components.is_empty() {
+        "starting"
+    } else if failed.is_empty() {
+        "ok"
+    } else {
+        "failed"
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "failed": failed
+            .iter()
+            .map(|(name, why)| serde_json::json!({"component": name, "error": why}))
+            .collect::<Vec<_>>(),
+        "components": components
+            .iter()
+            .map(|(name, state)| (name.clone(), serde_json::Value::from(state.as_str())))
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, format!("{body}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deepsentry_core::health::ComponentState;
+
+    #[test]
+    fn health_follows_the_components() {
+        let health = Health::default();
+        let (code, body) = health_report(&health);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("\"starting\""), "{body}");
+        health.set("sources.in", ComponentState::Running);
+        health.set("sinks.out", ComponentState::Finished);
+        let (code, body) = health_report(&health);
+        assert_eq!(code, StatusCode::OK, "{body}");
+        health.set("sinks.out", ComponentState::Failed("disk full".into()));
+        let (code, body) = health_report(&health);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["failed"][0]["component"], "sinks.out");
+        assert_eq!(json["failed"][0]["error"], "disk full");
+        assert_eq!(json["components"]["sources.in"], "running");
+    }
+
+    #[test]
+    fn other_paths_and_methods_are_refused() {
+        let (metrics, health) = (Metrics::default(), Health::default());
+        assert_eq!(
+            respond(&Method::GET, "/", &metrics, &health).status(),
+            StatusCode::NOT_FOUND
+        );
+        let response = respond(&Method::POST, "/metrics", &metrics, &health);
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[ALLOW], "GET");
+        assert_eq!(
+            respond(&Method::GET, "/metrics", &metrics, &health).status(),
+            StatusCode::OK
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The HTTP API (`api.address`): `/metrics` and `/health` scraped while a pipeline runs.
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::*;
+
+/// `GET path` on 127.0.0.1:`port`: the status and the body, or `None` while nothing answers.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// The value of the sample whose line starts with `series` (name and labels), if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_and_health_are_served_while_the_pipeline_runs() {
+    let s = Scratch::new();
+    let port = free_port();
+    let lines = fixture_lines(3000, 11);
+    write_lines(&s.path("in.log"), &lines, false);
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             api:\n  address: 127.0.0.1:{port}\n\
+             sources:\n  in:\n    type: file\n    include: ['{{dir}}/in.log']\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {model}\n    \
+             session_key: 'blk_-?\\d+'\n    batch_interval: 0.1\n\
+             sinks:\n  out:\n    type: blackhole\n    inputs: [detect]\n"
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let mut metrics = String::new();
+    let scored = wait_until(Duration::from_secs(60), || {
+        metrics = get(port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        sample(
+            &metrics,
+            r#"deepsentry_events_scored_total{component="detect"}"#,
+        )
+        .is_some_and(|n| n >= lines.len() as f64)
+    });
+    assert!(scored, "{metrics}\n--- stderr ---\n{}", s.stderr());
+
+    let (code, health) = get(port, "/health").expect("/health answers");
+    assert_eq!(code, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["components"]["sources.in"], "running");
+    assert_eq!(health["components"]["transforms.detect"], "running");
+
+    let count = |series: &str| {
+        sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(
+        count(r#"deepsentry_events_sent_total{component="in"}"#),
+        lines.len() as f64
+    );
+    assert!(count(r#"deepsentry_bytes_received_total{component="in"}"#) > 0.0);
+    assert_eq!(
+        count(r#"deepsentry_anomaly_score_count{component="detect"}"#),
+        count(r#"deepsentry_events_scored_total{component="detect"}"#)
+    );
+    assert_eq!(
+        count(r#"deepsentry_anomaly_score_bucket{component="detect",le="+Inf"}"#),
+        count(r#"deepsentry_anomaly_score_count{component="detect"}"#)
+    );
+    assert!(count(r#"deepsentry_anomaly_threshold{component="detect"}"#) > 0.0);
+    assert!(count(r#"deepsentry_scoring_seconds_count{component="detect"}"#) >= 1.0);
+    assert!(count(r#"deepsentry_sessions_held{component="detect"}"#) >= 0.0);
+    let ratio = count(r#"deepsentry_detector_cache_hit_ratio{component="detect"}"#);
+    assert!((0.0..=1.0).contains(&ratio), "{ratio}");
+    assert!(
+        metrics.contains(&format!(
+            r#"deepsentry_model_info{{component="detect",path="{model}",backend="flex",sequence_length="10","#
+        )),
+        "{metrics}"
+    );
+    assert!(count(r#"deepsentry_input_channel_batches{component="out"}"#) >= 0.0);
+    assert!(count(r#"deepsentry_events_received_total{component="out"}"#) > 0.0);
+    assert_eq!(
+        count(r#"deepsentry_events_received_total{component="detect"}"#),
+        lines.len() as f64
+    );
+    assert!(metrics.contains("# TYPE deepsentry_anomaly_score histogram"));
+    assert!(metrics.contains("deepsentry_anomalies_total{component=\"detect\"}"));
+
+    assert_eq!(get(port, "/nothing-here").map(|r| r.0), Some(404));
+    stop(&s, &mut child);
+}
+
+#[test]
+fn a_failed_component_turns_health_to_503_and_names_it() {
+    let s = Scratch::new();
+    let port = free_port();
+    write_lines(&s.path("in.log"), &fixture_lines(10, 3), false);
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             api:\n  address: 127.0.0.1:{port}\n\
+             sources:\n  in:\n    type: file\n    include: ['{{dir}}/in.log']\n  \
+             piped:\n    type: stdin\n\
+             sinks:\n  out:\n    type: blackhole\n    inputs: [in, piped]\n"
+        ),
+    );
+    // Standard input is a directory: reading it fails, and so does the `stdin` source.
+    let directory = std::fs::File::open(s.dir.path()).unwrap();
+    let mut child = s.start(&config, Stdio::from(directory), Stdio::null());
+    let mut last = None;
+    let failed = wait_until(Duration::from_secs(20), || {
+        last = get(port, "/health");
+        last.as_ref().is_some_and(|(code, _)| *code == 503)
+    });
+    assert!(failed, "{last:?}\n{}", s.stderr());
+    let health: serde_json::Value = serde_json::from_str(&last.unwrap().1).unwrap();
+    assert_eq!(health["status"], "failed");
+    assert_eq!(health["failed"][0]["component"], "sources.piped");
+    assert!(
+        health["failed"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read standard input"),
+        "{health}"
+    );
+    assert_eq!(health["components"]["sources.in"], "running");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the rest keeps running"
+    );
+    signal(&child, "TERM");
+    let status = wait_exit(&s, &mut child, Duration::from_secs(30));
+    assert!(
+        !status.success(),
+        "a failed component makes the exit status non-zero"
+    );
+}
+
+#[test]
+fn an_address_in_use_stops_the_start_with_a_clear_error() {
+    let s = Scratch::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "api:\n  address: 127.0.0.1:{port}\n\
+             sources:\n  in:\n    type: demo\n    count: 10\n    rate: 0\n\
+             sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n"
+        ),
+    );
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("api: cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
