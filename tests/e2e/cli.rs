@@ -163,3 +163,49 @@ fn plugins_and_version() {
         .unwrap()
         .starts_with("deepsentry "));
 }
+
+#[test]
+fn logs_follow_log_level_and_log_format() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        "sources:\n  in:\n    type: demo\n    count: 5\n    rate: 0\n\
+         sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
+    );
+    let run = |args: &[&str]| {
+        let output = Command::new(bin())
+            .args(args)
+            .args(["run", "-c"])
+            .arg(&config)
+            .env_remove("DEEPSENTRY_LOG")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (code, json) = run(&["--log-format", "json"]);
+    assert_eq!(code, Some(0), "{json}");
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["message"] == "pipeline started")
+        .expect("the start line");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["components"], 2);
+    assert!(lines.iter().any(|l| l["component"] == "out"), "{json}");
+
+    let (code, quiet) = run(&["--log-level", "warn"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(quiet, "", "nothing at info with --log-level warn");
+
+    let (code, typo) = run(&["--log-level", "debgu"]);
+    assert_eq!(code, Some(2));
+    assert!(typo.contains("invalid log level `debgu`"), "{typo}");
+    assert!(typo.contains("`debug`"), "{typo}");
+}

@@ -48,6 +48,23 @@ const EX_CONFIG: u8 = 78;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// What the program logs to stderr: `error`, `warn`, `info`, `debug`, `trace`, or a
+    /// filter such as `info,deepsentry_sink_webhook=debug`. Default: `DEEPSENTRY_LOG`, else
+    /// `RUST_LOG`, else `info`.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// `text` (default) or `json`, one object per line, for log collectors.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// How the program's own log lines are written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, message and fields.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,8 +136,11 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level.as_deref(), cli.log_format) {
+        eprintln!("deepsentry: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command.unwrap_or(Command::Run {
         config: None,
         grace_period: 30.0,
@@ -193,17 +213,41 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr (stdout carries data); `DEEPSENTRY_LOG` (or `RUST_LOG`) sets the filter.
-fn init_logging() {
-    let filter = std::env::var("DEEPSENTRY_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+/// Logs go to stderr (stdout carries data). The filter comes from `--log-level`, else
+/// `DEEPSENTRY_LOG`, else `RUST_LOG`, else `info`.
+fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
+    let filter = level
+        .map(str::to_owned)
+        .or_else(|| std::env::var("DEEPSENTRY_LOG").ok())
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_string());
+    // A lone word is a level; a typo would otherwise silently become a filter on a target of
+    // that name and hide every line.
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    if !filter.contains(['=', ',', ':']) && !LEVELS.contains(&filter.to_lowercase().as_str()) {
+        return Err(format!(
+            "invalid log level `{filter}`: valid levels are {}, or a filter such as \
+             `info,deepsentry_sink_webhook=debug`",
+            LEVELS.map(|l| format!("`{l}`")).join(", ")
+        ));
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| format!("invalid log level `{filter}`: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+    Ok(())
 }
 
 fn load(config: Option<&PathBuf>) -> Result<PipelineConfig, ExitCode> {

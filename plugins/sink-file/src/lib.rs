@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use deepsentry_core::codec::{encode_batch, Encoding};
+use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{BuildContext, Sink, SinkConfig, SinkContext};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
@@ -104,6 +105,11 @@ impl Sink for FileSink {
         let encoding = self.config.format.encoding();
         let path = self.config.path.display().to_string();
         let mut buf = Vec::with_capacity(256 * 1024);
+        // A disk that stays full fails every batch: say so every 10 s, not every batch.
+        let (retry_log, drop_log) = (
+            LogRateLimit::new(Duration::from_secs(10)),
+            LogRateLimit::new(Duration::from_secs(10)),
+        );
         while let Some(batch) = cx.input.recv().await {
             buf.clear();
             encode_batch(encoding, &batch, &mut buf);
@@ -122,19 +128,30 @@ impl Sink for FileSink {
                     }
                     Err(e) if attempt < self.config.write_retries => {
                         attempt += 1;
-                        tracing::warn!(sink = %cx.id, %path, "write failed ({e}); retry {attempt} in {pause:?}");
+                        if let Some(held_back) = retry_log.check() {
+                            tracing::warn!(
+                                sink = %cx.id,
+                                %path,
+                                earlier_warnings_not_logged = held_back,
+                                "write failed ({e}); retry {attempt} in {pause:?}"
+                            );
+                        }
                         tokio::time::sleep(pause).await;
                         pause *= 2;
                     }
                     Err(e) => {
                         batch.fail();
                         dropped.add(batch.len() as u64);
-                        tracing::error!(
-                            sink = %cx.id,
-                            %path,
-                            events = batch.len(),
-                            "write failed ({e}) after {attempt} retries; batch dropped"
-                        );
+                        if let Some(held_back) = drop_log.check() {
+                            tracing::error!(
+                                sink = %cx.id,
+                                %path,
+                                events = batch.len(),
+                                earlier_drops_not_logged = held_back,
+                                "write failed ({e}) after {attempt} retries; batch dropped and \
+                                 counted in events_dropped{{reason=write_failed}}"
+                            );
+                        }
                         break;
                     }
                 }

@@ -12,6 +12,7 @@ use deepsentry_core::ack::AckRegistrar;
 use deepsentry_core::framing::LineFramer;
 use deepsentry_core::lines::LineDecoder;
 use deepsentry_core::metrics::ComponentMetrics;
+use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{Batch, Event, Origin, Output, ShutdownSignal, MAX_BATCH_EVENTS};
 
 use crate::checkpoints::{CheckpointEntry, CheckpointUpdate};
@@ -82,6 +83,8 @@ pub struct Reader {
     watchers: Vec<Watcher>,
     /// Paths that failed to open, so the failure is logged once rather than every scan.
     unreadable: BTreeSet<PathBuf>,
+    /// A file that keeps failing to read is said every 10 s, not on every attempt.
+    read_errors: LogRateLimit,
 }
 
 /// The output has no consumer left.
@@ -105,6 +108,7 @@ impl Reader {
             metrics,
             watchers: Vec::new(),
             unreadable: BTreeSet::new(),
+            read_errors: LogRateLimit::new(Duration::from_secs(10)),
         }
     }
 
@@ -286,7 +290,13 @@ impl Reader {
                 Ok(n) => n as u64,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!(file = %w.path.display(), "read failed: {e}");
+                    if let Some(held_back) = self.read_errors.check() {
+                        tracing::warn!(
+                            file = %w.path.display(),
+                            earlier_warnings_not_logged = held_back,
+                            "read failed: {e}"
+                        );
+                    }
                     0
                 }
             };

@@ -11,6 +11,7 @@ use deepsentry_core::framing::LineFramer;
 use deepsentry_core::lines::{pump, LineDecoder, PumpEnd, DEFAULT_MAX_LINE_BYTES};
 use deepsentry_core::metrics::ComponentMetrics;
 use deepsentry_core::output::Output;
+use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{BuildContext, Origin, ShutdownSignal, Source, SourceConfig, SourceContext};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
@@ -133,6 +134,7 @@ async fn serve(
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let accepted = cx.metrics.counter("connections_accepted");
+    let accept_errors = LogRateLimit::new(Duration::from_secs(10));
     let mut connections = JoinSet::new();
     tracing::info!(source = %cx.id, address = %config.address, "listening");
     loop {
@@ -146,7 +148,13 @@ async fn serve(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(source = %cx.id, "accept failed: {e}");
+                    if let Some(held_back) = accept_errors.check() {
+                        tracing::warn!(
+                            source = %cx.id,
+                            earlier_warnings_not_logged = held_back,
+                            "accept failed: {e}"
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
