@@ -9,6 +9,7 @@ mod detector;
 mod file_source;
 mod filter;
 mod kafka;
+mod live;
 mod passthrough;
 mod shutdown;
 mod syslog;

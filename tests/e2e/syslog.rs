@@ -9,13 +9,13 @@ use crate::common::*;
 
 /// An rsyslogd in the foreground, listening on UDP and TCP, logging every message as
 /// `facility.severity|app-name|msgid|structured-data|msg`.
-struct Rsyslog {
+pub struct Rsyslog {
     process: Child,
     received: PathBuf,
 }
 
 impl Rsyslog {
-    fn start(dir: &Path, udp_port: u16, tcp_port: u16) -> Self {
+    pub fn start(dir: &Path, udp_port: u16, tcp_port: u16) -> Self {
         let work = dir.join("rsyslog");
         std::fs::create_dir_all(&work).unwrap();
         let received = dir.join("received.log");
@@ -61,7 +61,7 @@ impl Rsyslog {
         Rsyslog { process, received }
     }
 
-    fn lines(&self) -> Vec<String> {
+    pub fn lines(&self) -> Vec<String> {
         read_lines(&self.received)
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use deepsentry_core::config::{self, PipelineConfig};
+use deepsentry_core::config::{self, ConfigErrors, PipelineConfig};
 use deepsentry_core::health::Health;
 use deepsentry_core::metrics::Metrics;
 use deepsentry_core::registry::{self, ComponentKind};
@@ -29,6 +29,7 @@ use deepsentry_transform_filter as _;
 
 mod api;
 mod eval;
+mod live;
 
 /// The pipeline `deepsentry run` uses when no `-c` is given (a copy of
 /// `pipelines/default.yml`, built into the binary so it runs from anywhere).
@@ -74,6 +75,22 @@ enum Command {
         /// Pipeline config (YAML). Without it, the built-in default pipeline runs.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Seconds to let the pipeline drain after a shutdown signal before stopping anyway.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+        grace_period: f64,
+    },
+    /// Run the live monitor from its flat config (`live_monitoring_config.yml`: log_file,
+    /// tail_mode, output_file, threshold_multiplier, window_size, sequence_length,
+    /// batch_interval); LOG_FILE and ANOMALY_MODEL override.
+    Live {
+        /// The flat config.
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            default_value = "live_monitoring_config.yml"
+        )]
+        config: PathBuf,
         /// Seconds to let the pipeline drain after a shutdown signal before stopping anyway.
         #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
         grace_period: f64,
@@ -148,7 +165,17 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             grace_period,
-        } => run(config, Duration::from_secs_f64(grace_period.max(0.0))),
+        } => run(
+            load(config.as_ref()),
+            Duration::from_secs_f64(grace_period.max(0.0)),
+        ),
+        Command::Live {
+            config,
+            grace_period,
+        } => run(
+            checked(live::load(&config)),
+            Duration::from_secs_f64(grace_period.max(0.0)),
+        ),
         Command::Validate { config } => validate(&config),
         Command::Plugins => {
             list_plugins();
@@ -251,10 +278,14 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
 }
 
 fn load(config: Option<&PathBuf>) -> Result<PipelineConfig, ExitCode> {
-    let loaded = match config {
+    checked(match config {
         Some(path) => config::load_file(path),
         None => config::load_str(DEFAULT_PIPELINE, "<built-in default pipeline>"),
-    };
+    })
+}
+
+/// Logs a loaded pipeline's warnings, or prints its errors and gives the config exit status.
+fn checked(loaded: Result<PipelineConfig, ConfigErrors>) -> Result<PipelineConfig, ExitCode> {
     match loaded {
         Ok(pipeline) => {
             for warning in &pipeline.warnings {
@@ -296,8 +327,8 @@ fn list_plugins() {
     }
 }
 
-fn run(config: Option<PathBuf>, grace_period: Duration) -> ExitCode {
-    let pipeline = match load(config.as_ref()) {
+fn run(pipeline: Result<PipelineConfig, ExitCode>, grace_period: Duration) -> ExitCode {
+    let pipeline = match pipeline {
         Ok(pipeline) => pipeline,
         Err(code) => return code,
     };
