@@ -34,8 +34,12 @@ tool="$CARGO_TARGET_DIR/release/kafka-tool"
 work=$(mktemp -d "${TMPDIR:-/tmp}/deepsentry-kafka-bench.XXXXXX")
 port=19092
 cleanup() {
-    [[ -n "${pipeline_pid:-}" ]] && kill "$pipeline_pid" 2>/dev/null || true
-    [[ -z "${KAFKA_BOOTSTRAP:-}" ]] && bash tests/kafka-broker.sh stop "$port" || true
+    if [[ -n "${pipeline_pid:-}" ]]; then
+        kill "$pipeline_pid" 2>/dev/null || true
+    fi
+    if [[ -z "${KAFKA_BOOTSTRAP:-}" ]]; then
+        bash tests/kafka-broker.sh stop "$port" || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT

@@ -242,7 +242,7 @@ cat_secs=${best_secs[cat]}
 for path in cat blackhole file detect; do
     case $path in
         detect) label='file -> deepsentry -> blackhole' ;;
-        cat) label='`cat FILE > out`' ;;
+        cat) label="\`cat FILE > out\`" ;;
         blackhole) label='file -> blackhole' ;;
         file) label='file -> file (text)' ;;
     esac

@@ -9,7 +9,9 @@
 # adapter to run on even where the machine has no GPU; the C toolchain that builds the bundled
 # librdkafka; Tansu, the Kafka-protocol broker the Kafka tests start (tests/kafka-broker.sh;
 # set KAFKA_BOOTSTRAP=host:port to run them against your own Kafka instead); and rsyslog, the
-# syslog daemon the syslog tests start on loopback ports with their own configuration.
+# syslog daemon the syslog tests start on loopback ports with their own configuration. Before
+# the Rust checks, tests/lint-deploy.sh checks the Dockerfile, the Kubernetes manifests, the
+# systemd unit, the Grafana dashboard and the shell scripts.
 #
 # Everything is built with the `gpu` feature, so the test build is also the check that the
 # wgpu backend compiles (`cargo build` alone would resolve other features for shared
@@ -64,6 +66,7 @@ fi
 features=(--features deepsentry/gpu)
 
 cargo fmt --all -- --check
+bash tests/lint-deploy.sh
 cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 
 # The test run, then one closing line with the totals of every test binary.

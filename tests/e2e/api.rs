@@ -106,8 +106,54 @@ fn metrics_and_health_are_served_while_the_pipeline_runs() {
     assert!(metrics.contains("# TYPE deepsentry_anomaly_score histogram"));
     assert!(metrics.contains("deepsentry_anomalies_total{component=\"detect\"}"));
 
+    // Every series the shipped Grafana dashboard queries is served (those counting failures
+    // exist once something failed) and documented.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/deepsentry.json"
+    ))
+    .unwrap();
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/configuration.md"
+    ))
+    .unwrap();
+    let names = regex::Regex::new(r"deepsentry_[a-z_]+").unwrap();
+    let mut queried: Vec<&str> = names.find_iter(&dashboard).map(|m| m.as_str()).collect();
+    queried.sort();
+    queried.dedup();
+    assert!(queried.len() >= 10, "{queried:?}");
+    for name in queried {
+        let family = name.strip_suffix("_bucket").unwrap_or(name);
+        assert!(docs.contains(family), "{family} is not documented");
+        if ![
+            "deepsentry_events_dropped_total",
+            "deepsentry_send_errors_total",
+        ]
+        .contains(&name)
+        {
+            assert!(
+                metrics.contains(&format!("\n{name}{{")),
+                "the dashboard queries {name}, which is not served:\n{metrics}"
+            );
+        }
+    }
+
     assert_eq!(get(port, "/nothing-here").map(|r| r.0), Some(404));
+    // What the container's health check runs.
+    let check = std::process::Command::new(bin())
+        .args(["health", "--address", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    assert!(String::from_utf8_lossy(&check.stdout).contains("\"status\":\"ok\""));
     stop(&s, &mut child);
+    let check = std::process::Command::new(bin())
+        .args(["health", "--address", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "nothing listens any more");
+    assert!(String::from_utf8_lossy(&check.stderr).contains("cannot reach the API"));
 }
 
 #[test]

@@ -50,6 +50,48 @@ pub async fn start(address: SocketAddr, metrics: Metrics, health: Health) -> any
     Ok(())
 }
 
+/// `deepsentry health`: `GET /health` on the API at `address` (or `DEEPSENTRY_API_ADDRESS`,
+/// else `127.0.0.1:8686`); prints the answer, and exits 0 only for a 200.
+pub fn check_health(address: Option<String>) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    let address = address
+        .or_else(|| std::env::var("DEEPSENTRY_API_ADDRESS").ok())
+        .unwrap_or_else(|| "127.0.0.1:8686".to_owned());
+    // An API listening on every interface is reached on this machine's loopback.
+    let address = address.replace("0.0.0.0:", "127.0.0.1:");
+    let answer = (|| -> std::io::Result<String> {
+        let timeout = std::time::Duration::from_secs(5);
+        let target = std::net::ToSocketAddrs::to_socket_addrs(&address)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        write!(
+            stream,
+            "GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })();
+    match answer {
+        Ok(answer) => {
+            let healthy = answer.starts_with("HTTP/1.1 200");
+            let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+            print!("{body}");
+            if healthy {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("deepsentry health: cannot reach the API at {address}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The answer to `method path`.
 fn respond(
     method: &Method,

@@ -59,7 +59,7 @@ pub struct LiveConfig {
     /// Where the file checkpoint is kept. Default `.deepsentry`.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
-    /// Serve `/health` and `/metrics` here (`127.0.0.1:8686`). Default: no API.
+    /// Serve `/health` and `/metrics` here (`127.0.0.1:8686`). Default (or empty): no API.
     #[serde(default)]
     pub api_address: Option<String>,
 }
@@ -178,7 +178,7 @@ impl LiveConfig {
         if let Some(dir) = &self.data_dir {
             top.push(("data_dir", dir.display().to_string().into()));
         }
-        if let Some(address) = &self.api_address {
+        if let Some(address) = self.api_address.as_ref().filter(|a| !a.is_empty()) {
             top.push(("api", map(vec![("address", address.clone().into())])));
         }
         top.push(("sources", map(vec![("live", source)])));
@@ -333,5 +333,8 @@ mod tests {
         ));
         let pipeline = load(path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pipeline.components.len(), 3, "stdin -> detect -> console");
+        if std::env::var_os("DEEPSENTRY_API_ADDRESS").is_none() {
+            assert_eq!(pipeline.api, None);
+        }
     }
 }

@@ -101,6 +101,14 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask a running DeepSentry's API for its health: prints the answer, exits 0 when healthy
+    /// and 1 otherwise (for container health checks, where there is no curl).
+    Health {
+        /// The API's `host:port`. Default: DEEPSENTRY_API_ADDRESS (0.0.0.0 meaning this
+        /// machine), else 127.0.0.1:8686.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+    },
     /// List every source, transform and sink this binary knows.
     Plugins,
     /// Train an anomaly model on normal logs and write the bundle.
@@ -177,6 +185,7 @@ fn main() -> ExitCode {
             Duration::from_secs_f64(grace_period.max(0.0)),
         ),
         Command::Validate { config } => validate(&config),
+        Command::Health { address } => api::check_health(address),
         Command::Plugins => {
             list_plugins();
             ExitCode::SUCCESS
