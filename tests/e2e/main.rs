@@ -11,6 +11,7 @@ mod filter;
 mod kafka;
 mod live;
 mod passthrough;
+mod reload;
 mod shutdown;
 mod syslog;
 mod tcp;

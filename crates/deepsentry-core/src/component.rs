@@ -8,13 +8,11 @@
 use std::fmt::Debug;
 use std::path::PathBuf;
 
-use async_trait::async_trait;
-use tokio::sync::mpsc;
-
-use crate::batch::Batch;
+use crate::input::Input;
 use crate::metrics::{ComponentMetrics, Metrics};
 use crate::output::Output;
 use crate::shutdown::ShutdownSignal;
+use async_trait::async_trait;
 
 /// What every component's build step may use.
 #[derive(Debug, Clone)]
@@ -68,6 +66,13 @@ pub trait Source: Send {
 pub trait TransformConfig: Debug + Send + Sync {
     /// Loads what the transform needs (a model) and returns it ready to run.
     async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Transform>>;
+
+    /// A digest of what the transform loads from outside its settings (a model's files), or
+    /// `None` when nothing. A reload rebuilds a transform whose settings are unchanged when
+    /// this changes: a retrained model is picked up.
+    fn fingerprint(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a running transform gets.
@@ -76,7 +81,7 @@ pub struct TransformContext {
     /// The transform's id.
     pub id: String,
     /// Batches from every input, merged.
-    pub input: mpsc::Receiver<Batch>,
+    pub input: Input,
     /// Where its batches go.
     pub out: Output,
     /// Fired when the pipeline is shutting down (the input then closes too); tells a
@@ -106,13 +111,13 @@ pub struct SinkContext {
     /// The sink's id.
     pub id: String,
     /// Batches from every input, merged.
-    pub input: mpsc::Receiver<Batch>,
+    pub input: Input,
     /// The sink's counters.
     pub metrics: ComponentMetrics,
 }
 
 /// A running sink. It delivers each batch, then drops it (which acknowledges it) or calls
-/// [`Batch::fail`] first when it gives up on it for good.
+/// [`Batch::fail`](crate::Batch::fail) first when it gives up on it for good.
 #[async_trait]
 pub trait Sink: Send {
     /// Delivers batches until the input closes, then flushes and returns.

@@ -39,6 +39,11 @@ impl Health {
             .insert(name.to_owned(), state);
     }
 
+    /// Forgets component `name` (removed by a reload).
+    pub fn remove(&self, name: &str) {
+        self.0.lock().expect("health lock poisoned").remove(name);
+    }
+
     /// Every component and its state, by name.
     pub fn components(&self) -> BTreeMap<String, ComponentState> {
         self.0.lock().expect("health lock poisoned").clone()

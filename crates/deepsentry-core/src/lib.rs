@@ -18,6 +18,7 @@ pub mod config;
 pub mod event;
 pub mod framing;
 pub mod health;
+pub mod input;
 pub mod lines;
 pub mod metrics;
 pub mod output;

@@ -13,6 +13,12 @@ impl ShutdownSignal {
         Self::default()
     }
 
+    /// A signal that fires with this one, or on its own (one component stopping while the
+    /// pipeline goes on).
+    pub fn child(&self) -> Self {
+        Self(self.0.child_token())
+    }
+
     /// Fires the signal.
     pub fn trigger(&self) {
         self.0.cancel();

@@ -1,6 +1,6 @@
 //! The `deepsentry` command: runs pipelines, validates configs, lists plugins.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -174,14 +174,19 @@ fn main() -> ExitCode {
             config,
             grace_period,
         } => run(
-            load(config.as_ref()),
+            match config {
+                Some(path) => Box::new(move || config::load_file(&path)),
+                None => {
+                    Box::new(|| config::load_str(DEFAULT_PIPELINE, "<built-in default pipeline>"))
+                }
+            },
             Duration::from_secs_f64(grace_period.max(0.0)),
         ),
         Command::Live {
             config,
             grace_period,
         } => run(
-            checked(live::load(&config)),
+            Box::new(move || live::load(&config)),
             Duration::from_secs_f64(grace_period.max(0.0)),
         ),
         Command::Validate { config } => validate(&config),
@@ -286,13 +291,6 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> Result<(), String> {
     Ok(())
 }
 
-fn load(config: Option<&PathBuf>) -> Result<PipelineConfig, ExitCode> {
-    checked(match config {
-        Some(path) => config::load_file(path),
-        None => config::load_str(DEFAULT_PIPELINE, "<built-in default pipeline>"),
-    })
-}
-
 /// Logs a loaded pipeline's warnings, or prints its errors and gives the config exit status.
 fn checked(loaded: Result<PipelineConfig, ConfigErrors>) -> Result<PipelineConfig, ExitCode> {
     match loaded {
@@ -309,8 +307,8 @@ fn checked(loaded: Result<PipelineConfig, ConfigErrors>) -> Result<PipelineConfi
     }
 }
 
-fn validate(path: &PathBuf) -> ExitCode {
-    match load(Some(path)) {
+fn validate(path: &Path) -> ExitCode {
+    match checked(config::load_file(path)) {
         Ok(pipeline) => {
             println!(
                 "{}: valid ({} components)",
@@ -336,8 +334,13 @@ fn list_plugins() {
     }
 }
 
-fn run(pipeline: Result<PipelineConfig, ExitCode>, grace_period: Duration) -> ExitCode {
-    let pipeline = match pipeline {
+/// Loads the pipeline again, for a reload (SIGHUP).
+type Loader = Box<dyn Fn() -> Result<PipelineConfig, ConfigErrors> + Send + Sync>;
+
+/// Loads the pipeline with `loader` and runs it; SIGHUP loads it again and applies what
+/// changed.
+fn run(loader: Loader, grace_period: Duration) -> ExitCode {
+    let pipeline = match checked(loader()) {
         Ok(pipeline) => pipeline,
         Err(code) => return code,
     };
@@ -360,7 +363,16 @@ fn run(pipeline: Result<PipelineConfig, ExitCode>, grace_period: Duration) -> Ex
         if let Some(api) = &pipeline.api {
             api::start(api.address, metrics.clone(), health.clone()).await?;
         }
-        topology::run(pipeline, metrics.clone(), health, shutdown, grace_period).await
+        let reloads = watch_reloads(loader, pipeline.api.clone());
+        topology::run(
+            pipeline,
+            metrics.clone(),
+            health,
+            shutdown,
+            grace_period,
+            reloads,
+        )
+        .await
     });
     // A read of standard input cannot be cancelled and would keep a plain drop of the runtime
     // waiting for the next line; everything that matters has finished by now.
@@ -374,6 +386,54 @@ fn run(pipeline: Result<PipelineConfig, ExitCode>, grace_period: Duration) -> Ex
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGHUP: loads the config again (and so every model it names) and hands it to the running
+/// pipeline; a config with errors is logged and the pipeline goes on unchanged.
+fn watch_reloads(
+    loader: Loader,
+    api: Option<config::ApiConfig>,
+) -> tokio::sync::mpsc::Receiver<PipelineConfig> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let loader = std::sync::Arc::new(loader);
+    tokio::spawn(async move {
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; reloads are off");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            let load = loader.clone();
+            let loaded = match tokio::task::spawn_blocking(move || load()).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::error!("reload failed: {e}");
+                    continue;
+                }
+            };
+            match loaded {
+                Ok(pipeline) => {
+                    for warning in &pipeline.warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    if pipeline.api != api {
+                        tracing::warn!(
+                            "`api` changed: that takes a restart; the API stays as it is"
+                        );
+                    }
+                    if tx.send(pipeline).await.is_err() {
+                        return;
+                    }
+                }
+                Err(errors) => tracing::error!(
+                    "reload rejected, the running pipeline goes on unchanged; the config has \
+                     errors:\n{errors}"
+                ),
+            }
+        }
+    });
+    rx
 }
 
 /// First SIGINT/SIGTERM: stop the sources and drain. Second: exit at once.

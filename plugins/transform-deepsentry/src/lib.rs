@@ -198,6 +198,24 @@ pub struct DeepsentryTransform {
 
 #[async_trait]
 impl TransformConfig for DeepsentryTransformConfig {
+    /// A digest of the model directory's files: a retrained model (files replaced) is a
+    /// change that a reload picks up.
+    fn fingerprint(&self) -> Option<String> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(&self.model) {
+            Ok(dir) => dir.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            // Unreadable now: a reload rebuilds the transform and says why it cannot load.
+            Err(e) => return Some(format!("unreadable: {e}")),
+        };
+        entries.sort();
+        for path in entries {
+            path.file_name().hash(&mut hasher);
+            std::fs::read(&path).ok().hash(&mut hasher);
+        }
+        Some(format!("{:016x}", hasher.finish()))
+    }
+
     async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Transform>> {
         let config = self.clone();
         let scorer = tokio::task::spawn_blocking(move || config.build_scorer()).await??;

@@ -99,6 +99,9 @@ pub struct ComponentSpec {
     pub plugin: &'static str,
     /// Ids of the components it reads from (empty for sources).
     pub inputs: Vec<String>,
+    /// Its settings as written (after `${VAR}` interpolation, without `type` and `inputs`):
+    /// a reload keeps a component running when they are unchanged.
+    pub settings: serde_yaml::Value,
     /// Its parsed settings.
     pub config: ComponentConfig,
 }
@@ -414,12 +417,14 @@ impl<'a> Loader<'a> {
             return None;
         };
         let inputs = self.inputs(kind, &id, &name, body.remove("inputs"))?;
-        match (plugin.parse)(serde_yaml::Value::Mapping(body)) {
+        let settings = serde_yaml::Value::Mapping(body);
+        match (plugin.parse)(settings.clone()) {
             Ok(config) => Some(ComponentSpec {
                 id,
                 kind,
                 plugin: plugin.name,
                 inputs,
+                settings,
                 config,
             }),
             Err(e) => {
