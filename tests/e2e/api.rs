@@ -1,28 +1,9 @@
 //! The HTTP API (`api.address`): `/metrics` and `/health` scraped while a pipeline runs.
 
-use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
-
-/// `GET path` on 127.0.0.1:`port`: the status and the body, or `None` while nothing answers.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
 
 /// The value of the sample whose line starts with `series` (name and labels), if present.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -37,22 +18,19 @@ fn metrics_and_health_are_served_while_the_pipeline_runs() {
     let port = free_port();
     let lines = fixture_lines(3000, 11);
     write_lines(&s.path("in.log"), &lines, false);
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+    let model = SHIPPED_MODEL;
     let config = s.pipeline(
         "p.yml",
-        &format!(
-            "data_dir: {{dir}}/data\n\
-             api:\n  address: 127.0.0.1:{port}\n\
-             sources:\n  in:\n    type: file\n    include: ['{{dir}}/in.log']\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {model}\n    \
-             session_key: 'blk_-?\\d+'\n    batch_interval: 0.1\n\
-             sinks:\n  out:\n    type: blackhole\n    inputs: [detect]\n"
+        &scored_file_pipeline(
+            std::path::Path::new(model),
+            Some(port),
+            "    type: blackhole\n",
         ),
     );
     let mut child = s.start(&config, Stdio::null(), Stdio::null());
     let mut metrics = String::new();
     let scored = wait_until(Duration::from_secs(60), || {
-        metrics = get(port, "/metrics")
+        metrics = http_get(port, "/metrics")
             .map(|(_, body)| body)
             .unwrap_or_default();
         sample(
@@ -63,7 +41,7 @@ fn metrics_and_health_are_served_while_the_pipeline_runs() {
     });
     assert!(scored, "{metrics}\n--- stderr ---\n{}", s.stderr());
 
-    let (code, health) = get(port, "/health").expect("/health answers");
+    let (code, health) = http_get(port, "/health").expect("/health answers");
     assert_eq!(code, 200, "{health}");
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["status"], "ok");
@@ -139,7 +117,7 @@ fn metrics_and_health_are_served_while_the_pipeline_runs() {
         }
     }
 
-    assert_eq!(get(port, "/nothing-here").map(|r| r.0), Some(404));
+    assert_eq!(http_get(port, "/nothing-here").map(|r| r.0), Some(404));
     // What the container's health check runs.
     let check = std::process::Command::new(bin())
         .args(["health", "--address", &format!("127.0.0.1:{port}")])
@@ -176,7 +154,7 @@ fn a_failed_component_turns_health_to_503_and_names_it() {
     let mut child = s.start(&config, Stdio::from(directory), Stdio::null());
     let mut last = None;
     let failed = wait_until(Duration::from_secs(20), || {
-        last = get(port, "/health");
+        last = http_get(port, "/health");
         last.as_ref().is_some_and(|(code, _)| *code == 503)
     });
     assert!(failed, "{last:?}\n{}", s.stderr());

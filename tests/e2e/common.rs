@@ -229,3 +229,43 @@ pub fn detector_alerts_pipeline(scratch: &Scratch, sink_yaml: &str) -> PathBuf {
         ),
     )
 }
+
+/// The model shipped in `models/default`.
+pub const SHIPPED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+
+/// A pipeline reading `{dir}/in.log` (followed, not replayed to its end), scoring it with the
+/// model at `model` (HDFS block sessions, batches every 0.1 s) into the sink described by
+/// `sink_yaml` (the keys under `out:`, each line indented by four spaces, after
+/// `inputs: [detect]`), with the API on `api_port` when given.
+pub fn scored_file_pipeline(model: &Path, api_port: Option<u16>, sink_yaml: &str) -> String {
+    let api = api_port
+        .map(|port| format!("api:\n  address: 127.0.0.1:{port}\n"))
+        .unwrap_or_default();
+    format!(
+        "data_dir: {{dir}}/data\n{api}\
+         sources:\n  in:\n    type: file\n    include: ['{{dir}}/in.log']\n\
+         transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    \
+         session_key: 'blk_-?\\d+'\n    batch_interval: 0.1\n\
+         sinks:\n  out:\n    inputs: [detect]\n{sink_yaml}",
+        model.display()
+    )
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status and the body, or `None` while nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}

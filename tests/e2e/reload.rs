@@ -9,6 +9,9 @@ use crate::common::*;
 
 const KEY: &str = r"blk_-?\d+";
 
+/// Every scored event as a JSON line in `{dir}/out.jsonl`.
+const JSON_SINK: &str = "    type: file\n    path: '{dir}/out.jsonl'\n    format: json\n";
+
 /// Sends SIGHUP and waits for the outcome to be logged (the `n`-th reload line).
 fn hangup(s: &Scratch, child: &std::process::Child, n: usize) -> String {
     signal(child, "HUP");
@@ -93,18 +96,9 @@ fn a_changed_sink_is_replaced_while_the_source_keeps_running() {
 #[test]
 fn a_bad_config_or_model_is_rejected_and_the_old_pipeline_goes_on() {
     let s = Scratch::new();
-    let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default"));
     let model = s.path("model");
-    copy_dir(shipped, &model);
-    let pipeline = format!(
-        "data_dir: {{dir}}/data\n\
-         sources:\n  in:\n    type: file\n    include: ['{{dir}}/in.log']\n\
-         transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    \
-         session_key: '{KEY}'\n    batch_interval: 0.1\n\
-         sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: '{{dir}}/out.jsonl'\n    \
-         format: json\n",
-        model.display()
-    );
+    copy_dir(Path::new(SHIPPED_MODEL), &model);
+    let pipeline = scored_file_pipeline(&model, None, JSON_SINK);
     let config = s.pipeline("p.yml", &pipeline);
     let lines = fixture_lines(900, 21);
     write_lines(&s.path("in.log"), &lines[..300], false);
@@ -147,22 +141,12 @@ fn a_bad_config_or_model_is_rejected_and_the_old_pipeline_goes_on() {
 #[test]
 fn a_retrained_model_is_picked_up_on_sighup() {
     let s = Scratch::new();
-    let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default"));
     let model = s.path("model");
-    copy_dir(shipped, &model);
+    copy_dir(Path::new(SHIPPED_MODEL), &model);
     let port = free_port();
     let config = s.pipeline(
         "p.yml",
-        &format!(
-            "data_dir: {{dir}}/data\n\
-             api:\n  address: 127.0.0.1:{port}\n\
-             sources:\n  in:\n    type: file\n    include: ['{{dir}}/in.log']\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    \
-             session_key: '{KEY}'\n    batch_interval: 0.1\n\
-             sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: '{{dir}}/out.jsonl'\n    \
-             format: json\n",
-            model.display()
-        ),
+        &scored_file_pipeline(&model, Some(port), JSON_SINK),
     );
     let lines = fixture_lines(600, 8);
     write_lines(&s.path("in.log"), &lines[..300], false);
@@ -175,7 +159,8 @@ fn a_retrained_model_is_picked_up_on_sighup() {
         let start = line.find("templates=\"")? + "templates=\"".len();
         Some(line[start..].split('"').next()?.to_owned())
     };
-    let before = templates(&scrape(port)).expect("model info");
+    let before =
+        templates(&http_get(port, "/metrics").expect("the API answers").1).expect("model info");
 
     // Retrain on this application's own normal logs, replace the model's files, SIGHUP.
     let normal = s.path("normal.log");
@@ -200,7 +185,8 @@ fn a_retrained_model_is_picked_up_on_sighup() {
         "the retrained model was not picked up\n{stderr}"
     );
     assert_eq!(stderr.matches("anomaly model loaded").count(), 2);
-    let after = templates(&scrape(port)).expect("model info");
+    let after =
+        templates(&http_get(port, "/metrics").expect("the API answers").1).expect("model info");
     assert_ne!(before, after, "model_info still shows the old model");
 
     write_lines(&s.path("in.log"), &lines[300..], true);
@@ -211,18 +197,4 @@ fn a_retrained_model_is_picked_up_on_sighup() {
         1,
         "the source kept running"
     );
-}
-
-/// The API's `/metrics`.
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("API");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
 }
