@@ -184,8 +184,7 @@ fn a_failed_component_turns_health_to_503_and_names_it() {
 #[test]
 fn an_address_in_use_stops_the_start_with_a_clear_error() {
     let s = Scratch::new();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
+    let (_taken, port) = taken_port();
     let config = s.pipeline(
         "p.yml",
         &format!(

@@ -122,8 +122,7 @@ fn run_with_a_bad_config_exits_78_and_a_missing_file_is_named() {
 #[test]
 fn start_up_failures_name_the_component() {
     let s = Scratch::new();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
+    let (_taken, port) = taken_port();
     let config = s.pipeline(
         "p.yml",
         &format!(

@@ -152,6 +152,13 @@ pub fn counts(lines: &[String]) -> HashMap<&str, usize> {
     map
 }
 
+/// A localhost port held by the returned listener (in use for as long as it lives).
+pub fn taken_port() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    (listener, port)
+}
+
 /// A localhost port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
