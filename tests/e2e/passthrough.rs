@@ -67,6 +67,40 @@ fn stdin_to_file_with_bad_lines_kept_and_counted() {
 }
 
 #[test]
+fn a_stream_of_bad_lines_is_counted_in_full_and_warned_about_once() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        "sources:\n  in:\n    type: stdin\n\
+         sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
+    );
+    let mut child = s.start(&config, Stdio::piped(), Stdio::null());
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        // Many batches' worth, each line with invalid UTF-8.
+        for i in 0..20_000 {
+            stdin
+                .write_all(format!("bad line {i} ").as_bytes())
+                .unwrap();
+            stdin.write_all(b"\xff\n").unwrap();
+        }
+    }
+    let status = wait_exit(&s, &mut child, Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{}", s.stderr());
+    let stderr = s.stderr();
+    assert_eq!(
+        logged_counter(&stderr, "lines_modified{reason=invalid_utf8}"),
+        Some(20_000),
+        "{stderr}"
+    );
+    let warnings = stderr.matches("lines modified on the way in").count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} warnings for one stream of bad lines\n{stderr}"
+    );
+}
+
+#[test]
 fn fan_out_writes_every_line_to_every_sink() {
     let s = Scratch::new();
     let input = fixture_lines(5_000, 3);
