@@ -420,6 +420,8 @@ impl Pipeline {
             }
         }
         for id in removed {
+            // A replacement still waiting for this component is dropped with it.
+            self.successors.remove(&id);
             let instance = self.instances.remove(&id).expect("listed above");
             if instance.running {
                 // A removed source stops; a removed transform or sink drains what its old
