@@ -220,6 +220,12 @@ fn kafka_to_deepsentry_to_kafka_delivers_every_line_with_its_fields() {
         lost.first(),
         s.stderr()
     );
+    let payload_bytes: usize = lines.iter().map(String::len).sum();
+    let counted = component_counter(&s.stderr(), "in", "bytes_received").unwrap_or(0) as usize;
+    assert!(
+        counted >= payload_bytes,
+        "bytes_received={counted}, payloads hold {payload_bytes}"
+    );
 }
 
 #[test]

@@ -439,6 +439,7 @@ impl Source for KafkaSource {
                 .counter_with_reason("messages_skipped", "null_payload"),
         };
         let received = cx.metrics.counter("events_received");
+        let bytes = cx.metrics.counter("bytes_received");
         let errors = cx.metrics.counter("consumer_errors");
         // One stream for the whole run: each `recv` would register and unregister a waker.
         let mut messages = consumer.stream();
@@ -454,6 +455,13 @@ impl Source for KafkaSource {
                 continue;
             }
             received.add(batch.events.len() as u64);
+            bytes.add(
+                batch
+                    .events
+                    .iter()
+                    .map(|e| e.message_bytes().len() as u64)
+                    .sum(),
+            );
             consumer.context().offsets.sent(&batch.offsets);
             let token = registrar.register(batch.offsets);
             if cx
