@@ -37,18 +37,19 @@ pub struct LiveConfig {
     /// `CONTEXT_WINDOW=` block. None: the console only.
     #[serde(default)]
     pub output_file: Option<PathBuf>,
-    /// Standard deviations above the mean of recent scores that make an anomaly. Default 2.5.
-    #[serde(default = "default_threshold_multiplier")]
-    pub threshold_multiplier: f64,
-    /// How many recent scores the threshold follows. Default 100.
-    #[serde(default = "default_window_size")]
-    pub window_size: usize,
+    /// Standard deviations above the mean of recent scores that make an anomaly. Omitted:
+    /// the `deepsentry` transform's default (2.5).
+    #[serde(default)]
+    pub threshold_multiplier: Option<f64>,
+    /// How many recent scores the threshold follows. Omitted: the transform's default (100).
+    #[serde(default)]
+    pub window_size: Option<usize>,
     /// Must match the model's; omitted, the model's is used.
     #[serde(default)]
     pub sequence_length: Option<usize>,
-    /// Seconds between scoring rounds. Default 1.0.
-    #[serde(default = "default_batch_interval")]
-    pub batch_interval: f64,
+    /// Seconds between scoring rounds. Omitted: the transform's default (1.0).
+    #[serde(default)]
+    pub batch_interval: Option<f64>,
     /// The model bundle directory. `ANOMALY_MODEL` overrides it. Default `models/default`.
     #[serde(default)]
     pub model: Option<PathBuf>,
@@ -66,18 +67,6 @@ pub struct LiveConfig {
 
 fn default_tail_mode() -> bool {
     true
-}
-
-fn default_threshold_multiplier() -> f64 {
-    2.5
-}
-
-fn default_window_size() -> usize {
-    100
-}
-
-fn default_batch_interval() -> f64 {
-    1.0
 }
 
 /// Where the live monitor reads from.
@@ -145,10 +134,17 @@ impl LiveConfig {
             ("type", "deepsentry".into()),
             ("inputs", Value::Sequence(vec!["live".into()])),
             ("model", model.display().to_string().into()),
-            ("threshold_multiplier", self.threshold_multiplier.into()),
-            ("window_size", (self.window_size as u64).into()),
-            ("batch_interval", self.batch_interval.into()),
         ];
+        // Omitted keys stay omitted: the transform's own defaults apply.
+        if let Some(x) = self.threshold_multiplier {
+            detect.push(("threshold_multiplier", x.into()));
+        }
+        if let Some(n) = self.window_size {
+            detect.push(("window_size", (n as u64).into()));
+        }
+        if let Some(x) = self.batch_interval {
+            detect.push(("batch_interval", x.into()));
+        }
         if let Some(n) = self.sequence_length {
             detect.push(("sequence_length", (n as u64).into()));
         }
@@ -289,6 +285,7 @@ mod tests {
     fn stdin_tcp_and_the_environment() {
         let p = pipeline("{}", &[]);
         assert_eq!(p["sources"]["live"]["type"], "stdin");
+        assert!(p["transforms"]["detect"].get("window_size").is_none());
         assert!(p["sinks"].get("alerts").is_none());
         let p = pipeline("log_file: /dev/tcp/localhost/9999\n", &[]);
         assert_eq!(p["sources"]["live"]["type"], "tcp");
