@@ -235,3 +235,150 @@ fn a_session_whose_logs_stop_is_judged_without_further_input() {
     stop(&s, &mut child);
     drop(stdin);
 }
+
+/// Demo lines with `benign` (a new INFO message, dated like its neighbours) after every
+/// `every`-th line from line `from` on.
+fn with_new_message(lines: Vec<String>, from: usize, every: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        let stamp = line[..13].to_string();
+        out.push(line);
+        if i >= from && i % every == 0 {
+            out.push(format!(
+                "{stamp} 31 INFO dfs.DataNode: Heartbeat sent to the namenode in {} ms",
+                i % 97
+            ));
+        }
+    }
+    out
+}
+
+/// A file -> deepsentry -> JSON file pipeline over `input`, its state in `{dir}/data`.
+fn file_pipeline(s: &Scratch, name: &str, input: &str) -> PathBuf {
+    s.pipeline(
+        name,
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  app:\n    type: file\n    include: ['{{dir}}/{input}']\n    exit_on_eof: true\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n    session_key: '{KEY}'\n\
+             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/{input}.jsonl\n    format: json\n",
+            model().display()
+        ),
+    )
+}
+
+fn scored_events(s: &Scratch, config: &Path, output: &str) -> Vec<serde_json::Value> {
+    let mut child = s.start(config, Stdio::null(), Stdio::null());
+    let status = wait_exit(s, &mut child, Duration::from_secs(120));
+    assert!(status.success(), "{}", s.stderr());
+    read_lines(&s.path(output))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn is_heartbeat(event: &serde_json::Value) -> bool {
+    event["message"]
+        .as_str()
+        .unwrap()
+        .contains("Heartbeat sent")
+}
+
+#[test]
+fn a_benign_new_message_is_learned_and_a_new_error_is_still_flagged() {
+    let s = Scratch::new();
+    let normal: Vec<String> = HdfsGenerator::new(91, 0.0, 8)
+        .take(3000)
+        .map(|l| l.text)
+        .collect();
+    let mut lines = with_new_message(normal, 300, 7);
+    let stamp = lines[2500][..13].to_string();
+    lines.insert(
+        2500,
+        format!("{stamp} 19 ERROR dfs.FSDataset: Disk /data/3 failed, volume removed from service"),
+    );
+    write_lines(&s.path("in.log"), &lines, false);
+    let events = scored_events(&s, &file_pipeline(&s, "p.yml", "in.log"), "in.log.jsonl");
+    assert!(events.iter().all(|e| e["anomaly_reason"].is_string()));
+    let heartbeats: Vec<&serde_json::Value> = events.iter().filter(|e| is_heartbeat(e)).collect();
+    assert!(heartbeats.len() > 300, "{}", heartbeats.len());
+    let flagged: Vec<usize> = heartbeats
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["is_anomaly"] == true)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        !flagged.is_empty() && flagged.len() <= 5,
+        "the new message is flagged a few times at most: {flagged:?}"
+    );
+    assert!(flagged.iter().all(|&i| i < 5), "{flagged:?}");
+    assert_eq!(heartbeats[flagged[0]]["anomaly_reason"], "new_template");
+    assert_eq!(
+        heartbeats[flagged[0]]["template"],
+        "<NUM> INFO dfs.DataNode: Heartbeat sent to the namenode in <NUM> ms"
+    );
+    let error = events
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("Disk /data/3 failed")
+        })
+        .unwrap();
+    assert_eq!(error["is_anomaly"], true, "{error}");
+    assert_eq!(error["anomaly_reason"], "new_template", "{error}");
+    assert_eq!(error["alert"], true, "{error}");
+    assert_eq!(error["severity"], "error", "{error}");
+    // Learned templates are kept in the data directory.
+    let state = std::fs::read_to_string(s.path("data/detect/vocabulary.json")).unwrap();
+    assert!(state.contains("Heartbeat sent"), "{state}");
+}
+
+#[test]
+fn a_restart_keeps_the_templates_it_learned() {
+    let s = Scratch::new();
+    let normal = |seed| -> Vec<String> {
+        HdfsGenerator::new(seed, 0.0, 8)
+            .take(1500)
+            .map(|l| l.text)
+            .collect()
+    };
+    write_lines(
+        &s.path("first.log"),
+        &with_new_message(normal(92), 100, 5),
+        false,
+    );
+    write_lines(
+        &s.path("second.log"),
+        &with_new_message(normal(93), 100, 5),
+        false,
+    );
+    let first = scored_events(
+        &s,
+        &file_pipeline(&s, "first.yml", "first.log"),
+        "first.log.jsonl",
+    );
+    assert!(first
+        .iter()
+        .any(|e| is_heartbeat(e) && e["is_anomaly"] == true));
+    // Another run with the same data directory: the message is known, never new again.
+    let second = scored_events(
+        &s,
+        &file_pipeline(&s, "second.yml", "second.log"),
+        "second.log.jsonl",
+    );
+    let heartbeats: Vec<_> = second.iter().filter(|e| is_heartbeat(e)).collect();
+    assert!(heartbeats.len() > 200);
+    assert!(
+        heartbeats.iter().all(|e| e["is_anomaly"] == false),
+        "{:?}",
+        heartbeats.iter().find(|e| e["is_anomaly"] == true)
+    );
+    assert!(
+        s.stderr().contains("templates learned online restored"),
+        "{}",
+        s.stderr()
+    );
+}

@@ -21,7 +21,7 @@ const SCRIPT: &str = concat!(
 /// The live monitor's console line.
 fn monitor_line() -> regex::Regex {
     regex::Regex::new(
-        r#"^\[\d\d:\d\d:\d\d\] (Normal|ANOMALY) - score: \d+\.\d\d \(threshold: \d+\.\d\d\) - ".*"( ⚠️)?$"#,
+        r#"^\[\d\d:\d\d:\d\d\] (Normal|ANOMALY) - score: \d+\.\d\d \(threshold: \d+\.\d\d\) - ".*"( ⚠️( \(x\d+\))?)?$"#,
     )
     .unwrap()
 }

@@ -27,6 +27,8 @@ enum Answer {
     Throttle(&'static str),
     /// 200, but only after this long (past the client's timeout).
     Stall(Duration),
+    /// 302 to this location.
+    Redirect(&'static str),
 }
 
 /// A request as the server saw it.
@@ -158,6 +160,7 @@ async fn answer(
         None | Some(Answer::Stall(_)) => 200,
         Some(Answer::Status(status)) => *status,
         Some(Answer::Throttle(_)) => 429,
+        Some(Answer::Redirect(_)) => 302,
     };
     state.lock().unwrap().received.push(Received {
         at: Instant::now(),
@@ -172,6 +175,7 @@ async fn answer(
         Some(Answer::Throttle(retry_after)) => {
             response = response.header("Retry-After", retry_after)
         }
+        Some(Answer::Redirect(location)) => response = response.header("Location", location),
         _ => {}
     }
     Ok(response
@@ -318,6 +322,44 @@ fn a_refused_request_is_counted_and_not_retried() {
         stderr.contains("refused a request with HTTP 400 Bad Request `answer 400`"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_redirect_is_refused_not_followed() {
+    let s = Scratch::new();
+    let redirects = (0..5).map(|_| Answer::Redirect("/ok")).collect();
+    let server = Server::start(redirects);
+    let input = input_lines(5, "redirected");
+    write_lines(&s.path("in.log"), &input, false);
+    let config = replay_pipeline(
+        &s,
+        &format!(
+            "    type: webhook\n    url: {}\n    concurrency: 1\n    headers:\n      X-Token: s3cret\n",
+            server.url("/hook")
+        ),
+    );
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(0), "{stderr}");
+    let received = server.received();
+    assert_eq!(
+        received.len(),
+        5,
+        "one POST per event, nothing sent to the new location"
+    );
+    assert!(received
+        .iter()
+        .all(|r| r.method == "POST" && r.status == 302));
+    assert_eq!(
+        logged_counter(&stderr, "events_delivered").unwrap_or(0),
+        0,
+        "{stderr}"
+    );
+    assert_eq!(
+        logged_counter(&stderr, "events_dropped{reason=rejected}"),
+        Some(5)
+    );
+    assert!(stderr.contains("HTTP 302 Found"), "{stderr}");
+    assert!(stderr.contains("redirects to /ok"), "{stderr}");
 }
 
 /// Where the process `pid` is reading `path`: the offset of its open file (Linux).

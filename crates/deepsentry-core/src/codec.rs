@@ -72,9 +72,14 @@ fn encode_console(event: &Event, out: &mut Vec<u8>) {
     ) {
         (Some(score), Some(threshold)) => {
             let anomaly = is_anomaly(event);
+            // A later member of an alert group says how many the group holds so far.
+            let repeats = match event.fields.get(keys::ALERT_COUNT) {
+                Some(Value::Int(n)) if anomaly && *n > 1 => format!(" (x{n})"),
+                _ => String::new(),
+            };
             writeln!(
                 out,
-                "[{time}] {} - score: {score:.2} (threshold: {threshold:.2}) - \"{}\"{}",
+                "[{time}] {} - score: {score:.2} (threshold: {threshold:.2}) - \"{}\"{}{repeats}",
                 if anomaly { "ANOMALY" } else { "Normal" },
                 event.message(),
                 if anomaly { " ⚠️" } else { "" },
@@ -136,6 +141,7 @@ impl serde::Serialize for JsonValue<'_> {
             Value::Float(v) => s.serialize_f64(*v),
             Value::Int(v) => s.serialize_i64(*v),
             Value::Bool(v) => s.serialize_bool(*v),
+            Value::Json(v) => serde::Serialize::serialize(v, s),
         }
     }
 }
@@ -212,6 +218,27 @@ mod tests {
             ),
             "[14:23:47] Normal - score: 0.21 (threshold: 2.45) - \"Got block report\"\n"
         );
+    }
+
+    #[test]
+    fn a_later_member_of_an_alert_group_shows_its_count() {
+        let mut event = scored("Disk failed", 9.5, true);
+        event.fields.insert(keys::ALERT_COUNT, Value::Int(1));
+        assert!(encoded(Encoding::Deepsentry, &event).ends_with("\"Disk failed\" ⚠️\n"));
+        event.fields.insert(keys::ALERT_COUNT, Value::Int(4));
+        assert_eq!(
+            encoded(Encoding::Deepsentry, &event),
+            "[14:23:47] ANOMALY - score: 9.50 (threshold: 2.45) - \"Disk failed\" ⚠️ (x4)\n"
+        );
+        // JSON writes structured values as JSON.
+        event.fields.insert(
+            keys::EXPECTED,
+            Value::Json(serde_json::json!([{"template": "a", "p": 0.5}])),
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&encoded(Encoding::Json, &event)).unwrap();
+        assert_eq!(json["expected"][0]["p"], 0.5);
+        assert_eq!(json["alert_count"], 4);
     }
 
     #[test]

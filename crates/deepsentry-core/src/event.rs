@@ -38,6 +38,9 @@ pub enum Value {
     Int(i64),
     /// A flag (`is_anomaly`).
     Bool(bool),
+    /// A structured value (a list or an object), such as the detector's `expected`
+    /// templates; JSON outputs write it as JSON, text outputs as compact JSON text.
+    Json(serde_json::Value),
 }
 
 impl fmt::Display for Value {
@@ -47,6 +50,7 @@ impl fmt::Display for Value {
             Value::Float(x) => write!(f, "{x}"),
             Value::Int(x) => write!(f, "{x}"),
             Value::Bool(x) => write!(f, "{x}"),
+            Value::Json(x) => write!(f, "{x}"),
         }
     }
 }
@@ -188,4 +192,20 @@ pub mod keys {
     pub const IS_ANOMALY: &str = "is_anomaly";
     /// The session's recent messages, `a → b → c` (string).
     pub const CONTEXT_WINDOW: &str = "context_window";
+    /// Why the event scored as it did: `new_template`, `rare_template`, `unlikely_next`,
+    /// `session_ended_early`, `broken_invariant` or `none` (string).
+    pub const ANOMALY_REASON: &str = "anomaly_reason";
+    /// The event's masked template (string).
+    pub const TEMPLATE: &str = "template";
+    /// For `unlikely_next`: the three most likely templates at that point, as
+    /// `[{"template": "...", "p": 0.42}, ...]` (JSON).
+    pub const EXPECTED: &str = "expected";
+    /// The first anomaly of its alert group (bool): what alert pipelines forward.
+    pub const ALERT: &str = "alert";
+    /// The id of an alert: on the group's first alert, and on every later member of its group.
+    pub const ALERT_GROUP: &str = "alert_group";
+    /// How many anomalies the event's alert group holds so far, this one included (int).
+    pub const ALERT_COUNT: &str = "alert_count";
+    /// The event's severity as the detector read it (`debug` .. `fatal`, string).
+    pub const SEVERITY: &str = "severity";
 }

@@ -18,13 +18,15 @@ use crate::detector::{
 };
 use crate::features::hashed_features;
 use crate::invariants::Invariant;
-use crate::scorer::SequenceModel;
+use crate::novelty::NoveltyStats;
+use crate::scorer::{Embedded, SequenceModel};
+use crate::severity::Severity;
 
 /// The bundle format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The normalizer's masking rules version; a model trained with other rules sees other
 /// templates.
-pub const NORMALIZER_VERSION: u32 = 1;
+pub const NORMALIZER_VERSION: u32 = 2;
 
 const METADATA_FILE: &str = "model.yml";
 const AUTOENCODER_FILE: &str = "autoencoder.bpk";
@@ -86,6 +88,38 @@ pub struct TrainingSummary {
     pub max_session_gap_secs: i64,
     /// Wall-clock training time (seconds).
     pub duration_secs: f64,
+    /// Whether training saw many sessions, and so learned how they end; a model trained on a
+    /// few streams (a sidecar's log) does not judge where a session ends.
+    #[serde(default)]
+    pub learned_session_ends: bool,
+}
+
+/// The detector's prediction is mixed with how often each class came in training:
+/// `p = (1 - weight) p_detector + weight p_prior`. The weight is learned on held-out data
+/// (the mixture that explains it best): near zero where sessions make the next event
+/// predictable, larger where one interleaved stream leaves the detector overconfident.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassPrior {
+    /// The prior's share of the mixture (0: the detector alone).
+    pub weight: f64,
+    /// Probability of each class (templates, end, unknown), summing to 1.
+    pub probabilities: Vec<f32>,
+}
+
+impl ClassPrior {
+    /// Mixes the prior into `log_probs` (one row of the detector's log-probabilities).
+    pub fn mix(&self, log_probs: &mut [f32]) {
+        if self.weight <= 0.0 || self.probabilities.len() != log_probs.len() {
+            return;
+        }
+        let w = self.weight as f32;
+        for (lp, prior) in log_probs.iter_mut().zip(&self.probabilities) {
+            *lp = ((1.0 - w) * lp.exp() + w * prior)
+                .max(f32::MIN_POSITIVE)
+                .ln();
+        }
+    }
 }
 
 /// Contents of `model.yml`.
@@ -103,6 +137,11 @@ pub struct ModelMetadata {
     /// Count relations that held in the training sessions, checked when a session ends.
     #[serde(default)]
     pub invariants: Vec<Invariant>,
+    /// How often the training data brought new templates, and how common each severity was.
+    pub novelty: NoveltyStats,
+    /// How often each class followed in training, mixed into the detector's prediction.
+    #[serde(default)]
+    pub prior: ClassPrior,
     /// Training statistics.
     pub training: TrainingSummary,
 }
@@ -149,7 +188,14 @@ pub struct LoadedModel {
     /// The backend the device resolved to.
     pub backend: BackendKind,
     vocabulary: HashMap<String, usize>,
+    /// The training templates' classes by their number of words (to find the training
+    /// template a new one is a variant of).
+    by_length: HashMap<usize, Vec<usize>>,
 }
+
+/// Words a template may differ in from a training template and still be its variant, per
+/// word of the template (at least one): one word or field in a short line, a few in a long one.
+pub const VARIANT_WORDS_PER_WORD: f64 = 0.1;
 
 impl LoadedModel {
     /// Assembles a model from its parts (after training, or after loading).
@@ -166,14 +212,90 @@ impl LoadedModel {
             .enumerate()
             .map(|(i, t)| (t.clone(), i))
             .collect();
-        Self {
+        let mut model = Self {
             metadata,
             autoencoder,
             detector,
             device,
             backend,
             vocabulary,
+            by_length: HashMap::new(),
+        };
+        for (class, template) in model.metadata.templates.iter().enumerate() {
+            let words = template.split(' ').count();
+            model.by_length.entry(words).or_default().push(class);
         }
+        model
+    }
+
+    /// The autoencoder's embeddings (flat, `embedding_size` each) and reconstruction errors.
+    fn encode(&self, templates: &[&str]) -> (Vec<f32>, Vec<f32>) {
+        let dims = self.metadata.sizes.feature_dims;
+        let features: Vec<f32> = templates
+            .iter()
+            .flat_map(|t| hashed_features(t, dims))
+            .collect();
+        let input = Tensor::<2>::from_data(
+            TensorData::new(features, [templates.len(), dims]),
+            &self.device,
+        );
+        let (embedding, error) = self.autoencoder.forward(input);
+        let embedding = embedding
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("embeddings are f32");
+        let error = error
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("errors are f32");
+        (embedding, error)
+    }
+
+    /// The class of a training template, if `template` is one.
+    pub fn class_of(&self, template: &str) -> Option<usize> {
+        self.vocabulary.get(template).copied()
+    }
+
+    /// The training template `template` is a variant of: one with as many words, differing
+    /// in at most [`VARIANT_WORDS_PER_WORD`] of them (at least one), the closest first. This is
+    /// Drain's idea of one template per log statement, checked only where the detector has no
+    /// class for the template.
+    pub fn variant_of(&self, template: &str) -> Option<usize> {
+        let words: Vec<&str> = template.split(' ').collect();
+        let allowed = ((words.len() as f64 * VARIANT_WORDS_PER_WORD) as usize).max(1);
+        // A line of one or two words has no field to differ in.
+        if words.len() < 3 {
+            return None;
+        }
+        let candidates = self.by_length.get(&words.len())?;
+        candidates
+            .iter()
+            .filter_map(|&class| {
+                let known = self.metadata.templates[class].split(' ');
+                let mut differing = 0;
+                for (a, b) in known.zip(&words) {
+                    if a != *b {
+                        // Another level is another statement: `ERROR x` is no variant of
+                        // `INFO x`.
+                        let level = |w: &str| {
+                            Severity::from_level(
+                                w.trim_matches(|c: char| !c.is_ascii_alphanumeric()),
+                            )
+                            .is_some()
+                        };
+                        if level(a) || level(b) {
+                            return None;
+                        }
+                        differing += 1;
+                        if differing > allowed {
+                            return None;
+                        }
+                    }
+                }
+                Some((differing, class))
+            })
+            .min()
+            .map(|(_, class)| class)
     }
 
     /// Loads the bundle in `dir` onto `backend`.
@@ -217,6 +339,19 @@ impl LoadedModel {
                 metadata.templates.len()
             );
         }
+        anyhow::ensure!(
+            metadata.prior.probabilities.is_empty()
+                || metadata.prior.probabilities.len() == metadata.classes(),
+            "{}: the class prior has {} entries, the model has {} classes",
+            metadata_path.display(),
+            metadata.prior.probabilities.len(),
+            metadata.classes()
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&metadata.prior.weight),
+            "{}: the class prior's weight must be between 0 and 1",
+            metadata_path.display()
+        );
         let (device, backend) = backend::device(backend)?;
         let sizes = &metadata.sizes;
         let autoencoder = metadata
@@ -287,44 +422,36 @@ impl SequenceModel for LoadedModel {
         self.metadata.sizes.sequence_length
     }
 
-    fn class_of(&self, template: &str) -> Option<usize> {
-        self.vocabulary.get(template).copied()
-    }
-
     fn end_class(&self) -> usize {
         self.metadata.templates.len()
     }
 
-    fn unknown_class(&self) -> usize {
-        self.metadata.templates.len() + 1
-    }
-
-    fn embed(&self, templates: &[&str]) -> Vec<(Vec<f32>, f32)> {
-        let dims = self.metadata.sizes.feature_dims;
-        let features: Vec<f32> = templates
-            .iter()
-            .flat_map(|t| hashed_features(t, dims))
-            .collect();
-        let input = Tensor::<2>::from_data(
-            TensorData::new(features, [templates.len(), dims]),
-            &self.device,
-        );
-        let (embedding, error) = self.autoencoder.forward(input);
+    fn embed(&self, templates: &[&str]) -> Vec<Embedded> {
+        let (embedding, error) = self.encode(templates);
         let size = self.metadata.sizes.embedding_size;
-        let embedding = embedding
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("embeddings are f32");
-        let error = error
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("errors are f32");
         let known = self.metadata.templates.len();
         embedding
             .chunks(size)
             .zip(templates)
-            .map(|(embedding, template)| message_vector(embedding, self.class_of(template), known))
             .zip(error)
+            .map(|((embedding, template), error)| {
+                let (class, variant) = match self.class_of(template) {
+                    Some(class) => (Some(class), false),
+                    None => match self.variant_of(template) {
+                        Some(class) => {
+                            tracing::trace!(template, nearest = %self.metadata.templates[class], "variant");
+                            (Some(class), true)
+                        }
+                        None => (None, false),
+                    },
+                };
+                Embedded {
+                    vector: message_vector(embedding, class, known),
+                    error,
+                    class,
+                    variant,
+                }
+            })
             .collect()
     }
 
@@ -343,7 +470,11 @@ impl SequenceModel for LoadedModel {
             .try_into_vec::<f32>()
             .expect("log-probabilities are f32")
             .chunks(classes)
-            .map(<[f32]>::to_vec)
+            .map(|row| {
+                let mut row = row.to_vec();
+                self.metadata.prior.mix(&mut row);
+                row
+            })
             .collect()
     }
 
@@ -351,8 +482,12 @@ impl SequenceModel for LoadedModel {
         self.metadata.training.score_floor
     }
 
-    fn reconstruction_scale(&self) -> f64 {
-        self.metadata.training.reconstruction_scale
+    fn novelty(&self) -> &NoveltyStats {
+        &self.metadata.novelty
+    }
+
+    fn judges_session_ends(&self) -> bool {
+        self.metadata.training.learned_session_ends
     }
 
     fn invariants(&self) -> &[Invariant] {

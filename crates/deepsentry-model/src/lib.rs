@@ -6,6 +6,10 @@
 //! - [`detector`]: the sequence detector (next-template distribution after a window);
 //! - [`invariants`]: count relations between templates, mined in training, checked when a
 //!   session ends;
+//! - [`severity`]: the level a line names or its words imply;
+//! - [`novelty`]: how often a system brings new templates (learned in training) and the
+//!   bounded online vocabulary of templates met since;
+//! - [`alerts`]: reasons and alert grouping;
 //! - [`threshold`]: the adaptive threshold;
 //! - [`sessions`]: bounded per-session state;
 //! - [`scorer`]: the streaming detector that ties them together (used by the pipeline and by
@@ -14,6 +18,7 @@
 //! - [`train`]: training on normal logs;
 //! - [`backend`]: choosing the device (CPU backends, or the GPU with the `gpu` feature).
 
+pub mod alerts;
 pub mod autoencoder;
 pub mod backend;
 pub mod bundle;
@@ -21,8 +26,10 @@ pub mod detector;
 pub mod features;
 pub mod invariants;
 pub mod normalize;
+pub mod novelty;
 pub mod scorer;
 pub mod sessions;
+pub mod severity;
 pub mod threshold;
 pub mod timestamp;
 pub mod train;

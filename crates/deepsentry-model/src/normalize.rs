@@ -138,6 +138,75 @@ fn glued_address(token: &str) -> Option<usize> {
     })
 }
 
+/// A month or weekday name (`Jun`, `June`, `Sun`), capitalized as dates write it.
+fn is_date_word(token: &str) -> bool {
+    const NAMES: [&str; 38] = [
+        "Jan",
+        "Feb",
+        "Mar",
+        "Apr",
+        "May",
+        "Jun",
+        "Jul",
+        "Aug",
+        "Sep",
+        "Sept",
+        "Oct",
+        "Nov",
+        "Dec",
+        "January",
+        "February",
+        "March",
+        "April",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+        "Mon",
+        "Tue",
+        "Wed",
+        "Thu",
+        "Fri",
+        "Sat",
+        "Sun",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    NAMES.contains(&token)
+}
+
+/// Whether `rest` (after a month or weekday name) goes on with a day number or another
+/// month name (`Sun Jul 17`): the name is then part of a date.
+fn date_follows(rest: &[u8]) -> bool {
+    let start = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
+    if start == 0 || start == rest.len() {
+        return false;
+    }
+    let rest = &rest[start..];
+    if rest[0].is_ascii_digit() {
+        return true;
+    }
+    let end = rest
+        .iter()
+        .position(|&b| is_separator(b))
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).is_ok_and(|next| {
+        is_date_word(next)
+            && rest[end..]
+                .iter()
+                .find(|b| **b != b' ')
+                .is_some_and(u8::is_ascii_digit)
+    })
+}
+
 /// Appends a placeholder, unless the template already ends with the same one (`<IP> <IP>`
 /// becomes `<IP>`): a list of values is one value of variable length.
 fn push_token(out: &mut String, placeholder: &str) {
@@ -195,6 +264,10 @@ pub fn template_into(line: &str, out: &mut String) {
         }
         match classify(token.as_bytes()) {
             Some(placeholder) => push_token(out, placeholder),
+            None if trailing.is_empty() && is_date_word(token) && date_follows(&bytes[i..]) => {
+                // `Jun 14 15:16:01`, `Sun Dec 04 ...`: part of a date, which is a number.
+                push_token(out, mask::NUM);
+            }
             None => out.push_str(token),
         }
         out.push_str(trailing);

@@ -2,15 +2,27 @@
 //! `eval` command both run this code, so an evaluation measures exactly what production does.
 //!
 //! For each batch of events:
-//! 1. every message is normalized to its template; a template seen for the first time is
-//!    encoded by the text autoencoder (embedding + reconstruction error), then cached;
+//! 1. every message is normalized to its template. A template not yet in the vocabulary is
+//!    encoded by the text autoencoder: a training template keeps its class, a template close
+//!    to a training template (its embedding nearly the same) is a variant of that one, and any
+//!    other joins the online vocabulary (bounded; the least recently seen evicted);
 //! 2. each event joins its session; its window is the templates of the session's previous
 //!    `sequence_length` events;
 //! 3. every distinct window not yet in the cache is scored by the sequence detector, in one
-//!    batched forward pass (real logs repeat a few hundred windows, so this is rare);
-//! 4. the event's score is its surprise, `-ln p(template | window)`, raised by the
-//!    reconstruction error when the template was never seen in training; the adaptive
-//!    threshold gives the verdict.
+//!    batched forward pass;
+//! 4. the event's score, in nats of surprise, and its reason:
+//!    - a template the detector knows: `-ln p(template | window)` (`unlikely_next`);
+//!    - a template learned online, on its first [`LEARNING_OCCURRENCES`] occurrences: how
+//!      rarely this system's normal logs bring a new template of its severity, as learned in
+//!      training (`new_template`): a system whose templates never change flags it, one that
+//!      keeps producing new INFO lines does not, and a level rare in training makes it more
+//!      surprising;
+//!    - later on: how rare it still is, `-ln(occurrences / lines since it first came)`, raised,
+//!      in a system that never brought new templates of its severity in training, by that
+//!      lasting novelty (`rare_template`);
+//!
+//!    the adaptive threshold gives the verdict, and anomalies of one template and reason are
+//!    grouped into one alert (see [`crate::alerts`]).
 //!
 //! A session that stays idle past `session_ttl` (in the events' own clock), is evicted past
 //! `max_sessions`, or is still open at the end of input gets one more event: its end, scored
@@ -19,7 +31,7 @@
 //! balance scores as an impossible event, and its end event names the broken relation.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -27,9 +39,14 @@ use deepsentry_core::event::keys;
 use deepsentry_core::{Event, Origin, Value};
 use regex::Regex;
 
+use crate::alerts::{AlertGroups, Reason};
 use crate::invariants::Invariant;
 use crate::normalize::template_into;
+use crate::novelty::{
+    NoveltyStats, Occurrences, OnlineState, TemplateInfo, Vocabulary, VocabularyLimits,
+};
 use crate::sessions::SessionStore;
+use crate::severity::{severity_of, Severity};
 use crate::threshold::AdaptiveThreshold;
 use crate::timestamp::leading_timestamp;
 
@@ -44,31 +61,52 @@ pub const BROKEN_INVARIANT_FIELD: &str = "broken_invariant";
 const CONTEXT_MESSAGE_BYTES: usize = 240;
 /// Highest surprise a score can reach (`-ln 1e-7`); keeps unseen events comparable.
 pub const MAX_SURPRISE: f64 = 16.118;
+/// Occurrences of a template learned online that are judged by novelty; from the next one on,
+/// by rarity: a new template that turns common stops alerting.
+pub const LEARNING_OCCURRENCES: u64 = 5;
+/// What `expected` names for the end of a session.
+const END_OF_SESSION: &str = "(end of session)";
+
+/// How the scorer sees one template after the autoencoder encoded it.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// The vector the detector reads.
+    pub vector: Vec<f32>,
+    /// The reconstruction error.
+    pub error: f32,
+    /// The training class: the template's own, or that of the training template it is a
+    /// variant of.
+    pub class: Option<usize>,
+    /// Whether `class` is a similar training template's.
+    pub variant: bool,
+}
 
 /// What the scorer needs from a trained model; [`crate::bundle::LoadedModel`] is the real one.
 pub trait SequenceModel {
     /// How many previous events form a window.
     fn sequence_length(&self) -> usize;
-    /// The detector's class for a template seen in training.
-    fn class_of(&self, template: &str) -> Option<usize>;
     /// The class meaning "the session ended".
     fn end_class(&self) -> usize;
-    /// The class meaning "a template never seen in training".
-    fn unknown_class(&self) -> usize;
-    /// Embeddings and reconstruction errors of templates, in one batch.
-    fn embed(&self, templates: &[&str]) -> Vec<(Vec<f32>, f32)>;
-    /// Log-probabilities of every class after each window; a window is the embeddings of up
-    /// to `sequence_length` previous events, oldest first.
+    /// Encodes templates in one batch: vectors, errors and the classes they map to.
+    fn embed(&self, templates: &[&str]) -> Vec<Embedded>;
+    /// Log-probabilities of every class after each window; a window is the vectors of up to
+    /// `sequence_length` previous events, oldest first.
     fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>>;
     /// The score below which nothing is flagged, learned in training.
     fn score_floor(&self) -> f64;
-    /// The reconstruction error of a typical training template (scales unseen templates).
-    fn reconstruction_scale(&self) -> f64;
+    /// How often the system brings new templates, and how common each severity is.
+    fn novelty(&self) -> &NoveltyStats;
+    /// Whether the model learned where sessions end (trained on many sessions); when not, a
+    /// session's end is reported but never flagged.
+    fn judges_session_ends(&self) -> bool {
+        true
+    }
     /// Count relations every normal session satisfies when it ends.
     fn invariants(&self) -> &[Invariant] {
         &[]
     }
-    /// The training templates, in class order (to explain a broken invariant).
+    /// The training templates, in class order (to explain a broken invariant, to name the
+    /// expected templates).
     fn templates(&self) -> &[String] {
         &[]
     }
@@ -105,17 +143,44 @@ pub struct ScorerSettings {
     pub session_ttl_secs: i64,
     /// Most sessions tracked at once.
     pub max_sessions: usize,
+    /// Anomalies of one template and reason within this many seconds are one alert.
+    pub alert_group_secs: i64,
+    /// Bounds of the online vocabulary.
+    pub vocabulary: VocabularyLimits,
+    /// Name of a field holding the event's level (decoded by a source), read before the line's
+    /// own words.
+    pub level_field: Option<String>,
+    /// The floor for the surprise of templates learned online (nats): a new template is
+    /// alarming when this system's normal logs bring one as rarely as `e^-floor` per line.
+    pub novelty_floor: f64,
 }
 
-struct Template {
-    class: Option<usize>,
-    embedding: Vec<f32>,
-    reconstruction_error: f32,
+/// The default [`ScorerSettings::novelty_floor`]: one line in 200.
+pub const NOVELTY_FLOOR: f64 = 5.298_317_366_548_036;
+
+impl Default for ScorerSettings {
+    /// The `deepsentry` transform's defaults, one session per stream.
+    fn default() -> Self {
+        Self {
+            window_size: 100,
+            threshold_multiplier: 2.5,
+            min_samples: 20,
+            exclude_anomalies: true,
+            threshold_floor: None,
+            session_key: SessionKey::Stream,
+            session_ttl_secs: 3600,
+            max_sessions: 100_000,
+            alert_group_secs: 60,
+            vocabulary: VocabularyLimits::default(),
+            level_field: None,
+            novelty_floor: NOVELTY_FLOOR,
+        }
+    }
 }
 
 struct Session {
-    /// Local template ids of the last `sequence_length` events.
-    window: Vec<u32>,
+    /// Templates of the last `sequence_length` events.
+    window: Vec<Arc<TemplateInfo>>,
     /// Their messages, for the context window.
     messages: Vec<Box<str>>,
     lines: u64,
@@ -188,8 +253,16 @@ pub struct ScorerStats {
     pub scored: u64,
     /// Events flagged.
     pub anomalies: u64,
-    /// Templates seen (cache size).
+    /// Anomalies sent as alerts (the first of each alert group).
+    pub alerts: u64,
+    /// Templates known (training and online).
     pub templates: u64,
+    /// Templates learned online so far (every one, evicted or not).
+    pub templates_learned: u64,
+    /// Online templates evicted to stay within the vocabulary's bounds.
+    pub templates_evicted: u64,
+    /// Bytes the online vocabulary takes.
+    pub vocabulary_bytes: u64,
     /// Detector forward passes run (cache misses).
     pub detector_windows: u64,
     /// Sessions ended by TTL, eviction or end of input.
@@ -208,31 +281,46 @@ where
     model: M,
     settings: ScorerSettings,
     sequence_length: usize,
-    template_ids: HashMap<String, u32>,
-    templates: Vec<Template>,
-    windows: HashMap<Box<[u32]>, Arc<[f32]>>,
+    vocabulary: Vocabulary,
+    windows: HashMap<Box<[u64]>, Arc<[f32]>>,
     sessions: SessionStore<Session>,
     threshold: AdaptiveThreshold,
     invariants: InvariantCheck,
+    alerts: AlertGroups,
     stats: ScorerStats,
     scratch: String,
+    /// Lines scored so far (the online vocabulary's clock).
+    lines_seen: u64,
     /// The latest event time seen (log clock), and when (wall clock) it was seen.
     clock: Option<(i64, std::time::Instant)>,
 }
 
 /// Largest number of cached windows before the cache is cleared (bounds memory).
 const MAX_CACHED_WINDOWS: usize = 200_000;
-/// Largest number of cached templates before the cache is cleared.
-const MAX_CACHED_TEMPLATES: usize = 100_000;
+
+/// What an event is, for scoring.
+enum Kind {
+    /// A template the detector has a class for.
+    Known(usize),
+    /// A template learned online, with what was known of it before this occurrence.
+    Online(Occurrences),
+    /// A session's end.
+    End,
+}
 
 /// One event on its way through [`Scorer::process`]: its session and window are known, its
 /// probabilities may still be missing.
 struct Pending {
     event: Event,
     session: Arc<str>,
-    window: Box<[u32]>,
-    class: usize,
-    unseen_error: Option<f32>,
+    window: Vec<Arc<TemplateInfo>>,
+    kind: Kind,
+    template: Arc<str>,
+    severity: Severity,
+    /// The event's time (log clock), for alert grouping.
+    at: i64,
+    /// The scorer's line counter at this event.
+    line: u64,
     context: String,
     /// For a session end: the invariants its counts broke.
     broken: Vec<String>,
@@ -247,6 +335,13 @@ fn clip(message: &str) -> Box<str> {
         end -= 1;
     }
     format!("{}…", &message[..end]).into_boxed_str()
+}
+
+/// The templates of a session's last events, oldest first.
+type Window = Vec<Arc<TemplateInfo>>;
+
+fn window_key(window: &[Arc<TemplateInfo>]) -> Box<[u64]> {
+    window.iter().map(|t| t.id).collect()
 }
 
 impl<M: Deref> Scorer<M>
@@ -270,13 +365,14 @@ where
             sequence_length: model.sequence_length(),
             model,
             sessions: SessionStore::new(settings.session_ttl_secs, settings.max_sessions),
+            vocabulary: Vocabulary::new(settings.vocabulary),
+            alerts: AlertGroups::new(settings.alert_group_secs),
             settings,
-            template_ids: HashMap::new(),
-            templates: Vec::new(),
             windows: HashMap::new(),
             threshold,
             stats: ScorerStats::default(),
             scratch: String::new(),
+            lines_seen: 0,
             clock: None,
         }
     }
@@ -294,6 +390,32 @@ where
     /// Live sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// What the online vocabulary learned, to keep across a restart.
+    pub fn online_state(&self) -> OnlineState {
+        let mut templates: Vec<(String, Occurrences)> = self
+            .vocabulary
+            .online()
+            .filter(|(_, seen)| seen.count > 0)
+            .map(|(t, seen)| (t.to_string(), seen))
+            .collect();
+        templates.sort_by(|a, b| a.0.cmp(&b.0));
+        OnlineState {
+            lines_seen: self.lines_seen,
+            templates,
+        }
+    }
+
+    /// Takes back what an earlier run learned online (templates are encoded again, in one
+    /// batch: the model may have changed since).
+    pub fn restore_online_state(&mut self, state: OnlineState) {
+        self.lines_seen = self.lines_seen.max(state.lines_seen);
+        let texts: Vec<&str> = state.templates.iter().map(|(t, _)| t.as_str()).collect();
+        self.learn_templates(&texts);
+        for (text, seen) in &state.templates {
+            self.vocabulary.restore(text, *seen);
+        }
     }
 
     fn session_of<'e>(&self, event: &'e Event) -> Cow<'e, str> {
@@ -315,42 +437,71 @@ where
         }
     }
 
-    /// Interns the templates of `events`, encoding new ones in one batch.
-    fn intern(&mut self, events: &[Event]) -> Vec<u32> {
-        if self.templates.len() > MAX_CACHED_TEMPLATES {
-            // Unbounded template churn (ids the normalizer missed): start over rather than grow.
-            self.template_ids.clear();
-            self.templates.clear();
-            self.windows.clear();
-            tracing::warn!("template cache full; cleared (normalizer may be missing a pattern)");
+    /// Encodes templates not yet in the vocabulary, in one batch, and adds them; returns what
+    /// it made of each (valid even if the vocabulary's bounds evicted it again at once).
+    fn learn_templates<'t>(&mut self, texts: &[&'t str]) -> HashMap<&'t str, Arc<TemplateInfo>> {
+        let new: Vec<&str> = {
+            let mut seen = HashSet::new();
+            texts
+                .iter()
+                .copied()
+                .filter(|t| self.vocabulary.get(t).is_none() && seen.insert(*t))
+                .collect()
+        };
+        let mut learned = HashMap::with_capacity(new.len());
+        if new.is_empty() {
+            return learned;
         }
-        let mut ids = Vec::with_capacity(events.len());
-        let mut new: Vec<String> = Vec::new();
-        for event in events {
-            template_into(event.message(), &mut self.scratch);
-            let id = match self.template_ids.get(self.scratch.as_str()) {
-                Some(&id) => id,
-                None => {
-                    let id = (self.templates.len() + new.len()) as u32;
-                    self.template_ids.insert(self.scratch.clone(), id);
-                    new.push(self.scratch.clone());
-                    id
-                }
+        for (text, embedded) in new.iter().zip(self.model.embed(&new)) {
+            let online = embedded.class.is_none() || embedded.variant;
+            let info = TemplateInfo {
+                id: self.vocabulary.next_id(),
+                text: Arc::from(*text),
+                class: embedded.class,
+                variant: embedded.variant,
+                vector: embedded.vector,
+                reconstruction_error: embedded.error,
+                severity: severity_of(text),
             };
-            ids.push(id);
+            learned.insert(*text, self.vocabulary.insert(info));
+            self.stats.templates_learned += u64::from(online);
         }
-        if !new.is_empty() {
-            let refs: Vec<&str> = new.iter().map(String::as_str).collect();
-            for (template, (embedding, error)) in new.iter().zip(self.model.embed(&refs)) {
-                self.templates.push(Template {
-                    class: self.model.class_of(template),
-                    embedding,
-                    reconstruction_error: error,
-                });
+        self.stats.templates = self.vocabulary.len() as u64;
+        self.stats.templates_evicted = self.vocabulary.evicted();
+        self.stats.vocabulary_bytes = self.vocabulary.online_bytes() as u64;
+        learned
+    }
+
+    /// The templates of `events`, encoding new ones in one batch. A known template costs a
+    /// lookup, no allocation.
+    fn intern(&mut self, events: &[Event]) -> Vec<Arc<TemplateInfo>> {
+        let mut infos: Vec<Option<Arc<TemplateInfo>>> = Vec::with_capacity(events.len());
+        let mut unknown: Vec<(usize, String)> = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            template_into(event.message(), &mut self.scratch);
+            match self.vocabulary.get(&self.scratch) {
+                Some((info, _)) => infos.push(Some(info.clone())),
+                None => {
+                    infos.push(None);
+                    unknown.push((i, self.scratch.clone()));
+                }
             }
-            self.stats.templates = self.templates.len() as u64;
         }
-        ids
+        if !unknown.is_empty() {
+            let texts: Vec<&str> = unknown.iter().map(|(_, t)| t.as_str()).collect();
+            // A batch holding one template many times encodes it once.
+            let learned = self.learn_templates(&texts);
+            for (i, text) in &unknown {
+                infos[*i] = learned
+                    .get(text.as_str())
+                    .cloned()
+                    .or_else(|| self.vocabulary.get(text).map(|(info, _)| info.clone()));
+            }
+        }
+        infos
+            .into_iter()
+            .map(|info| info.expect("every template of the batch was learned"))
+            .collect()
     }
 
     fn context(session: &Session, current: &str) -> String {
@@ -384,20 +535,37 @@ where
         Pending {
             event,
             session: key,
-            window: session.window.into_boxed_slice(),
-            class: self.model.end_class(),
-            unseen_error: None,
+            window: session.window,
+            kind: Kind::End,
+            template: Arc::from(END_OF_SESSION),
+            severity: Severity::Info,
+            at,
+            line: self.lines_seen,
             context,
             broken,
+        }
+    }
+
+    /// The severity of an event: its decoded level field where the settings name one and the
+    /// event has it, else what its template says.
+    fn severity(&self, event: &Event, template: &TemplateInfo) -> Severity {
+        let level = self
+            .settings
+            .level_field
+            .as_deref()
+            .and_then(|name| event.fields.get(name));
+        match level {
+            Some(level) => crate::severity::severity_with_level(&template.text, &level.to_string()),
+            None => template.severity,
         }
     }
 
     /// Scores a batch of events; returns them enriched, in order, with session-end events
     /// inserted where sessions ended.
     pub fn process(&mut self, events: Vec<Event>) -> Vec<Event> {
-        let ids = self.intern(&events);
+        let templates = self.intern(&events);
         let mut pending = Vec::with_capacity(events.len());
-        for (event, id) in events.into_iter().zip(ids) {
+        for (event, template) in events.into_iter().zip(templates) {
             let now = leading_timestamp(event.message()).unwrap_or(event.timestamp.timestamp());
             if self.clock.is_none_or(|(latest, _)| now >= latest) {
                 self.clock = Some((now, std::time::Instant::now()));
@@ -406,6 +574,26 @@ where
                 let end = self.end_event(key, session, now, "idle");
                 pending.push(end);
             }
+            self.lines_seen += 1;
+            let line = self.lines_seen;
+            let kind = match template.class {
+                Some(class) => {
+                    if template.variant {
+                        self.vocabulary.observe(&template.text, line);
+                    }
+                    Kind::Known(class)
+                }
+                None => match self.vocabulary.observe(&template.text, line) {
+                    Some(before) => Kind::Online(before),
+                    // Evicted since it was interned: as new as it gets.
+                    None => Kind::Online(Occurrences {
+                        count: 0,
+                        first_seen: line,
+                        last_seen: line,
+                    }),
+                },
+            };
+            let severity = self.severity(&event, &template);
             let key = self.session_of(&event);
             let origin = event.origin.clone();
             let slots = self.invariants.slots;
@@ -416,26 +604,20 @@ where
                 origin,
                 counts: vec![0; slots].into_boxed_slice(),
             });
-            let window: Box<[u32]> = session.window.as_slice().into();
+            let window = session.window.clone();
             let context = Self::context(session, event.message());
             session.lines += 1;
             if session.window.len() == self.sequence_length {
                 session.window.remove(0);
                 session.messages.remove(0);
             }
-            session.window.push(id);
+            session.window.push(template.clone());
             session.messages.push(clip(event.message()));
-            let template = &self.templates[id as usize];
-            let (class, unseen_error) = match template.class {
-                Some(class) => {
+            if let Kind::Known(class) = kind {
+                if !template.variant {
                     self.invariants.count(&mut session.counts, class);
-                    (class, None)
                 }
-                None => (
-                    self.model.unknown_class(),
-                    Some(template.reconstruction_error),
-                ),
-            };
+            }
             if let Some((key, old)) = evicted {
                 self.stats.sessions_evicted += 1;
                 let end = self.end_event(key, old, now, "evicted");
@@ -445,8 +627,11 @@ where
                 event,
                 session: session_name,
                 window,
-                class,
-                unseen_error,
+                kind,
+                template: template.text.clone(),
+                severity,
+                at: now,
+                line,
                 context,
                 broken: Vec::new(),
             });
@@ -472,79 +657,151 @@ where
     /// End of input: every open session ends now.
     pub fn finish(&mut self) -> Vec<Event> {
         let mut pending = Vec::new();
+        let at = self
+            .clock
+            .map_or_else(|| chrono::Utc::now().timestamp(), |(latest, _)| latest);
         for (key, session) in self.sessions.drain() {
-            let at = chrono::Utc::now().timestamp();
             pending.push(self.end_event(key, session, at, "end of input"));
         }
         self.score(pending)
+    }
+
+    /// The three classes the detector found most likely, as `expected`.
+    fn expected(&self, log_probs: &[f32]) -> Value {
+        let templates = self.model.templates();
+        let end = self.model.end_class();
+        let mut ranked: Vec<(usize, f32)> = log_probs
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(class, _)| class < templates.len() || class == end)
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let list = ranked
+            .into_iter()
+            .take(3)
+            .map(|(class, log_p)| {
+                let name = templates.get(class).map_or(END_OF_SESSION, String::as_str);
+                let p = (f64::from(log_p).exp() * 1000.0).round() / 1000.0;
+                serde_json::json!({ "template": name, "p": p })
+            })
+            .collect();
+        Value::Json(serde_json::Value::Array(list))
+    }
+
+    /// The score and reason of an event whose window's probabilities are known.
+    fn score_of(&self, p: &Pending, log_probs: Option<&[f32]>) -> (f64, Reason) {
+        let surprise = |class: usize| {
+            log_probs.map_or(MAX_SURPRISE, |lp| {
+                (-f64::from(lp[class])).clamp(0.0, MAX_SURPRISE)
+            })
+        };
+        let novelty = self.model.novelty();
+        match &p.kind {
+            Kind::Known(class) => (surprise(*class), Reason::UnlikelyNext),
+            Kind::End if !p.broken.is_empty() => {
+                // No training session ended like this: as surprising as an event can be.
+                (MAX_SURPRISE, Reason::BrokenInvariant)
+            }
+            Kind::End if !self.model.judges_session_ends() => (0.0, Reason::None),
+            Kind::End => (surprise(self.model.end_class()), Reason::SessionEndedEarly),
+            Kind::Online(before) => {
+                let new = novelty.new_template_surprise(p.severity).min(MAX_SURPRISE);
+                // Rarity: how often it came since it first did (this occurrence excluded).
+                let rarity = if before.count == 0 {
+                    0.0
+                } else {
+                    let span = p.line.saturating_sub(before.first_seen).max(1) as f64;
+                    (span / before.count as f64).ln().clamp(0.0, MAX_SURPRISE)
+                };
+                if before.count < LEARNING_OCCURRENCES {
+                    (new.max(rarity), Reason::NewTemplate)
+                } else {
+                    let score = rarity + novelty.lasting_novelty(p.severity);
+                    (score.min(MAX_SURPRISE), Reason::RareTemplate)
+                }
+            }
+        }
     }
 
     fn score(&mut self, pending: Vec<Pending>) -> Vec<Event> {
         if self.windows.len() > MAX_CACHED_WINDOWS {
             self.windows.clear();
         }
-        // Distinct windows not in the cache, scored in one batch.
-        let mut missing: Vec<&[u32]> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        // Distinct windows not in the cache, scored in one batch. Events of online templates
+        // need none unless they end a session.
+        let mut missing: Vec<(Box<[u64]>, &Window)> = Vec::new();
+        let mut seen = HashSet::new();
         for p in &pending {
-            if !self.windows.contains_key(&p.window) && seen.insert(&p.window) {
-                missing.push(&p.window);
+            if matches!(p.kind, Kind::Online(_)) {
+                continue;
+            }
+            let key = window_key(&p.window);
+            if !self.windows.contains_key(&key) && seen.insert(key.clone()) {
+                missing.push((key, &p.window));
             }
         }
         if !missing.is_empty() {
             let inputs: Vec<Vec<&[f32]>> = missing
                 .iter()
-                .map(|w| {
-                    w.iter()
-                        .map(|&id| self.templates[id as usize].embedding.as_slice())
-                        .collect()
-                })
+                .map(|(_, w)| w.iter().map(|t| t.vector.as_slice()).collect())
                 .collect();
             let outputs = self.model.log_probs(&inputs);
             self.stats.detector_windows += missing.len() as u64;
-            for (window, log_probs) in missing.into_iter().zip(outputs) {
-                self.windows.insert(window.into(), log_probs.into());
+            for ((key, _), log_probs) in missing.into_iter().zip(outputs) {
+                self.windows.insert(key, log_probs.into());
             }
         }
-        let scale = self.model.reconstruction_scale().max(1e-6);
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {
-            // A template never seen in training has no class of its own: its probability is
-            // taken as nil, and how unlike the training templates it is decides by how much.
-            let mut score = match p.unseen_error {
-                Some(error) => MAX_SURPRISE + f64::from(error) / scale,
-                None => {
-                    let log_probs = &self.windows[&p.window];
-                    (-f64::from(log_probs[p.class])).clamp(0.0, MAX_SURPRISE)
-                }
+            let log_probs = match p.kind {
+                Kind::Online(_) => None,
+                _ => self.windows.get(&window_key(&p.window)).cloned(),
             };
-            if !p.broken.is_empty() {
-                // No training session ended like this: as surprising as an event can be.
-                score = score.max(MAX_SURPRISE);
-            }
-            let verdict = self.threshold.observe(score);
+            let (score, reason) = self.score_of(&p, log_probs.as_deref());
+            // A template's novelty is a probability learned from counts, not the detector's
+            // output: it has its own floor.
+            let verdict = match reason {
+                Reason::NewTemplate | Reason::RareTemplate => self
+                    .threshold
+                    .observe_above(score, self.settings.novelty_floor),
+                _ => self.threshold.observe(score),
+            };
             self.stats.scored += 1;
-            self.stats.anomalies += u64::from(verdict.is_anomaly);
+            let reason = if verdict.is_anomaly {
+                reason
+            } else {
+                Reason::None
+            };
             let mut event = p.event;
-            event
-                .fields
-                .insert(SESSION_FIELD, Value::Str(p.session.to_string()));
-            event
-                .fields
-                .insert(keys::ANOMALY_SCORE, Value::Float(score));
-            event
-                .fields
-                .insert(keys::ANOMALY_THRESHOLD, Value::Float(verdict.threshold));
-            event
-                .fields
-                .insert(keys::IS_ANOMALY, Value::Bool(verdict.is_anomaly));
-            event
-                .fields
-                .insert(keys::CONTEXT_WINDOW, Value::Str(p.context));
+            let fields = &mut event.fields;
+            fields.insert(SESSION_FIELD, Value::Str(p.session.to_string()));
+            fields.insert(keys::ANOMALY_SCORE, Value::Float(score));
+            fields.insert(keys::ANOMALY_THRESHOLD, Value::Float(verdict.threshold));
+            fields.insert(keys::IS_ANOMALY, Value::Bool(verdict.is_anomaly));
+            fields.insert(keys::ANOMALY_REASON, Value::Str(reason.as_str().into()));
+            fields.insert(keys::TEMPLATE, Value::Str(p.template.to_string()));
+            if p.severity >= Severity::Warn {
+                fields.insert(keys::SEVERITY, Value::Str(p.severity.name().into()));
+            }
+            if verdict.is_anomaly {
+                self.stats.anomalies += 1;
+                if reason == Reason::UnlikelyNext {
+                    if let Some(log_probs) = &log_probs {
+                        fields.insert(keys::EXPECTED, self.expected(log_probs));
+                    }
+                }
+                let mark = self.alerts.mark(&p.template, reason, p.at);
+                self.stats.alerts += u64::from(mark.alert);
+                fields.insert(keys::ALERT, Value::Bool(mark.alert));
+                fields.insert(keys::ALERT_GROUP, Value::Str(mark.group.to_string()));
+                fields.insert(keys::ALERT_COUNT, Value::Int(mark.count as i64));
+            } else {
+                fields.insert(keys::ALERT, Value::Bool(false));
+            }
+            fields.insert(keys::CONTEXT_WINDOW, Value::Str(p.context));
             if !p.broken.is_empty() {
-                event
-                    .fields
-                    .insert(BROKEN_INVARIANT_FIELD, Value::Str(p.broken.join("; ")));
+                fields.insert(BROKEN_INVARIANT_FIELD, Value::Str(p.broken.join("; ")));
             }
             out.push(event);
         }
@@ -556,11 +813,28 @@ where
 mod tests {
     use super::*;
 
+    /// Test models' classes: whatever the normalizer makes of the rest of a line, its first
+    /// word decides.
+    fn by_first_word(known: &[String], templates: &[&str]) -> Vec<Embedded> {
+        templates
+            .iter()
+            .map(|template| Embedded {
+                vector: vec![0.0],
+                error: 0.0,
+                class: known
+                    .iter()
+                    .position(|t| template.split(' ').next() == Some(t.as_str())),
+                variant: false,
+            })
+            .collect()
+    }
+
     /// Two templates, `open` and `close`, that must come in pairs; every continuation equally
     /// likely, so only the invariant can flag anything.
     struct PairedModel {
         invariants: Vec<Invariant>,
         templates: Vec<String>,
+        novelty: NoveltyStats,
     }
 
     impl PairedModel {
@@ -572,6 +846,7 @@ mod tests {
                     violations: 0,
                 }],
                 templates: vec!["open".into(), "close".into()],
+                novelty: NoveltyStats::default(),
             }
         }
     }
@@ -580,20 +855,11 @@ mod tests {
         fn sequence_length(&self) -> usize {
             2
         }
-        fn class_of(&self, template: &str) -> Option<usize> {
-            // Whatever the normalizer makes of the session id, the first word decides.
-            self.templates
-                .iter()
-                .position(|t| template.split(' ').next() == Some(t.as_str()))
-        }
         fn end_class(&self) -> usize {
             2
         }
-        fn unknown_class(&self) -> usize {
-            3
-        }
-        fn embed(&self, templates: &[&str]) -> Vec<(Vec<f32>, f32)> {
-            templates.iter().map(|_| (vec![0.0], 0.0)).collect()
+        fn embed(&self, templates: &[&str]) -> Vec<Embedded> {
+            by_first_word(&self.templates, templates)
         }
         fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
             windows.iter().map(|_| vec![(0.25f32).ln(); 4]).collect()
@@ -601,8 +867,8 @@ mod tests {
         fn score_floor(&self) -> f64 {
             5.0
         }
-        fn reconstruction_scale(&self) -> f64 {
-            1.0
+        fn novelty(&self) -> &NoveltyStats {
+            &self.novelty
         }
         fn invariants(&self) -> &[Invariant] {
             &self.invariants
@@ -624,6 +890,10 @@ mod tests {
                 session_key: SessionKey::Regex(Regex::new(r"s\d+").unwrap()),
                 session_ttl_secs: 3600,
                 max_sessions: 100,
+                alert_group_secs: 60,
+                vocabulary: VocabularyLimits::default(),
+                level_field: None,
+                novelty_floor: NOVELTY_FLOOR,
             },
         )
     }
@@ -678,5 +948,254 @@ mod tests {
             "after 3 lines; counts out of balance: count(`open`) = count(`close`) (here 2 vs 1)"
         ));
         assert_eq!(scorer.stats().broken_invariants, 1);
+    }
+
+    /// Known templates `alpha` and `beta` (the first word decides); after any window the
+    /// detector expects `alpha` (p 0.9), `beta` less (0.09). Its training saw `later_new` new
+    /// info templates in `later` lines.
+    struct SteadyModel {
+        templates: Vec<String>,
+        novelty: NoveltyStats,
+    }
+
+    impl SteadyModel {
+        fn new(later: u64, later_new: u64) -> Self {
+            let mut novelty = NoveltyStats {
+                later_lines: later,
+                ..NoveltyStats::default()
+            };
+            novelty.lines.info = 2 * later;
+            novelty.later_new.info = later_new;
+            Self {
+                templates: vec!["alpha".into(), "beta".into()],
+                novelty,
+            }
+        }
+    }
+
+    impl SequenceModel for SteadyModel {
+        fn sequence_length(&self) -> usize {
+            3
+        }
+        fn end_class(&self) -> usize {
+            2
+        }
+        fn embed(&self, templates: &[&str]) -> Vec<Embedded> {
+            by_first_word(&self.templates, templates)
+        }
+        fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
+            let row = vec![0.9f32.ln(), 0.09f32.ln(), 0.005f32.ln(), 0.005f32.ln()];
+            windows.iter().map(|_| row.clone()).collect()
+        }
+        fn score_floor(&self) -> f64 {
+            5.0
+        }
+        fn novelty(&self) -> &NoveltyStats {
+            &self.novelty
+        }
+        fn templates(&self) -> &[String] {
+            &self.templates
+        }
+    }
+
+    fn steady(later: u64, later_new: u64) -> Scorer<Box<SteadyModel>> {
+        Scorer::new(
+            Box::new(SteadyModel::new(later, later_new)),
+            ScorerSettings {
+                min_samples: 0,
+                ..ScorerSettings::default()
+            },
+        )
+    }
+
+    fn text(event: &Event, key: &str) -> String {
+        event
+            .fields
+            .get(key)
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    }
+
+    fn flagged(event: &Event) -> bool {
+        event.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(true))
+    }
+
+    /// `lines` of normal traffic with `line(i)` in place of every `every`-th one.
+    fn stream(lines: usize, every: usize, line: impl Fn(usize) -> String) -> Vec<String> {
+        (0..lines)
+            .map(|i| {
+                if i % every == every - 1 {
+                    line(i)
+                } else {
+                    ["alpha step", "alpha step", "beta step"][i % 3].to_string()
+                }
+            })
+            .collect()
+    }
+
+    fn score_all(scorer: &mut Scorer<Box<SteadyModel>>, lines: &[String]) -> Vec<Event> {
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        refs.chunks(16)
+            .flat_map(|chunk| scorer.process(events(chunk)))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_template_that_turns_common_is_flagged_a_few_times_then_learned() {
+        // A system whose training never brought a new template in 20,000 lines.
+        let mut scorer = steady(20_000, 0);
+        let lines = stream(300, 4, |i| format!("cache warmed in {i} ms"));
+        let scored = score_all(&mut scorer, &lines);
+        let new: Vec<&Event> = scored
+            .iter()
+            .filter(|e| e.message().starts_with("cache warmed"))
+            .collect();
+        assert_eq!(new.len(), 75);
+        assert!(flagged(new[0]), "flagged when it first appears");
+        assert_eq!(text(new[0], keys::ANOMALY_REASON), "new_template");
+        assert_eq!(text(new[0], keys::TEMPLATE), "cache warmed in <NUM> ms");
+        let flags = new.iter().filter(|e| flagged(e)).count();
+        assert!((1..=5).contains(&flags), "{flags} flags");
+        assert!(
+            new[5..].iter().all(|e| !flagged(e)),
+            "not flagged from its sixth occurrence on"
+        );
+        // The known lines around it stay quiet.
+        assert!(scored
+            .iter()
+            .filter(|e| e.message().starts_with("alpha"))
+            .all(|e| !flagged(e)));
+        assert_eq!(scorer.stats().templates_learned, 1);
+    }
+
+    #[test]
+    fn a_new_template_that_stays_rare_keeps_scoring_high() {
+        let mut scorer = steady(20_000, 0);
+        let lines = stream(4000, 400, |_| "fan speed critical".to_string());
+        let scored = score_all(&mut scorer, &lines);
+        let rare: Vec<&Event> = scored
+            .iter()
+            .filter(|e| e.message().starts_with("fan speed"))
+            .collect();
+        assert_eq!(rare.len(), 10);
+        assert!(rare.iter().all(|e| flagged(e)));
+        assert_eq!(text(rare[9], keys::ANOMALY_REASON), "rare_template");
+    }
+
+    #[test]
+    fn a_system_that_keeps_bringing_new_templates_is_not_alarmed_by_one() {
+        // A quarter of the later training lines had templates the earlier part never showed.
+        let mut scorer = steady(20_000, 5_000);
+        let lines = stream(300, 4, |i| format!("user {i} opened page number{}", i % 7));
+        let scored = score_all(&mut scorer, &lines);
+        assert!(scored.iter().all(|e| !flagged(e)));
+    }
+
+    #[test]
+    fn what_was_learned_online_survives_a_restart() {
+        let mut first = steady(20_000, 0);
+        score_all(&mut first, &stream(120, 4, |_| "cache warmed".into()));
+        let state = first.online_state();
+        assert_eq!(state.templates.len(), 1);
+        assert_eq!(state.templates[0].1.count, 30);
+        let json = serde_json::to_string(&state).unwrap();
+        let mut second = steady(20_000, 0);
+        second.restore_online_state(serde_json::from_str(&json).unwrap());
+        let scored = score_all(&mut second, &stream(40, 4, |_| "cache warmed".into()));
+        assert!(
+            scored.iter().all(|e| !flagged(e)),
+            "a learned template is not new after a restart"
+        );
+        // A fresh scorer without the state flags it again.
+        let mut fresh = steady(20_000, 0);
+        let scored = score_all(&mut fresh, &stream(40, 4, |_| "cache warmed".into()));
+        assert!(scored.iter().any(flagged));
+    }
+
+    #[test]
+    fn an_unexpected_known_template_says_what_was_expected() {
+        let mut scorer = Scorer::new(
+            Box::new(SteadyModel::new(20_000, 0)),
+            ScorerSettings {
+                min_samples: 0,
+                threshold_floor: Some(2.0),
+                ..ScorerSettings::default()
+            },
+        );
+        // `beta` (p 0.09, 2.4 nats) is above the floor of 2.
+        let scored = scorer.process(events(&["alpha a", "beta b"]));
+        let beta = &scored[1];
+        assert!(flagged(beta));
+        assert_eq!(text(beta, keys::ANOMALY_REASON), "unlikely_next");
+        let Some(Value::Json(expected)) = beta.fields.get(keys::EXPECTED) else {
+            panic!("no expected templates: {beta:?}");
+        };
+        assert_eq!(expected[0]["template"], "alpha");
+        assert_eq!(expected[0]["p"], 0.9);
+        assert_eq!(expected[1]["template"], "beta");
+        assert_eq!(expected.as_array().unwrap().len(), 3);
+        assert_eq!(text(&scored[0], keys::ANOMALY_REASON), "none");
+    }
+
+    #[test]
+    fn anomalies_of_one_template_and_reason_are_one_alert() {
+        let mut scorer = steady(20_000, 0);
+        let mut lines = stream(40, 1000, |_| String::new());
+        lines.extend(["disk 1 failed".to_string(), "disk 2 failed".to_string()]);
+        lines.push("power supply lost".to_string());
+        let scored = score_all(&mut scorer, &lines);
+        let disk: Vec<&Event> = scored
+            .iter()
+            .filter(|e| e.message().starts_with("disk"))
+            .collect();
+        assert!(disk.iter().all(|e| flagged(e)));
+        assert_eq!(disk[0].fields.get(keys::ALERT), Some(&Value::Bool(true)));
+        assert_eq!(disk[1].fields.get(keys::ALERT), Some(&Value::Bool(false)));
+        assert_eq!(disk[1].fields.get(keys::ALERT_COUNT), Some(&Value::Int(2)));
+        assert_eq!(
+            text(disk[0], keys::ALERT_GROUP),
+            text(disk[1], keys::ALERT_GROUP)
+        );
+        let power = scored.last().unwrap();
+        assert_eq!(power.fields.get(keys::ALERT), Some(&Value::Bool(true)));
+        assert_ne!(
+            text(power, keys::ALERT_GROUP),
+            text(disk[0], keys::ALERT_GROUP)
+        );
+        assert_eq!(scorer.stats().alerts, 2);
+        assert_eq!(scorer.stats().anomalies, 3);
+    }
+
+    #[test]
+    fn the_template_cache_is_bounded_and_ids_held_by_sessions_stay_valid() {
+        let mut scorer = Scorer::new(
+            Box::new(SteadyModel::new(20_000, 5_000)),
+            ScorerSettings {
+                min_samples: 0,
+                vocabulary: VocabularyLimits {
+                    max_templates: 100,
+                    max_bytes: 1 << 20,
+                },
+                ..ScorerSettings::default()
+            },
+        );
+        // Random words the normalizer cannot mask: every line a new template.
+        let mut rng = deepsentry_core::rng::SplitMix64::new(7);
+        for _ in 0..50 {
+            let lines: Vec<String> = (0..64)
+                .map(|_| {
+                    let word: String = (0..12)
+                        .map(|_| char::from(b'a' + (rng.next_u64() % 26) as u8))
+                        .collect();
+                    format!("request served by worker {word}")
+                })
+                .collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            assert_eq!(scorer.process(events(&refs)).len(), 64);
+        }
+        let stats = scorer.stats();
+        assert!(stats.templates <= 2 + 100, "{stats:?}");
+        assert!(stats.templates_evicted >= 3000, "{stats:?}");
+        assert_eq!(stats.scored, 3200);
     }
 }

@@ -64,8 +64,13 @@ impl AdaptiveThreshold {
 
     /// The current threshold: `max(floor, mean + multiplier * std)`.
     pub fn threshold(&self) -> f64 {
+        self.threshold_above(self.floor)
+    }
+
+    /// The rolling part of the threshold, `mean + multiplier * std`, never below `floor`.
+    fn threshold_above(&self, floor: f64) -> f64 {
         let (mean, std) = self.stats();
-        (mean + self.multiplier * std).max(self.floor)
+        (mean + self.multiplier * std).max(floor)
     }
 
     /// Judges `score` against the current threshold, then adds it to the window unless it is
@@ -73,12 +78,19 @@ impl AdaptiveThreshold {
     /// and the few scores seen say little, so only a learned (positive) floor keeps scores out
     /// of the window then: a burst of anomalies at start-up cannot set the baseline.
     pub fn observe(&mut self, score: f64) -> Verdict {
-        let threshold = self.threshold();
+        self.observe_above(score, self.floor)
+    }
+
+    /// [`AdaptiveThreshold::observe`] with another floor, for a score of a kind calibrated
+    /// apart from the learned one (the surprise of a template learned online). It joins the
+    /// window like any score: the rolling part follows everything the stream scores.
+    pub fn observe_above(&mut self, score: f64, floor: f64) -> Verdict {
+        let threshold = self.threshold_above(floor);
         let warmed_up = self.window.len() >= self.min_samples;
         let above = if warmed_up {
             score > threshold
         } else {
-            self.floor > 0.0 && score > self.floor
+            floor > 0.0 && score > floor
         };
         let is_anomaly = warmed_up && above;
         if !(above && self.exclude_anomalies) {

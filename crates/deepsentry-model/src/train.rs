@@ -32,13 +32,18 @@ use regex::Regex;
 use crate::autoencoder::TextAutoencoderConfig;
 use crate::backend::{self, BackendKind};
 use crate::bundle::{
-    LoadedModel, ModelMetadata, ModelSizes, TrainingSummary, FORMAT_VERSION, NORMALIZER_VERSION,
+    ClassPrior, LoadedModel, ModelMetadata, ModelSizes, TrainingSummary, FORMAT_VERSION,
+    NORMALIZER_VERSION,
 };
 use crate::detector::{message_vector, message_vector_width, window_input, SequenceDetectorConfig};
 use crate::features::hashed_features;
 use crate::invariants::{mine, MiningOptions};
 use crate::normalize::template_into;
-use crate::scorer::{Scorer, ScorerSettings, SessionKey, SESSION_END_FIELD, SESSION_FIELD};
+use crate::novelty::{NoveltyStats, VocabularyLimits};
+use crate::scorer::{
+    Scorer, ScorerSettings, SequenceModel, SessionKey, SESSION_END_FIELD, SESSION_FIELD,
+};
+use crate::severity::severity_of;
 use crate::timestamp::leading_timestamp;
 
 /// Everything `deepsentry train` can set.
@@ -352,26 +357,42 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     let reconstruction_scale =
         f64::from(errors[(errors.len() * 99 / 100).min(errors.len() - 1)]).max(1e-4);
 
-    // --- Sequence detector on the windows of the training sessions.
-    let holdout = if corpus.sessions.len() >= 20 {
-        options.holdout
-    } else {
-        0.0
-    };
+    // --- Sequence detector on the windows of the training sessions. With many sessions a
+    // share of them is held out; with a few (one stream: a sidecar's log) the last share of
+    // each session's lines is, which is also what the model meets next in production.
+    let by_sessions = corpus.sessions.len() >= 20;
     let is_held_out: Vec<bool> = corpus
         .session_names
         .iter()
-        .map(|n| held_out(n, options.seed, holdout))
+        .map(|n| by_sessions && held_out(n, options.seed, options.holdout))
+        .collect();
+    let training_part: Vec<&[u32]> = corpus
+        .sessions
+        .iter()
+        .map(|session| {
+            if by_sessions {
+                session.as_slice()
+            } else {
+                let keep = session.len() - (session.len() as f64 * options.holdout) as usize;
+                &session[..keep]
+            }
+        })
         .collect();
     let end_class = corpus.templates.len() as u32;
     let steps = sizes.sequence_length;
     let mut samples: Vec<(u32, u32, u32)> = Vec::new(); // (session, position, target)
     let mut distinct: std::collections::HashSet<&[u32]> = std::collections::HashSet::new();
-    for (s, session) in corpus.sessions.iter().enumerate() {
-        if is_held_out[s] || !distinct.insert(session.as_slice()) {
+    for (s, session) in training_part.iter().enumerate() {
+        if is_held_out[s] || (by_sessions && !distinct.insert(session)) {
             continue;
         }
-        for i in 0..=session.len() {
+        // A stream cut for the hold-out did not end there.
+        let last = if by_sessions || session.len() == corpus.sessions[s].len() {
+            session.len()
+        } else {
+            session.len().saturating_sub(1)
+        };
+        for i in 0..=last {
             let target = session.get(i).copied().unwrap_or(end_class);
             samples.push((s as u32, i as u32, target));
         }
@@ -430,6 +451,19 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         sizes,
         templates: corpus.templates.clone(),
         invariants: Vec::new(),
+        prior: ClassPrior::default(),
+        novelty: NoveltyStats::learn(
+            &corpus
+                .lines
+                .iter()
+                .map(|l| {
+                    (
+                        l.template,
+                        severity_of(&corpus.templates[l.template as usize]),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ),
         training: TrainingSummary {
             inputs: options
                 .inputs
@@ -446,12 +480,28 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             detector_loss,
             reconstruction_scale,
             max_session_gap_secs: corpus.max_gap,
+            learned_session_ends: by_sessions,
             ..TrainingSummary::default()
         },
     };
     let mut model = LoadedModel::new(metadata, autoencoder, detector, device, backend);
+    learn_prior(
+        &mut model,
+        &corpus,
+        &training_part,
+        &is_held_out,
+        by_sessions,
+        &vectors,
+    );
     // The floor is about the detector's scores: calibrate before the invariants join in.
-    calibrate(&mut model, &corpus, &is_held_out, &key, options)?;
+    calibrate(
+        &mut model,
+        &corpus,
+        &is_held_out,
+        by_sessions,
+        &key,
+        options,
+    )?;
     if options.invariants {
         model.metadata.invariants = mine(
             &sessions_inside_inputs(&corpus),
@@ -467,15 +517,110 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     Ok(model)
 }
 
+/// How many times less likely than the 99th percentile of held-out lines an event must be to
+/// pass the floor of a model trained on one stream (no sessions).
+const LINE_FLOOR_MARGIN: f64 = 10.0;
+
+/// Mixture weights tried for the class prior (see [`ClassPrior`]).
+const PRIOR_WEIGHTS: [f64; 11] = [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5];
+
+/// Sets the class prior: how often each class came (over all training targets, smoothed),
+/// and its weight, the one of [`PRIOR_WEIGHTS`] under which the held-out events are most
+/// likely.
+fn learn_prior(
+    model: &mut LoadedModel,
+    corpus: &Corpus,
+    training_part: &[&[u32]],
+    is_held_out: &[bool],
+    by_sessions: bool,
+    vectors: &[Vec<f32>],
+) {
+    let classes = model.metadata.classes();
+    let end = model.metadata.templates.len();
+    let mut counts = vec![0.5f64; classes];
+    // (session, position, target) of every held-out event.
+    let mut held: Vec<(usize, usize, usize)> = Vec::new();
+    for (s, session) in corpus.sessions.iter().enumerate() {
+        for &t in session.iter() {
+            counts[t as usize] += 1.0;
+        }
+        counts[end] += 1.0;
+        let first = if by_sessions {
+            if !is_held_out[s] {
+                continue;
+            }
+            0
+        } else {
+            training_part[s].len()
+        };
+        for (i, &t) in session.iter().enumerate().skip(first) {
+            held.push((s, i, t as usize));
+        }
+        if by_sessions {
+            held.push((s, session.len(), end));
+        }
+    }
+    let total: f64 = counts.iter().sum();
+    model.metadata.prior = ClassPrior {
+        weight: 0.0,
+        probabilities: counts.iter().map(|c| (c / total) as f32).collect(),
+    };
+    if held.is_empty() {
+        return;
+    }
+    // Held-out events are many; a sample of them decides as well.
+    let step = held.len().div_ceil(20_000);
+    let steps = model.metadata.sizes.sequence_length;
+    let mut likelihood = [0.0f64; PRIOR_WEIGHTS.len()];
+    for chunk in held.iter().step_by(step).collect::<Vec<_>>().chunks(512) {
+        let windows: Vec<Vec<&[f32]>> = chunk
+            .iter()
+            .map(|&&(s, i, _)| {
+                corpus.sessions[s][i.saturating_sub(steps)..i]
+                    .iter()
+                    .map(|&t| vectors[t as usize].as_slice())
+                    .collect()
+            })
+            .collect();
+        let rows = model.log_probs(&windows);
+        for (&&(_, _, target), row) in chunk.iter().zip(rows) {
+            let detector = f64::from(row[target]).exp();
+            let prior = f64::from(model.metadata.prior.probabilities[target]);
+            for (l, w) in likelihood.iter_mut().zip(PRIOR_WEIGHTS) {
+                *l += ((1.0 - w) * detector + w * prior).max(1e-30).ln();
+            }
+        }
+    }
+    let best = (0..PRIOR_WEIGHTS.len())
+        .max_by(|&a, &b| likelihood[a].total_cmp(&likelihood[b]))
+        .unwrap_or(0);
+    model.metadata.prior.weight = PRIOR_WEIGHTS[best];
+    let events = held.len().div_ceil(step) as f64;
+    tracing::info!(
+        weight = PRIOR_WEIGHTS[best],
+        held_out_nats_per_event = format!("{:.3}", -likelihood[best] / events),
+        detector_alone = format!("{:.3}", -likelihood[0] / events),
+        "class prior mixed into the detector's predictions"
+    );
+}
+
 /// Scores the held-out sessions with the pipeline's own scorer and sets the floor.
 fn calibrate(
     model: &mut LoadedModel,
     corpus: &Corpus,
     is_held_out: &[bool],
+    by_sessions: bool,
     key: &SessionKey,
     options: &TrainOptions,
 ) -> anyhow::Result<()> {
-    let use_all = !is_held_out.iter().any(|h| *h);
+    let use_all = by_sessions && !is_held_out.iter().any(|h| *h);
+    // Without sessions to hold out, the tail of each stream is the held-out part.
+    let mut position = vec![0usize; corpus.sessions.len()];
+    let tail_start: Vec<usize> = corpus
+        .sessions
+        .iter()
+        .map(|s| s.len() - (s.len() as f64 * options.holdout) as usize)
+        .collect();
     let settings = ScorerSettings {
         window_size: 100,
         threshold_multiplier: 2.5,
@@ -485,6 +630,10 @@ fn calibrate(
         session_key: key.clone(),
         session_ttl_secs: i64::MAX / 4,
         max_sessions: usize::MAX,
+        alert_group_secs: 0,
+        vocabulary: VocabularyLimits::default(),
+        level_field: None,
+        novelty_floor: f64::INFINITY,
     };
     let mut scorer = Scorer::new(&*model, settings);
     let mut session_max: HashMap<String, f64> = HashMap::new();
@@ -503,19 +652,36 @@ fn calibrate(
                 .get(SESSION_FIELD)
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            let _ = event.fields.get(SESSION_END_FIELD);
+            let is_end = event.fields.get(SESSION_END_FIELD).is_some();
+            if is_end && !by_sessions {
+                // The stream was cut for the hold-out; it did not end there.
+                continue;
+            }
             scores.push(score);
-            let max = session_max.entry(session).or_insert(0.0);
+            // One stream is judged line by line: each line is its own unit.
+            let unit = if by_sessions {
+                session
+            } else {
+                scores.len().to_string()
+            };
+            let max = session_max.entry(unit).or_insert(0.0);
             *max = max.max(score);
         }
     };
     let now = chrono::Utc::now();
     let mut batch = Vec::new();
     for (line, &origin) in corpus.lines.iter().zip(&corpus.line_origin) {
-        if !use_all && !is_held_out[line.session as usize] {
+        let session = line.session as usize;
+        let at = position[session];
+        position[session] += 1;
+        let held = if by_sessions {
+            is_held_out[session]
+        } else {
+            at >= tail_start[session]
+        };
+        if !use_all && !held {
             continue;
         }
-        let _ = line.template;
         batch.push(Event::from_str(
             &line.text,
             now,
@@ -542,7 +708,13 @@ fn calibrate(
     training.score_p99 = quantile(0.99);
     // The 99th percentile, not the maximum: one odd session in the hold-out would otherwise
     // decide the floor alone. The margin is in probability, so it adds in nats.
-    training.score_floor = training.score_p99 + options.floor_margin.max(1.0).ln();
+    training.score_floor = if by_sessions {
+        training.score_p99 + options.floor_margin.max(1.0).ln()
+    } else {
+        // One stream is judged line by line: the 99th percentile of held-out lines is a far
+        // larger sample than that of sessions' maxima, so a smaller margin says as much.
+        training.score_p99 + LINE_FLOOR_MARGIN.ln()
+    };
     tracing::info!(
         sessions = sorted.len(),
         score_mean = format!("{mean:.3}"),
@@ -550,7 +722,8 @@ fn calibrate(
         session_max_p99 = format!("{:.3}", quantile(0.99)),
         session_max_max = format!("{max:.3}"),
         floor = format!("{:.3}", training.score_floor),
-        "threshold floor calibrated on held-out sessions"
+        by_sessions,
+        "threshold floor calibrated on held-out sessions (or lines)"
     );
     Ok(())
 }

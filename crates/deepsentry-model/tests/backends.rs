@@ -30,6 +30,7 @@ fn scores(model: LoadedModel) -> Vec<f64> {
         session_key: SessionKey::Regex(Regex::new(r"blk_-?\d+").unwrap()),
         session_ttl_secs: 3600,
         max_sessions: 100_000,
+        ..ScorerSettings::default()
     };
     let mut scorer = Scorer::new(Arc::new(model), settings);
     let origin = Origin::new("test", "demo");

@@ -52,6 +52,7 @@ fn settings() -> ScorerSettings {
         session_key: SessionKey::Regex(Regex::new(SESSION_KEY).unwrap()),
         session_ttl_secs: 3600,
         max_sessions: 100_000,
+        ..ScorerSettings::default()
     }
 }
 
@@ -162,11 +163,16 @@ fn bundle_round_trip_gives_identical_scores() {
         .collect();
     let a = original.embed(&templates);
     let b = copy.embed(&templates);
-    for ((ea, ra), (eb, rb)) in a.iter().zip(&b) {
-        assert!((ra - rb).abs() < 1e-5);
-        assert!(ea.iter().zip(eb).all(|(x, y)| (x - y).abs() < 1e-5));
+    for (ea, eb) in a.iter().zip(&b) {
+        assert!((ea.error - eb.error).abs() < 1e-5);
+        assert_eq!(ea.class, eb.class);
+        assert!(ea
+            .vector
+            .iter()
+            .zip(&eb.vector)
+            .all(|(x, y)| (x - y).abs() < 1e-5));
     }
-    let window: Vec<&[f32]> = a.iter().take(3).map(|(e, _)| e.as_slice()).collect();
+    let window: Vec<&[f32]> = a.iter().take(3).map(|e| e.vector.as_slice()).collect();
     let pa = original.log_probs(std::slice::from_ref(&window));
     let pb = copy.log_probs(&[window]);
     assert!(pa[0].iter().zip(&pb[0]).all(|(x, y)| (x - y).abs() < 1e-4));

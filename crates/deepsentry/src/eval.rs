@@ -58,6 +58,10 @@ pub struct EvalArgs {
     /// Override the model's learned threshold floor.
     #[arg(long)]
     threshold_floor: Option<f64>,
+    /// Write every scored event (session ends included) to this file as JSON lines, with
+    /// score, threshold, verdict, reason and template, to see why the detector decided.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
 }
 
 /// Confusion counts and the rates they give.
@@ -142,6 +146,12 @@ struct Report {
     long_sessions: Option<Scores>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unlabelled_sessions: Option<u64>,
+    /// Lines (session ends excluded) the detector flagged.
+    lines_flagged: u64,
+    /// Alerts after grouping (anomalies marked `alert`), session ends included.
+    alerts: u64,
+    /// Anomalies by `anomaly_reason`.
+    reasons: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -221,11 +231,44 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut line_truth: Vec<bool> = Vec::new();
     let mut line_flagged: Vec<bool> = Vec::new();
     let mut sessions: HashMap<String, SessionVerdict> = HashMap::new();
+    let mut dump = match &args.events {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut alerts = 0u64;
+    let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
     let mut record = |events: Vec<Event>, line_flagged: &mut Vec<bool>| {
         for event in events {
             let flagged = matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)));
             let is_end = event.fields.get(SESSION_END_FIELD).is_some();
-            let _ = float(&event, keys::ANOMALY_SCORE);
+            alerts += u64::from(matches!(
+                event.fields.get(keys::ALERT),
+                Some(Value::Bool(true))
+            ));
+            if let Some(out) = dump.as_mut() {
+                let mut line = Vec::new();
+                deepsentry_core::codec::encode(
+                    deepsentry_core::codec::Encoding::Json,
+                    &event,
+                    &mut line,
+                );
+                // A failed write shows at the flush below.
+                let _ = std::io::Write::write_all(out, &line);
+            }
+            if flagged {
+                if let Some(reason) = event.fields.get(keys::ANOMALY_REASON) {
+                    *reasons.entry(reason.to_string()).or_default() += 1;
+                }
+                tracing::debug!(
+                    score = float(&event, keys::ANOMALY_SCORE),
+                    reason = %event.fields.get(keys::ANOMALY_REASON).map(|r| r.to_string()).unwrap_or_default(),
+                    message = event.message(),
+                    "flagged"
+                );
+            }
             if let Some(session) = event.fields.get(SESSION_FIELD) {
                 let verdict = sessions.entry(session.to_string()).or_default();
                 verdict.flagged |= flagged;
@@ -263,6 +306,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     record(scorer.finish(), &mut line_flagged);
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(mut out) = dump {
+        std::io::Write::flush(&mut out).context("cannot write the scored events")?;
+    }
 
     let mut report = Report {
         input: args.input.display().to_string(),
@@ -276,6 +322,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         without_session_end: None,
         long_sessions: None,
         unlabelled_sessions: None,
+        lines_flagged: line_flagged.iter().filter(|f| **f).count() as u64,
+        alerts,
+        reasons,
     };
     if let Some(path) = &args.labels {
         let labels = read_session_labels(path)?;
@@ -352,6 +401,25 @@ fn print_table(report: &Report) {
         println!();
         println!("projected F1 at HDFS's 553,366 normal : 16,838 anomalous blocks: {f1:.4}");
     }
+    println!();
+    let reasons: Vec<String> = report
+        .reasons
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    println!(
+        "lines flagged: {} of {} ({:.2} %); alerts after grouping: {} ({:.2} %); by reason: {}",
+        report.lines_flagged,
+        report.lines,
+        100.0 * report.lines_flagged as f64 / report.lines.max(1) as f64,
+        report.alerts,
+        100.0 * report.alerts as f64 / report.lines.max(1) as f64,
+        if reasons.is_empty() {
+            "none".to_string()
+        } else {
+            reasons.join(", ")
+        }
+    );
     if let Some(n) = report.unlabelled_sessions.filter(|n| *n > 0) {
         println!("{n} sessions in the input have no label (ignored)");
     }

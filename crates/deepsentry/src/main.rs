@@ -115,6 +115,13 @@ enum Command {
     Train(TrainArgs),
     /// Replay a labelled log through the detector and report precision, recall, F1, FPR.
     Eval(eval::EvalArgs),
+    /// Print the templates the normalizer makes of a log, most frequent first, with how many
+    /// lines each covers and the severity it names (to see what a model will learn).
+    Templates {
+        /// Log files to read.
+        #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+        input: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -197,7 +204,40 @@ fn main() -> ExitCode {
         }
         Command::Train(args) => report_error(train(args)),
         Command::Eval(args) => report_error(eval::run(args)),
+        Command::Templates { input } => report_error(print_templates(&input)),
     }
+}
+
+fn print_templates(inputs: &[PathBuf]) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut scratch = String::new();
+    for path in inputs {
+        let file = std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        for line in std::io::BufReader::new(file).split(b'\n') {
+            let line = line?;
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches('\r');
+            if text.is_empty() {
+                continue;
+            }
+            deepsentry_model::normalize::template_into(text, &mut scratch);
+            *counts.entry(scratch.clone()).or_default() += 1;
+        }
+    }
+    let mut sorted: Vec<(String, u64)> = counts.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut out = std::io::stdout().lock();
+    for (template, count) in sorted {
+        let severity = deepsentry_model::severity::severity_of(&template);
+        match writeln!(out, "{count}\t{}\t{template}", severity.name()) {
+            // `deepsentry templates ... | head`: the reader has seen enough.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 fn report_error(result: anyhow::Result<()>) -> ExitCode {

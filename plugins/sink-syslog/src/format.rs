@@ -167,6 +167,8 @@ fn structured_data(out: &mut Vec<u8>, event: &Event) {
         ("threshold", keys::ANOMALY_THRESHOLD),
         ("anomaly", keys::IS_ANOMALY),
         ("session", "session"),
+        ("reason", keys::ANOMALY_REASON),
+        ("count", keys::ALERT_COUNT),
     ]
     .into_iter()
     .filter_map(|(name, key)| event.fields.get(key).map(|v| (name, v)))

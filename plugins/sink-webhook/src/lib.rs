@@ -160,6 +160,25 @@ fn positive_secs(value: f64, key: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
+/// Where a redirect points, without credentials, query or fragment: a relative location as
+/// written, an absolute one as scheme, host, port and path.
+fn redirect_target(base: &reqwest::Url, location: &HeaderValue) -> String {
+    let text = String::from_utf8_lossy(location.as_bytes());
+    match reqwest::Url::parse(&text) {
+        Ok(url) => format!(
+            "{}://{}{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            url.path()
+        ),
+        Err(_) => match base.join(&text) {
+            Ok(url) => url.path().to_string(),
+            Err(_) => "an unreadable location".to_string(),
+        },
+    }
+}
+
 fn parse_url(url: &str) -> anyhow::Result<reqwest::Url> {
     let parsed =
         reqwest::Url::parse(url).with_context(|| format!("`url`: `{url}` is not a URL"))?;
@@ -212,6 +231,9 @@ impl SinkConfig for WebhookSinkConfig {
             .then(|| HeaderValue::from_static(self.encoding.content_type(max_events)));
         let mut client = reqwest::Client::builder()
             .use_rustls_tls()
+            // A redirect would resend the alerts as a bodiless GET, with the secret headers,
+            // perhaps to another host: it is an answer like a 4xx, and said so.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("deepsentry/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .timeout(request_timeout)
@@ -335,7 +357,15 @@ impl Shared {
                             return;
                         }
                         Verdict::Rejected => {
-                            let answer = excerpt(response).await;
+                            let location = status
+                                .is_redirection()
+                                .then(|| response.headers().get(reqwest::header::LOCATION))
+                                .flatten()
+                                .map(|l| redirect_target(&self.url, l));
+                            let mut answer = excerpt(response).await;
+                            if let Some(location) = location {
+                                answer = format!("(redirects to {location}) {answer}");
+                            }
                             self.rejected(&request, status, &answer);
                             return;
                         }

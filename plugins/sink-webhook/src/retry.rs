@@ -16,8 +16,9 @@ pub enum Verdict {
     /// The endpoint may take them later: 408, 429 and 5xx. The string labels the
     /// `send_errors` metric.
     Retry(&'static str),
-    /// The endpoint refused them (any other status, 501 Not Implemented and 505 HTTP Version
-    /// Not Supported included): sending the same request again cannot help.
+    /// The endpoint refused them (any other status: a redirect, which is not followed, 501
+    /// Not Implemented and 505 HTTP Version Not Supported included): sending the same request
+    /// again cannot help.
     Rejected,
 }
 

@@ -14,6 +14,7 @@ use deepsentry_core::metrics::{ComponentMetrics, Counter, Gauge, Histogram};
 use deepsentry_core::{
     Batch, BuildContext, Event, Transform, TransformConfig, TransformContext, Value,
 };
+use deepsentry_model::novelty::{OnlineState, VocabularyLimits};
 use deepsentry_model::scorer::ScorerStats;
 use deepsentry_model::{
     BackendKind, LoadedModel, Scorer, ScorerSettings, SequenceModel, SessionKey,
@@ -73,6 +74,41 @@ pub struct DeepsentryTransformConfig {
     /// 100000.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// Anomalies of the same template and reason within this many seconds (events' own clock)
+    /// of the group's first are one alert: later ones carry `alert: false`, `alert_group` and
+    /// `alert_count`. 0 makes every anomaly an alert. Default 60.
+    #[serde(default = "default_alert_group_secs")]
+    pub alert_group_secs: u64,
+    /// Most templates learned online (never seen in training); past it the least recently
+    /// seen are forgotten. Default 20000.
+    #[serde(default = "default_max_templates")]
+    pub max_templates: usize,
+    /// Most bytes the templates learned online may take. Default 32 MiB.
+    #[serde(default = "default_max_template_bytes")]
+    pub max_template_bytes: usize,
+    /// A field holding the event's level, decoded by a source (`level`); the line's own words
+    /// are read when it is missing. Default: none.
+    #[serde(default)]
+    pub level_field: Option<String>,
+    /// The floor for templates never seen in training (nats of surprise): one is flagged when
+    /// the system's normal logs bring a new template of its severity more rarely than
+    /// `e^-novelty_floor` per line. Default 5.3 (one line in 200).
+    #[serde(default = "default_novelty_floor")]
+    pub novelty_floor: f64,
+}
+
+fn default_novelty_floor() -> f64 {
+    deepsentry_model::scorer::NOVELTY_FLOOR
+}
+
+fn default_alert_group_secs() -> u64 {
+    60
+}
+fn default_max_templates() -> usize {
+    VocabularyLimits::default().max_templates
+}
+fn default_max_template_bytes() -> usize {
+    VocabularyLimits::default().max_bytes
 }
 
 fn default_window_size() -> usize {
@@ -121,6 +157,11 @@ impl DeepsentryTransformConfig {
             session_field: None,
             session_ttl: None,
             max_sessions: default_max_sessions(),
+            alert_group_secs: default_alert_group_secs(),
+            max_templates: default_max_templates(),
+            max_template_bytes: default_max_template_bytes(),
+            level_field: None,
+            novelty_floor: default_novelty_floor(),
         }
     }
 
@@ -149,6 +190,18 @@ impl DeepsentryTransformConfig {
             "`threshold_multiplier` must be a non-negative number"
         );
         anyhow::ensure!(self.batch_size >= 1, "`batch_size` must be at least 1");
+        anyhow::ensure!(
+            self.max_templates >= 1,
+            "`max_templates` must be at least 1"
+        );
+        anyhow::ensure!(
+            self.novelty_floor.is_finite() && self.novelty_floor >= 0.0,
+            "`novelty_floor` must be a non-negative number"
+        );
+        anyhow::ensure!(
+            self.max_template_bytes >= 4096,
+            "`max_template_bytes` must be at least 4096"
+        );
         let session_key = match (&self.session_key, &self.session_field) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("set either `session_key` or `session_field`, not both")
@@ -179,6 +232,13 @@ impl DeepsentryTransformConfig {
             session_key,
             session_ttl_secs: ttl.round() as i64,
             max_sessions: self.max_sessions,
+            alert_group_secs: i64::try_from(self.alert_group_secs).unwrap_or(i64::MAX),
+            vocabulary: VocabularyLimits {
+                max_templates: self.max_templates,
+                max_bytes: self.max_template_bytes,
+            },
+            level_field: self.level_field.clone(),
+            novelty_floor: self.novelty_floor,
         })
     }
 
@@ -194,6 +254,54 @@ impl DeepsentryTransformConfig {
 pub struct DeepsentryTransform {
     config: DeepsentryTransformConfig,
     scorer: Scorer<Arc<LoadedModel>>,
+    /// Where the online vocabulary is kept between runs (`data_dir/<id>/vocabulary.json`).
+    state_path: PathBuf,
+}
+
+/// How often, at most, the online vocabulary is written while events flow.
+const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+
+impl DeepsentryTransform {
+    /// Reads what an earlier run learned online; a missing file is a first start, an
+    /// unreadable one is said and ignored (the templates are learned again).
+    fn restore_state(&mut self) {
+        let text = match std::fs::read(&self.state_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(path = %self.state_path.display(), "cannot read the learned templates: {e}");
+                return;
+            }
+        };
+        match serde_json::from_slice::<OnlineState>(&text) {
+            Ok(state) => {
+                let templates = state.templates.len();
+                self.scorer.restore_online_state(state);
+                tracing::info!(path = %self.state_path.display(), templates, "templates learned online restored");
+            }
+            Err(e) => tracing::warn!(
+                path = %self.state_path.display(),
+                "the learned templates file is not valid ({e}); starting without it"
+            ),
+        }
+    }
+
+    /// Writes the online vocabulary (to a temporary file, then renamed over the old one, so a
+    /// crash leaves the old or the new file, never half of one).
+    fn save_state(&self) {
+        let state = self.scorer.online_state();
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.state_path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = self.state_path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&state)?)?;
+            std::fs::rename(&tmp, &self.state_path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %self.state_path.display(), "cannot save the learned templates: {e}");
+        }
+    }
 }
 
 #[async_trait]
@@ -249,6 +357,7 @@ impl TransformConfig for DeepsentryTransformConfig {
         Ok(Box::new(DeepsentryTransform {
             config: self.clone(),
             scorer,
+            state_path: cx.data_dir.join(&cx.id).join("vocabulary.json"),
         }))
     }
 }
@@ -275,6 +384,10 @@ struct Reporter {
     sessions_evicted: Counter,
     broken_invariants: Counter,
     detector_windows: Counter,
+    alerts: Counter,
+    templates_learned: Counter,
+    templates_evicted: Counter,
+    vocabulary_bytes: Gauge,
     last: ScorerStats,
 }
 
@@ -292,6 +405,10 @@ impl Reporter {
             sessions_evicted: metrics.counter_with_reason("sessions_ended", "max_sessions"),
             broken_invariants: metrics.counter("sessions_with_broken_invariant"),
             detector_windows: metrics.counter("detector_windows_computed"),
+            alerts: metrics.counter("alerts"),
+            templates_learned: metrics.counter("templates_learned"),
+            templates_evicted: metrics.counter("templates_evicted"),
+            vocabulary_bytes: metrics.gauge("vocabulary_bytes"),
             last: ScorerStats::default(),
         }
     }
@@ -333,6 +450,12 @@ impl Reporter {
             .add(now.broken_invariants - self.last.broken_invariants);
         self.detector_windows
             .add(now.detector_windows - self.last.detector_windows);
+        self.alerts.add(now.alerts - self.last.alerts);
+        self.templates_learned
+            .add(now.templates_learned - self.last.templates_learned);
+        self.templates_evicted
+            .add(now.templates_evicted - self.last.templates_evicted);
+        self.vocabulary_bytes.set(now.vocabulary_bytes as f64);
         self.last = now;
     }
 }
@@ -342,6 +465,10 @@ impl Transform for DeepsentryTransform {
     async fn run(mut self: Box<Self>, mut cx: TransformContext) -> anyhow::Result<()> {
         let interval = Duration::from_secs_f64(self.config.batch_interval.max(0.001));
         let mut reporter = Reporter::new(&cx.metrics);
+        // Read here, not at build: on a reload the predecessor saves when it stops, which is
+        // before its successor runs.
+        tokio::task::block_in_place(|| self.restore_state());
+        let mut saved_at = Instant::now();
         let mut waiting = Batch::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         // While the input is quiet, sessions still time out (see `Scorer::tick`).
@@ -369,6 +496,7 @@ impl Transform for DeepsentryTransform {
                     let ended = tokio::task::block_in_place(|| scorer.tick());
                     reporter.report(self.scorer.stats(), self.scorer.session_count());
                     if !ended.is_empty() && cx.out.send(Batch::new(ended)).await.is_err() {
+                        self.save_state();
                         return Ok(());
                     }
                 }
@@ -386,7 +514,12 @@ impl Transform for DeepsentryTransform {
                 let mut out = Batch::new(scored);
                 out.add_acks(acks);
                 reporter.report(self.scorer.stats(), self.scorer.session_count());
+                if saved_at.elapsed() >= STATE_SAVE_INTERVAL {
+                    tokio::task::block_in_place(|| self.save_state());
+                    saved_at = Instant::now();
+                }
                 if cx.out.send(out).await.is_err() {
+                    self.save_state();
                     return Ok(());
                 }
             }
@@ -394,6 +527,7 @@ impl Transform for DeepsentryTransform {
                 break;
             }
         }
+        self.save_state();
         if cx.shutdown.is_triggered() {
             // Stopping is not the end of the sessions: judging them unfinished would raise an
             // alert for every block in flight at each restart.

@@ -5,14 +5,18 @@ use deepsentry_core::Event;
 use regex::Regex;
 use serde::Deserialize;
 
-/// A condition as written in the config: exactly one of `is_anomaly`, `field` with one test,
-/// `all` or `any`.
+/// A condition as written in the config: exactly one of `is_anomaly`, `alert`, `field` with
+/// one test, `all` or `any`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionConfig {
     /// Keep events the detector flagged (`true`) or did not flag (`false`).
     #[serde(default)]
     pub is_anomaly: Option<bool>,
+    /// Keep the first anomaly of each alert group (`true`): one event per distinct anomaly,
+    /// what alert pipelines forward; `false` keeps everything else.
+    #[serde(default)]
+    pub alert: Option<bool>,
     /// The field to test: `message`, `source`, `stream`, or a field set by a source or
     /// transform (`anomaly_score`, `key`, `headers.trace_id`, ...).
     #[serde(default)]
@@ -37,8 +41,9 @@ pub struct ConditionConfig {
 /// A compiled condition.
 #[derive(Debug, Clone)]
 pub enum Condition {
-    /// `is_anomaly` is set and equals the flag (a missing flag counts as `false`).
-    IsAnomaly(bool),
+    /// The detector's flag (`is_anomaly` or `alert`) equals the value (a missing flag counts
+    /// as `false`).
+    Flag(&'static str, bool),
     /// The field exists and its text equals the value.
     Equals(String, String),
     /// The field is missing or its text differs from the value.
@@ -61,7 +66,8 @@ fn scalar_text(value: &serde_yaml::Value, path: &str) -> anyhow::Result<String> 
     })
 }
 
-const FORMS: &str = "`is_anomaly: true`, `field` with one of `equals`, `not_equals`, \
+const FORMS: &str =
+    "`is_anomaly: true`, `alert: true`, `field` with one of `equals`, `not_equals`, \
                      `matches`, `all: [...]` or `any: [...]`";
 
 impl Condition {
@@ -75,6 +81,7 @@ impl Condition {
         let test_count = tests.iter().filter(|t| **t).count();
         let kinds = [
             config.is_anomaly.is_some(),
+            config.alert.is_some(),
             config.field.is_some() || test_count > 0,
             config.all.is_some(),
             config.any.is_some(),
@@ -84,7 +91,10 @@ impl Condition {
             "{path}: give exactly one of {FORMS}"
         );
         if let Some(flag) = config.is_anomaly {
-            return Ok(Condition::IsAnomaly(flag));
+            return Ok(Condition::Flag(keys::IS_ANOMALY, flag));
+        }
+        if let Some(flag) = config.alert {
+            return Ok(Condition::Flag(keys::ALERT, flag));
         }
         let compile_list = |list: &[ConditionConfig], key: &str| {
             list.iter()
@@ -121,9 +131,9 @@ impl Condition {
     /// Whether `event` satisfies the condition.
     pub fn matches(&self, event: &Event) -> bool {
         match self {
-            Condition::IsAnomaly(flag) => {
-                let flagged = matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)));
-                flagged == *flag
+            Condition::Flag(key, flag) => {
+                let set = matches!(event.fields.get(key), Some(Value::Bool(true)));
+                set == *flag
             }
             Condition::Equals(field, value) => {
                 with_field_text(event, field, |text| text == value).unwrap_or(false)
@@ -183,6 +193,20 @@ mod tests {
         assert!(compile("is_anomaly: false")
             .unwrap()
             .matches(&event("x", None)));
+    }
+
+    #[test]
+    fn alert_keeps_the_first_anomaly_of_each_group() {
+        let condition = compile("alert: true").unwrap();
+        let mut first = event("disk failed", Some(true));
+        first.fields.insert(keys::ALERT, Value::Bool(true));
+        let mut repeat = event("disk failed", Some(true));
+        repeat.fields.insert(keys::ALERT, Value::Bool(false));
+        assert!(condition.matches(&first));
+        assert!(!condition.matches(&repeat));
+        assert!(!condition.matches(&event("x", None)));
+        let err = compile("alert: true\nis_anomaly: true").unwrap_err();
+        assert!(err.to_string().contains("`alert: true`"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,429 @@
+//! Novelty that learns. Training measures how often a system's normal logs bring templates
+//! they never showed before ([`NoveltyStats`]: the later half of the training data against the
+//! earlier half, per severity); at run time a template never seen in training joins a bounded
+//! online vocabulary ([`Vocabulary`]) and is scored by that learned rate on its first
+//! occurrences, then by how rare it still is.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::severity::Severity;
+
+/// New templates as rare as one line in 3,000 are what any system's logs may bring; a system
+/// that brought them more rarely than that in training keeps the difference as lasting
+/// suspicion of templates it never showed (see [`NoveltyStats::lasting_novelty`]). With the
+/// default novelty floor (one line in 200), a template new to a system that never changed
+/// over a long training log stops being flagged once it comes about once in eight lines or
+/// more often; a rarer one goes on being flagged.
+pub const NOVELTY_TOLERANCE: f64 = 8.006_367_567_650_246;
+
+/// A count per severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeverityCounts {
+    /// Debug lines.
+    pub debug: u64,
+    /// Info lines (and lines naming no level).
+    pub info: u64,
+    /// Warnings.
+    pub warn: u64,
+    /// Errors.
+    pub error: u64,
+    /// Fatal lines.
+    pub fatal: u64,
+}
+
+impl SeverityCounts {
+    /// The count of `severity`.
+    pub fn get(&self, severity: Severity) -> u64 {
+        match severity {
+            Severity::Debug => self.debug,
+            Severity::Info => self.info,
+            Severity::Warn => self.warn,
+            Severity::Error => self.error,
+            Severity::Fatal => self.fatal,
+        }
+    }
+
+    /// Adds one line of `severity`.
+    pub fn add(&mut self, severity: Severity) {
+        let slot = match severity {
+            Severity::Debug => &mut self.debug,
+            Severity::Info => &mut self.info,
+            Severity::Warn => &mut self.warn,
+            Severity::Error => &mut self.error,
+            Severity::Fatal => &mut self.fatal,
+        };
+        *slot += 1;
+    }
+
+    /// All lines.
+    pub fn total(&self) -> u64 {
+        Severity::ALL.iter().map(|&s| self.get(s)).sum()
+    }
+}
+
+/// What training learned about a system's novelty and levels, kept in `model.yml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoveltyStats {
+    /// Training lines of each severity.
+    pub lines: SeverityCounts,
+    /// Lines of the later half of the training data (in the order read).
+    pub later_lines: u64,
+    /// Of those, the lines whose template the earlier half never showed, per severity.
+    pub later_new: SeverityCounts,
+}
+
+impl NoveltyStats {
+    /// Learns from the training lines' templates and severities, in the order read.
+    pub fn learn(lines: &[(u32, Severity)]) -> Self {
+        let mut stats = Self::default();
+        let half = lines.len() / 2;
+        let mut earlier = std::collections::HashSet::new();
+        for (i, &(template, severity)) in lines.iter().enumerate() {
+            stats.lines.add(severity);
+            if i < half {
+                earlier.insert(template);
+            } else {
+                stats.later_lines += 1;
+                if !earlier.contains(&template) {
+                    stats.later_new.add(severity);
+                }
+            }
+        }
+        stats
+    }
+
+    /// Surprise (nats) of a template never seen in training, of `severity`: `-ln P(new and
+    /// severity)`, as often as the later half of training met new templates of that severity
+    /// (with half a line of prior, so "never" is finite and shrinks with more data).
+    pub fn new_template_surprise(&self, severity: Severity) -> f64 {
+        let p = (self.later_new.get(severity) as f64 + 0.5) / (self.later_lines as f64 + 1.0);
+        -p.min(1.0).ln()
+    }
+
+    /// What stays surprising about a template the training never showed once it has come often
+    /// enough to be learned: how far "never in training" goes beyond [`NOVELTY_TOLERANCE`]
+    /// nats. Zero for a system whose logs keep bringing new templates; several nats for one
+    /// whose templates never changed over a long training log, where a recurring new template
+    /// is still out of the ordinary.
+    pub fn lasting_novelty(&self, severity: Severity) -> f64 {
+        (self.new_template_surprise(severity) - NOVELTY_TOLERANCE).max(0.0)
+    }
+}
+
+/// A template the scorer knows: from training, or learned online.
+#[derive(Debug)]
+pub struct TemplateInfo {
+    /// Unique for the scorer's life and never reused, so windows that sessions hold stay
+    /// valid when the template leaves the vocabulary.
+    pub id: u64,
+    /// The masked template.
+    pub text: Arc<str>,
+    /// The detector's class: the template's own from training, or that of the training
+    /// template it is a variant of; `None` for a template unlike any training template.
+    pub class: Option<usize>,
+    /// Whether `class` comes from a similar training template rather than this one.
+    pub variant: bool,
+    /// The vector the detector reads for it.
+    pub vector: Vec<f32>,
+    /// The autoencoder's reconstruction error.
+    pub reconstruction_error: f32,
+    /// The severity its words name.
+    pub severity: Severity,
+}
+
+impl TemplateInfo {
+    fn bytes(&self) -> usize {
+        // The map key shares `text`; the rest is the entry's own bookkeeping.
+        std::mem::size_of::<Self>() + self.text.len() + 4 * self.vector.len() + 96
+    }
+}
+
+/// What the online vocabulary knows of a template the training never showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Occurrences {
+    /// Times seen.
+    pub count: u64,
+    /// The scorer's line counter when it was first seen.
+    pub first_seen: u64,
+    /// ... and when last seen.
+    pub last_seen: u64,
+}
+
+struct OnlineEntry {
+    info: Arc<TemplateInfo>,
+    seen: Occurrences,
+}
+
+/// Bounds of the online vocabulary.
+#[derive(Debug, Clone, Copy)]
+pub struct VocabularyLimits {
+    /// Most templates learned online.
+    pub max_templates: usize,
+    /// Most bytes they may take (text, vectors, bookkeeping).
+    pub max_bytes: usize,
+}
+
+impl Default for VocabularyLimits {
+    fn default() -> Self {
+        Self {
+            max_templates: 20_000,
+            max_bytes: 32 << 20,
+        }
+    }
+}
+
+/// The templates the scorer knows: those of training (kept for good: the model's classes)
+/// and those learned online, bounded in count and bytes, the least recently seen evicted.
+pub struct Vocabulary {
+    known: HashMap<Arc<str>, Arc<TemplateInfo>>,
+    online: HashMap<Arc<str>, OnlineEntry>,
+    online_bytes: usize,
+    limits: VocabularyLimits,
+    next_id: u64,
+    evicted: u64,
+}
+
+impl Vocabulary {
+    /// An empty vocabulary with `limits` for what it learns online.
+    pub fn new(limits: VocabularyLimits) -> Self {
+        Self {
+            known: HashMap::new(),
+            online: HashMap::new(),
+            online_bytes: 0,
+            limits,
+            next_id: 0,
+            evicted: 0,
+        }
+    }
+
+    /// The template `text`, if known; with its occurrences so far when it was learned online.
+    pub fn get(&self, text: &str) -> Option<(&Arc<TemplateInfo>, Option<Occurrences>)> {
+        if let Some(info) = self.known.get(text) {
+            return Some((info, None));
+        }
+        self.online.get(text).map(|e| (&e.info, Some(e.seen)))
+    }
+
+    /// A fresh id for a template about to be added.
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Adds a template: a training template (with its own class) for good, any other one to
+    /// the online part with no occurrences yet.
+    pub fn insert(&mut self, info: TemplateInfo) -> Arc<TemplateInfo> {
+        let info = Arc::new(info);
+        let key = info.text.clone();
+        if info.class.is_some() && !info.variant {
+            self.known.insert(key, info.clone());
+            return info;
+        }
+        self.online_bytes += info.bytes();
+        let seen = Occurrences {
+            count: 0,
+            first_seen: 0,
+            last_seen: 0,
+        };
+        if let Some(old) = self.online.insert(
+            key,
+            OnlineEntry {
+                info: info.clone(),
+                seen,
+            },
+        ) {
+            self.online_bytes -= old.info.bytes();
+        }
+        self.enforce_limits();
+        info
+    }
+
+    /// Records one occurrence of an online template at line `line`; returns what was known
+    /// before it. `None` for a training template.
+    pub fn observe(&mut self, text: &str, line: u64) -> Option<Occurrences> {
+        let entry = self.online.get_mut(text)?;
+        let before = entry.seen;
+        if before.count == 0 {
+            entry.seen.first_seen = line;
+        }
+        entry.seen.count += 1;
+        entry.seen.last_seen = line;
+        Some(before)
+    }
+
+    /// Restores what was learned of `text` (after a restart).
+    pub fn restore(&mut self, text: &str, seen: Occurrences) {
+        if let Some(entry) = self.online.get_mut(text) {
+            entry.seen = seen;
+        }
+    }
+
+    /// Templates learned online, with their occurrences.
+    pub fn online(&self) -> impl Iterator<Item = (&str, Occurrences)> {
+        self.online.iter().map(|(k, e)| (&**k, e.seen))
+    }
+
+    /// How many templates are known: training and online.
+    pub fn len(&self) -> usize {
+        self.known.len() + self.online.len()
+    }
+
+    /// Whether no template is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Templates learned online.
+    pub fn online_len(&self) -> usize {
+        self.online.len()
+    }
+
+    /// Bytes the online templates take.
+    pub fn online_bytes(&self) -> usize {
+        self.online_bytes
+    }
+
+    /// Online templates evicted so far to stay within the limits.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Past a limit, the least recently seen online templates go, down to 90 % of it, so an
+    /// eviction pass runs once per many insertions. Sessions keep the `Arc`s they hold.
+    fn enforce_limits(&mut self) {
+        let over = |v: &Self| {
+            v.online.len() > v.limits.max_templates || v.online_bytes > v.limits.max_bytes
+        };
+        if !over(self) {
+            return;
+        }
+        let keep_templates = (self.limits.max_templates - self.limits.max_templates / 10).max(1);
+        let keep_bytes = self.limits.max_bytes - self.limits.max_bytes / 10;
+        let mut by_age: Vec<(u64, Arc<str>)> = self
+            .online
+            .iter()
+            .map(|(k, e)| (e.seen.last_seen, k.clone()))
+            .collect();
+        // Never-seen entries (just inserted) count as the newest.
+        by_age.sort_unstable_by_key(|(seen, _)| if *seen == 0 { u64::MAX } else { *seen });
+        for (_, key) in by_age {
+            if self.online.len() <= keep_templates && self.online_bytes <= keep_bytes {
+                break;
+            }
+            if let Some(entry) = self.online.remove(&key) {
+                self.online_bytes -= entry.info.bytes();
+                self.evicted += 1;
+            }
+        }
+    }
+}
+
+/// What the online vocabulary learned, as written to `data_dir` and read back at start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OnlineState {
+    /// The scorer's line counter.
+    pub lines_seen: u64,
+    /// Each online template and its occurrences.
+    pub templates: Vec<(String, Occurrences)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(vocabulary: &mut Vocabulary, text: &str, class: Option<usize>) -> TemplateInfo {
+        TemplateInfo {
+            id: vocabulary.next_id(),
+            text: text.into(),
+            class,
+            variant: false,
+            vector: vec![0.0; 8],
+            reconstruction_error: 0.0,
+            severity: Severity::Info,
+        }
+    }
+
+    #[test]
+    fn novelty_is_learned_per_severity() {
+        // Earlier half: templates 0 and 1; later half: 0 again, a new info line (2) twice.
+        let lines = [
+            (0, Severity::Info),
+            (1, Severity::Error),
+            (0, Severity::Info),
+            (2, Severity::Info),
+            (2, Severity::Info),
+            (0, Severity::Info),
+        ];
+        let stats = NoveltyStats::learn(&lines);
+        assert_eq!(stats.later_lines, 3);
+        assert_eq!(stats.later_new.info, 2);
+        assert_eq!(stats.lines.error, 1);
+        // New info lines were common, a new error never seen: the error is far more surprising.
+        assert!(
+            stats.new_template_surprise(Severity::Error)
+                > stats.new_template_surprise(Severity::Info) + 1.0
+        );
+        // A system where new error templates never came keeps them suspicious once learned.
+        assert!(stats.lasting_novelty(Severity::Error) >= stats.lasting_novelty(Severity::Info));
+    }
+
+    #[test]
+    fn a_system_that_never_changes_makes_novelty_expensive() {
+        let steady: Vec<(u32, Severity)> = (0..20_000).map(|i| (i % 7, Severity::Info)).collect();
+        let churning: Vec<(u32, Severity)> = (0..20_000).map(|i| (i / 3, Severity::Info)).collect();
+        let steady = NoveltyStats::learn(&steady).new_template_surprise(Severity::Info);
+        let churning = NoveltyStats::learn(&churning).new_template_surprise(Severity::Info);
+        assert!(steady > 9.0, "{steady}");
+        assert!(churning < 0.5, "{churning}");
+    }
+
+    #[test]
+    fn online_templates_count_and_are_evicted_least_recent_first() {
+        let mut v = Vocabulary::new(VocabularyLimits {
+            max_templates: 10,
+            max_bytes: usize::MAX,
+        });
+        let known = info(&mut v, "known", Some(0));
+        v.insert(known);
+        let mut held = Vec::new();
+        for i in 0..10 {
+            let t = info(&mut v, &format!("t{i}"), None);
+            held.push(v.insert(t));
+            v.observe(&format!("t{i}"), i + 1);
+        }
+        assert_eq!(v.observe("t3", 20).map(|o| o.count), Some(1));
+        assert_eq!(v.observe("t3", 21).map(|o| o.count), Some(2));
+        assert_eq!(v.observe("known", 22), None);
+        // An eleventh template: over the limit, down to 9, the least recently seen go first.
+        let t = info(&mut v, "t10", None);
+        v.insert(t);
+        assert_eq!(v.online_len(), 9);
+        assert_eq!(v.evicted(), 2);
+        assert!(v.get("t0").is_none() && v.get("t1").is_none());
+        assert!(v.get("t3").is_some() && v.get("t10").is_some());
+        assert!(v.get("known").is_some());
+        // Evicted templates stay valid for whoever holds them.
+        assert_eq!(&*held[0].text, "t0");
+    }
+
+    #[test]
+    fn the_byte_bound_holds() {
+        let mut v = Vocabulary::new(VocabularyLimits {
+            max_templates: usize::MAX,
+            max_bytes: 64 << 10,
+        });
+        for i in 0..10_000u64 {
+            let text = format!("request served by worker {i:0>200}");
+            let t = info(&mut v, &text, None);
+            v.insert(t);
+            v.observe(&text, i + 1);
+            assert!(v.online_bytes() <= 64 << 10);
+        }
+        assert!(v.evicted() > 9_000);
+    }
+}

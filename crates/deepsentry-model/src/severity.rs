@@ -1,0 +1,223 @@
+//! The severity of a log line: the level it names (`ERROR`, `[warn]`, `level=fatal`, logcat's
+//! `E`) or, failing that or above it, what its words say (`Exception`, `Traceback`, `failed`,
+//! `panic`). The detector learns how common each severity is in a system's normal logs, so a
+//! level is evidence only where it is rare.
+
+use serde::{Deserialize, Serialize};
+
+/// How serious a line says it is, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// `TRACE`, `DEBUG`, `VERBOSE`.
+    Debug,
+    /// `INFO`, `NOTICE`, or no level at all.
+    Info,
+    /// `WARN`, `WARNING`, or a word of failure (`failed`, `refused`, `timeout`).
+    Warn,
+    /// `ERROR`, `ERR`, `SEVERE`, or an exception (`IOException`, `ValueError`, `Traceback`).
+    Error,
+    /// `FATAL`, `CRIT`, `CRITICAL`, `ALERT`, `EMERG`, `PANIC`, or a `panic`.
+    Fatal,
+}
+
+impl Severity {
+    /// Every severity, lowest first.
+    pub const ALL: [Severity; 5] = [
+        Severity::Debug,
+        Severity::Info,
+        Severity::Warn,
+        Severity::Error,
+        Severity::Fatal,
+    ];
+
+    /// Position in [`Severity::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The lowercase name (`error`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Debug => "debug",
+            Severity::Info => "info",
+            Severity::Warn => "warn",
+            Severity::Error => "error",
+            Severity::Fatal => "fatal",
+        }
+    }
+
+    /// The severity a level name means (`E`, `err`, `Warning`, `crit`), if it is one.
+    pub fn from_level(word: &str) -> Option<Severity> {
+        if word.len() == 1 {
+            // logcat and glog write the level as one capital letter.
+            return match word.as_bytes()[0] {
+                b'V' | b'D' => Some(Severity::Debug),
+                b'I' => Some(Severity::Info),
+                b'W' => Some(Severity::Warn),
+                b'E' => Some(Severity::Error),
+                b'F' => Some(Severity::Fatal),
+                _ => None,
+            };
+        }
+        if word.len() > 13 {
+            return None;
+        }
+        let mut lower = [0u8; 13];
+        for (d, s) in lower.iter_mut().zip(word.bytes()) {
+            *d = s.to_ascii_lowercase();
+        }
+        Some(match &lower[..word.len()] {
+            b"trace" | b"debug" | b"dbg" | b"verbose" | b"fine" | b"finer" | b"finest" => {
+                Severity::Debug
+            }
+            b"info" | b"information" | b"informational" | b"notice" => Severity::Info,
+            b"warn" | b"warning" => Severity::Warn,
+            b"error" | b"err" | b"severe" => Severity::Error,
+            b"fatal" | b"crit" | b"critical" | b"alert" | b"emerg" | b"emergency" | b"panic" => {
+                Severity::Fatal
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// How many leading tokens may hold the level (`2024-01-15 14:23:47,123 [main] ERROR ...`).
+const LEVEL_TOKENS: usize = 8;
+
+/// The level named in the first tokens of `line`: a bare or bracketed level word, or a
+/// `level=`/`severity=` pair.
+fn named_level(line: &str) -> Option<Severity> {
+    for token in line.split_ascii_whitespace().take(LEVEL_TOKENS) {
+        let value = match token.split_once('=') {
+            Some((key, value)) => {
+                let key = key.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+                if !matches!(
+                    key.to_ascii_lowercase().as_str(),
+                    "level" | "lvl" | "severity" | "loglevel" | "log_level"
+                ) {
+                    continue;
+                }
+                value
+            }
+            None => token,
+        };
+        let word = value.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        // One capital letter alone is a level only as its own token (logcat's ` E `).
+        if word.len() == 1 && word != value {
+            continue;
+        }
+        if let Some(severity) = Severity::from_level(word) {
+            return Some(severity);
+        }
+    }
+    None
+}
+
+/// What the words of `line` say: an exception or error type, a traceback, a panic, a failure.
+fn worded_severity(line: &str) -> Option<Severity> {
+    let mut severity = None;
+    for word in line.split(|c: char| !c.is_ascii_alphanumeric()) {
+        let found = if word.len() > 9 && (word.ends_with("Exception") || word.ends_with("Error"))
+            || word == "Exception"
+            || word == "Traceback"
+        {
+            Severity::Error
+        } else if word.eq_ignore_ascii_case("panic") || word == "panicked" {
+            Severity::Fatal
+        } else if matches!(
+            word.to_ascii_lowercase().as_str(),
+            "failed" | "failure" | "refused" | "timeout"
+        ) {
+            Severity::Warn
+        } else {
+            continue;
+        };
+        severity = severity.max(Some(found));
+        if found == Severity::Fatal {
+            break;
+        }
+    }
+    severity
+}
+
+/// The severity of `line`: the higher of its named level (`INFO` when it names none) and what
+/// its words say, so an `INFO` line that carries an exception counts as an error.
+pub fn severity_of(line: &str) -> Severity {
+    match (named_level(line), worded_severity(line)) {
+        (Some(named), worded) => named.max(worded.unwrap_or(named)),
+        (None, worded) => worded.unwrap_or(Severity::Info),
+    }
+}
+
+/// The severity of a line whose level a source decoded into a field (`level: warning`): the
+/// field's level, raised by what the line's words say.
+pub fn severity_with_level(line: &str, level: &str) -> Severity {
+    let named = Severity::from_level(level.trim()).unwrap_or(Severity::Info);
+    named.max(worded_severity(line).unwrap_or(named))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_levels_in_the_usual_places() {
+        let cases = [
+            (
+                "081109 203615 148 INFO dfs.DataNode: Receiving block",
+                Severity::Info,
+            ),
+            (
+                "2024-01-15 14:23:47,123 [main] ERROR com.x.Y - boom",
+                Severity::Error,
+            ),
+            (
+                "[Sun Dec 04 04:47:44 2005] [error] mod_jk child init",
+                Severity::Error,
+            ),
+            (
+                "03-17 16:13:38.811  1702  2395 D WindowManager: x",
+                Severity::Debug,
+            ),
+            ("03-17 16:13:38.811  1702  2395 E Foo: x", Severity::Error),
+            ("time=1 level=warning msg=\"slow\"", Severity::Warn),
+            (
+                "- 1117838570 2005.06.03 R02 RAS KERNEL FATAL data TLB error",
+                Severity::Fatal,
+            ),
+            ("plain words and nothing else", Severity::Info),
+        ];
+        for (line, want) in cases {
+            assert_eq!(severity_of(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn words_raise_the_level() {
+        assert_eq!(
+            severity_of("INFO PacketResponder 1 Exception java.io.IOException: reset"),
+            Severity::Error
+        );
+        assert_eq!(
+            severity_of("Traceback (most recent call last):"),
+            Severity::Error
+        );
+        assert_eq!(
+            severity_of("sshd[1]: Failed password for root"),
+            Severity::Warn
+        );
+        assert_eq!(
+            severity_of("thread 'main' panicked at src/main.rs"),
+            Severity::Fatal
+        );
+        // A capital I inside a sentence is not a level.
+        assert_eq!(severity_of("I/O done, Errors: 0"), Severity::Info);
+    }
+
+    #[test]
+    fn a_decoded_level_field() {
+        assert_eq!(severity_with_level("disk full", "CRIT"), Severity::Fatal);
+        assert_eq!(severity_with_level("ok", "nonsense"), Severity::Info);
+    }
+}
