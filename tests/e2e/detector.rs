@@ -382,3 +382,46 @@ fn a_restart_keeps_the_templates_it_learned() {
         s.stderr()
     );
 }
+
+#[test]
+fn templates_past_the_vocabularys_bound_are_evicted_while_sessions_hold_them() {
+    let s = Scratch::new();
+    // Every line a template of its own (random words the normalizer cannot mask), in many
+    // interleaved sessions, so windows hold templates the vocabulary has already forgotten.
+    let mut rng = deepsentry_core::rng::SplitMix64::new(11);
+    let lines: Vec<String> = (0..30_000)
+        .map(|i| {
+            let word: String = (0..12)
+                .map(|_| char::from(b'a' + rng.below(26) as u8))
+                .collect();
+            format!(
+                "081109 203615 148 INFO request for blk_{} served by worker {word}",
+                i % 500
+            )
+        })
+        .collect();
+    write_lines(&s.path("in.log"), &lines, false);
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  app:\n    type: file\n    include: ['{{dir}}/in.log']\n    exit_on_eof: true\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n    session_key: '{KEY}'\n    max_templates: 1000\n\
+             sinks:\n  out:\n    type: blackhole\n    inputs: [detect]\n",
+            model().display()
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let status = wait_exit(&s, &mut child, Duration::from_secs(300));
+    let stderr = s.stderr();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Every line scored, and each of the 500 sessions ended at the end of input.
+    assert_eq!(
+        component_counter(&stderr, "detect", "events_scored"),
+        Some(30_500),
+        "{stderr}"
+    );
+    let evicted = component_counter(&stderr, "detect", "templates_evicted").unwrap_or(0);
+    assert!(evicted >= 28_000, "{evicted}\n{stderr}");
+}

@@ -140,3 +140,36 @@ fn demo_source_feeds_the_console() {
         .lines()
         .all(|l| l.starts_with('[') && l.contains(" dfs.")));
 }
+
+#[test]
+fn a_file_sink_whose_file_is_rotated_away_writes_a_new_one() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        "sources:\n  in:\n    type: stdin\n\
+         sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {dir}/out.log\n",
+    );
+    let mut child = s.start(&config, Stdio::piped(), Stdio::null());
+    let input = fixture_lines(2000, 3);
+    let mut stdin = child.stdin.take().unwrap();
+    for line in &input[..1000] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_for_lines(&s, &s.path("out.log"), 1000, Duration::from_secs(30));
+    // logrotate's default: rename, and the writer is expected to start a new file.
+    std::fs::rename(s.path("out.log"), s.path("out.log.1")).unwrap();
+    for line in &input[1000..] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    let status = wait_exit(&s, &mut child, Duration::from_secs(60));
+    assert!(status.success(), "{}", s.stderr());
+    assert_eq!(read_lines(&s.path("out.log.1")), input[..1000]);
+    assert_eq!(read_lines(&s.path("out.log")), input[1000..]);
+    assert!(
+        s.stderr().contains("the file was rotated away"),
+        "{}",
+        s.stderr()
+    );
+}

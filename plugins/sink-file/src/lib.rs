@@ -1,6 +1,10 @@
-//! The `file` sink: appends events to a file, flushed after every batch.
+//! The `file` sink: appends events to a file, flushed after every batch. Before each batch it
+//! checks that its path still names the file it has open: once logrotate (or anyone) renamed
+//! or removed it, the sink closes it and writes to a new file at the path, as Fluent Bit's and
+//! Vector's file outputs do.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -72,6 +76,51 @@ impl FileFormat {
 pub struct FileSink {
     config: FileSinkConfig,
     file: tokio::fs::File,
+    /// Device and inode of the open file, to notice that the path now names another one.
+    identity: (u64, u64),
+}
+
+async fn open(path: &Path, append: bool) -> anyhow::Result<(tokio::fs::File, (u64, u64))> {
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(path)
+        .await
+        .with_context(|| format!("cannot open {} for writing", path.display()))?;
+    let meta = file
+        .metadata()
+        .await
+        .with_context(|| format!("cannot stat {}", path.display()))?;
+    Ok((file, (meta.dev(), meta.ino())))
+}
+
+impl FileSink {
+    /// Reopens the path when it no longer names the open file (renamed or removed by a
+    /// rotation); the new file is appended to, whatever `append` says for the first one.
+    async fn follow_rotation(&mut self, sink: &str) -> anyhow::Result<()> {
+        let now = match tokio::fs::metadata(&self.config.path).await {
+            Ok(meta) => Some((meta.dev(), meta.ino())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            // Unreadable for now: keep writing where we are; the write reports real trouble.
+            Err(_) => return Ok(()),
+        };
+        if now == Some(self.identity) {
+            return Ok(());
+        }
+        // What was written before the rotation stays in the renamed file, complete.
+        self.file.sync_all().await.ok();
+        let (file, identity) = open(&self.config.path, true).await?;
+        self.file = file;
+        self.identity = identity;
+        tracing::info!(
+            sink = %sink,
+            path = %self.config.path.display(),
+            "the file was rotated away; writing to a new file at its path"
+        );
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -82,17 +131,11 @@ impl SinkConfig for FileSinkConfig {
                 .await
                 .with_context(|| format!("cannot create directory {}", parent.display()))?;
         }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(self.append)
-            .write(true)
-            .truncate(!self.append)
-            .open(&self.path)
-            .await
-            .with_context(|| format!("cannot open {} for writing", self.path.display()))?;
+        let (file, identity) = open(&self.path, self.append).await?;
         Ok(Box::new(FileSink {
             config: self.clone(),
             file,
+            identity,
         }))
     }
 }
@@ -117,6 +160,9 @@ impl Sink for FileSink {
             let mut attempt = 0;
             loop {
                 let result = async {
+                    self.follow_rotation(&cx.id)
+                        .await
+                        .map_err(std::io::Error::other)?;
                     self.file.write_all(&buf).await?;
                     self.file.flush().await
                 }
