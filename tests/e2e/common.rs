@@ -206,6 +206,15 @@ pub fn component_counter(stderr: &str, component: &str, name: &str) -> Option<u6
     logged_counter(line, name)
 }
 
+/// A pipeline from standard input to `{dir}/out.log`.
+pub fn stdin_to_file_pipeline(scratch: &Scratch) -> PathBuf {
+    scratch.pipeline(
+        "p.yml",
+        "sources:\n  in:\n    type: stdin\n\
+         sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {dir}/out.log\n",
+    )
+}
+
 /// A pipeline that replays `{dir}/in.log` once into the sink described by `sink_yaml` (the
 /// keys under `out:`, each line indented by four spaces, after `inputs: [in]`).
 pub fn replay_pipeline(scratch: &Scratch, sink_yaml: &str) -> PathBuf {

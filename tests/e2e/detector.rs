@@ -255,13 +255,22 @@ fn with_new_message(lines: Vec<String>, from: usize, every: usize) -> Vec<String
 
 /// A file -> deepsentry -> JSON file pipeline over `input`, its state in `{dir}/data`.
 fn file_pipeline(s: &Scratch, name: &str, input: &str) -> PathBuf {
+    let sinks = format!(
+        "  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/{input}.jsonl\n    format: json\n"
+    );
+    scored_file_to(s, name, input, "", &sinks)
+}
+
+/// A file -> deepsentry (with `settings` added) -> `sinks` pipeline over `input`, its state in
+/// `{dir}/data`.
+fn scored_file_to(s: &Scratch, name: &str, input: &str, settings: &str, sinks: &str) -> PathBuf {
     s.pipeline(
         name,
         &format!(
             "data_dir: {{dir}}/data\n\
              sources:\n  app:\n    type: file\n    include: ['{{dir}}/{input}']\n    exit_on_eof: true\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n    session_key: '{KEY}'\n\
-             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/{input}.jsonl\n    format: json\n",
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n    session_key: '{KEY}'\n{settings}\
+             sinks:\n{sinks}",
             model().display()
         ),
     )
@@ -401,15 +410,12 @@ fn templates_past_the_vocabularys_bound_are_evicted_while_sessions_hold_them() {
         })
         .collect();
     write_lines(&s.path("in.log"), &lines, false);
-    let config = s.pipeline(
+    let config = scored_file_to(
+        &s,
         "p.yml",
-        &format!(
-            "data_dir: {{dir}}/data\n\
-             sources:\n  app:\n    type: file\n    include: ['{{dir}}/in.log']\n    exit_on_eof: true\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n    session_key: '{KEY}'\n    max_templates: 1000\n\
-             sinks:\n  out:\n    type: blackhole\n    inputs: [detect]\n",
-            model().display()
-        ),
+        "in.log",
+        "    max_templates: 1000\n",
+        "  out:\n    type: blackhole\n    inputs: [detect]\n",
     );
     let mut child = s.start(&config, Stdio::null(), Stdio::null());
     let status = wait_exit(&s, &mut child, Duration::from_secs(300));

@@ -144,11 +144,7 @@ fn demo_source_feeds_the_console() {
 #[test]
 fn a_file_sink_whose_file_is_rotated_away_writes_a_new_one() {
     let s = Scratch::new();
-    let config = s.pipeline(
-        "p.yml",
-        "sources:\n  in:\n    type: stdin\n\
-         sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {dir}/out.log\n",
-    );
+    let config = stdin_to_file_pipeline(&s);
     let mut child = s.start(&config, Stdio::piped(), Stdio::null());
     let input = fixture_lines(2000, 3);
     let mut stdin = child.stdin.take().unwrap();

@@ -11,11 +11,7 @@ const WAIT: Duration = Duration::from_secs(30);
 #[test]
 fn sigterm_drains_everything_received_and_exits_0() {
     let s = Scratch::new();
-    let config = s.pipeline(
-        "p.yml",
-        "sources:\n  in:\n    type: stdin\n\
-         sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {dir}/out.log\n",
-    );
+    let config = stdin_to_file_pipeline(&s);
     let mut child = s.start(&config, Stdio::piped(), Stdio::null());
     let input = fixture_lines(20_000, 11);
     let mut stdin = child.stdin.take().unwrap();

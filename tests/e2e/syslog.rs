@@ -204,3 +204,47 @@ fn a_daemon_that_is_down_holds_the_events_until_it_is_up() {
     );
     assert!(s.stderr().contains("send_errors="), "{}", s.stderr());
 }
+
+#[test]
+fn a_message_larger_than_a_datagram_is_truncated_and_the_rest_flows() {
+    let s = Scratch::new();
+    let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n  in:\n    type: stdin\n\
+             sinks:\n  out:\n    type: syslog\n    inputs: [in]\n    mode: udp\n    \
+             address: 127.0.0.1:{port}\n    encoding: text\n"
+        ),
+    );
+    let mut child = s.start(&config, Stdio::piped(), Stdio::null());
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // `printf 'first\n%070000d\nnever\n' 0`
+        write!(stdin, "first\n{}\nnever\n", "0".repeat(70_000)).unwrap();
+    }
+    let status = wait_exit(&s, &mut child, Duration::from_secs(30));
+    assert!(status.success(), "{}", s.stderr());
+    let mut datagrams = Vec::new();
+    let mut buf = vec![0u8; 1 << 17];
+    for _ in 0..3 {
+        let n = listener.recv(&mut buf).expect("a datagram");
+        datagrams.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(datagrams[0].ends_with(" first"), "{}", datagrams[0]);
+    assert_eq!(datagrams[1].len(), 65_507, "cut to what UDP carries");
+    assert!(datagrams[1].ends_with("0000"));
+    assert!(datagrams[2].ends_with(" never"), "{}", datagrams[2]);
+    let stderr = s.stderr();
+    assert_eq!(
+        component_counter(&stderr, "out", "lines_modified{reason=truncated}"),
+        Some(1),
+        "{stderr}"
+    );
+    assert!(stderr.contains("were truncated"), "{stderr}");
+}

@@ -359,7 +359,36 @@ fn a_redirect_is_refused_not_followed() {
         Some(5)
     );
     assert!(stderr.contains("HTTP 302 Found"), "{stderr}");
-    assert!(stderr.contains("redirects to /ok"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("redirects to {})", server.url(""))),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn credentials_and_tokens_in_the_url_never_reach_the_log() {
+    let s = Scratch::new();
+    // Nothing listens there: every attempt fails and is logged.
+    let port = free_port();
+    let input = input_lines(3, "secret");
+    write_lines(&s.path("in.log"), &input, false);
+    let config = replay_pipeline(
+        &s,
+        &format!(
+            "    type: webhook\n    url: http://u:S3CRET@127.0.0.1:{port}/services/T0/B0/TOKEN123?key=K3Y\n    \
+             max_retries: 1\n    retry_initial_backoff_secs: 0.05\n"
+        ),
+    );
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("cannot deliver to the webhook"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("http://127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    for secret in ["S3CRET", "TOKEN123", "K3Y", "/services/"] {
+        assert!(!stderr.contains(secret), "{secret} logged:\n{stderr}");
+    }
 }
 
 /// Where the process `pid` is reading `path`: the offset of its open file (Linux).

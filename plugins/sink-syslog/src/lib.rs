@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{Batch, BuildContext, Sink, SinkConfig, SinkContext};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
@@ -83,6 +84,34 @@ pub struct SyslogSinkConfig {
     /// The longest pause between reconnection attempts, in seconds. Default 30.
     #[serde(default = "default_reconnect_max_secs")]
     pub reconnect_max_secs: f64,
+    /// Longer messages are cut to this many bytes (and counted in
+    /// `lines_modified{reason=truncated}`). Default: what the transport takes, 65,507 bytes
+    /// over UDP (IPv4), the kernel's default socket send buffer less 1 KiB on a Unix socket,
+    /// no limit over TCP.
+    #[serde(default)]
+    pub max_message_bytes: Option<usize>,
+    /// Seconds a TCP or Unix socket write may take before the connection is made anew (a
+    /// daemon that stopped reading). Default 10.
+    #[serde(default = "default_write_timeout_secs")]
+    pub write_timeout_secs: f64,
+}
+
+fn default_write_timeout_secs() -> f64 {
+    10.0
+}
+
+/// The largest UDP payload over IPv4: 65,535 less the IP and UDP headers.
+const UDP_MAX_PAYLOAD: usize = 65_507;
+
+/// The largest datagram a Unix socket takes by default: the kernel's default send buffer
+/// (`net.core.wmem_default`) less room for its own bookkeeping.
+fn unix_datagram_limit() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(UDP_MAX_PAYLOAD, |buffer| {
+            buffer.saturating_sub(1024).max(1024)
+        })
 }
 
 fn default_app_name() -> String {
@@ -158,6 +187,23 @@ impl Messages {
 }
 
 impl Connection {
+    /// [`Connection::send`] within `timeout`: a peer that stops reading (a full TCP window, a
+    /// stalled Unix socket) is an error, and the connection is made anew.
+    async fn send_within(
+        &mut self,
+        messages: &Messages,
+        framing: Framing,
+        timeout: Duration,
+    ) -> std::io::Result<()> {
+        match tokio::time::timeout(timeout, self.send(messages, framing)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("a write took longer than {timeout:?}"),
+            )),
+        }
+    }
+
     async fn send(&mut self, messages: &Messages, framing: Framing) -> std::io::Result<()> {
         match self {
             Connection::Unix(socket) => {
@@ -198,6 +244,8 @@ pub struct SyslogSink {
     target: Target,
     header: Header,
     reconnect_max: Duration,
+    max_message_bytes: Option<usize>,
+    write_timeout: Duration,
 }
 
 fn local_hostname() -> String {
@@ -225,9 +273,22 @@ impl SinkConfig for SyslogSinkConfig {
             Mode::Tcp => Target::Tcp(network_address("tcp")?, self.framing),
         };
         anyhow::ensure!(
-            self.reconnect_max_secs > 0.0,
-            "`reconnect_max_secs` must be positive"
+            self.reconnect_max_secs.is_finite() && self.reconnect_max_secs > 0.0,
+            "`reconnect_max_secs` must be a positive number of seconds"
         );
+        anyhow::ensure!(
+            self.write_timeout_secs.is_finite() && self.write_timeout_secs > 0.0,
+            "`write_timeout_secs` must be a positive number of seconds"
+        );
+        anyhow::ensure!(
+            self.max_message_bytes.is_none_or(|max| max >= 64),
+            "`max_message_bytes` must be at least 64"
+        );
+        let max_message_bytes = self.max_message_bytes.or(match self.mode {
+            Mode::Udp => Some(UDP_MAX_PAYLOAD),
+            Mode::Unix => Some(unix_datagram_limit()),
+            Mode::Tcp => None,
+        });
         Ok(Box::new(SyslogSink {
             target,
             header: Header {
@@ -248,18 +309,35 @@ impl SinkConfig for SyslogSinkConfig {
                 encoding: self.encoding,
             },
             reconnect_max: Duration::from_secs_f64(self.reconnect_max_secs),
+            max_message_bytes,
+            write_timeout: Duration::from_secs_f64(self.write_timeout_secs),
         }))
     }
 }
 
 impl SyslogSink {
-    fn encode(&self, batch: &Batch, messages: &mut Messages) {
+    /// Encodes the batch; returns how many messages were cut to `max_message_bytes`.
+    fn encode(&self, batch: &Batch, messages: &mut Messages) -> usize {
         messages.bytes.clear();
         messages.ends.clear();
+        let mut truncated = 0;
         for event in &batch.events {
+            let start = messages.bytes.len();
             self.header.write(event, &mut messages.bytes);
+            if let Some(max) = self.max_message_bytes {
+                if messages.bytes.len() - start > max {
+                    // Cut on a character boundary, so the message stays valid UTF-8.
+                    let mut end = start + max;
+                    while end > start && (messages.bytes[end] & 0xC0) == 0x80 {
+                        end -= 1;
+                    }
+                    messages.bytes.truncate(end);
+                    truncated += 1;
+                }
+            }
             messages.ends.push(messages.bytes.len());
         }
+        truncated
     }
 }
 
@@ -268,6 +346,10 @@ impl Sink for SyslogSink {
     async fn run(self: Box<Self>, mut cx: SinkContext) -> anyhow::Result<()> {
         let delivered = cx.metrics.counter("events_delivered");
         let errors = cx.metrics.counter("send_errors");
+        let truncated = cx
+            .metrics
+            .counter_with_reason("lines_modified", "truncated");
+        let truncation_log = LogRateLimit::new(Duration::from_secs(10));
         let framing = match self.target {
             Target::Tcp(_, framing) => framing,
             _ => Framing::Newline,
@@ -280,14 +362,33 @@ impl Sink for SyslogSink {
             if batch.is_empty() {
                 continue;
             }
-            self.encode(&batch, &mut messages);
+            let cut = self.encode(&batch, &mut messages);
+            if cut > 0 {
+                truncated.add(cut as u64);
+                if let Some(not_logged) = truncation_log.check() {
+                    tracing::warn!(
+                        sink = %cx.id,
+                        target = %self.target,
+                        messages = cut,
+                        max_message_bytes = self.max_message_bytes,
+                        earlier_warnings_not_logged = not_logged,
+                        "messages longer than the transport takes were truncated (counted in \
+                         lines_modified{{reason=truncated}})"
+                    );
+                }
+            }
             let mut pause = Duration::from_millis(100);
             loop {
                 let result = match connection.as_mut() {
-                    Some(open) => open.send(&messages, framing).await,
+                    Some(open) => {
+                        open.send_within(&messages, framing, self.write_timeout)
+                            .await
+                    }
                     None => match self.target.connect().await {
                         Ok(mut open) => {
-                            let sent = open.send(&messages, framing).await;
+                            let sent = open
+                                .send_within(&messages, framing, self.write_timeout)
+                                .await;
                             connection = Some(open);
                             sent
                         }

@@ -160,33 +160,30 @@ fn positive_secs(value: f64, key: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
-/// Where a redirect points, without credentials, query or fragment: a relative location as
-/// written, an absolute one as scheme, host, port and path.
+/// How a URL appears in logs: scheme, host and port only. Credentials, a token in the path
+/// or the query never reach a log line.
+fn shown(url: &reqwest::Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or(""))
+}
+
+/// Where a redirect points, as [`shown`] (a relative location resolved against `base`).
 fn redirect_target(base: &reqwest::Url, location: &HeaderValue) -> String {
     let text = String::from_utf8_lossy(location.as_bytes());
-    match reqwest::Url::parse(&text) {
-        Ok(url) => format!(
-            "{}://{}{}{}",
-            url.scheme(),
-            url.host_str().unwrap_or(""),
-            url.port().map(|p| format!(":{p}")).unwrap_or_default(),
-            url.path()
-        ),
-        Err(_) => match base.join(&text) {
-            Ok(url) => url.path().to_string(),
-            Err(_) => "an unreadable location".to_string(),
-        },
+    match base.join(&text) {
+        Ok(url) => shown(&url),
+        Err(_) => "an unreadable location".to_string(),
     }
 }
 
 fn parse_url(url: &str) -> anyhow::Result<reqwest::Url> {
-    let parsed =
-        reqwest::Url::parse(url).with_context(|| format!("`url`: `{url}` is not a URL"))?;
+    // The URL may hold credentials or a token: errors name the problem, never the URL.
+    let parsed = reqwest::Url::parse(url).context("`url` is not a URL")?;
     match parsed.scheme() {
         "http" | "https" => {}
         other => bail!("`url`: scheme `{other}` is not supported; valid: `http`, `https`"),
     }
-    ensure!(parsed.host().is_some(), "`url`: `{url}` has no host");
+    ensure!(parsed.host().is_some(), "`url` has no host");
     Ok(parsed)
 }
 
@@ -300,6 +297,8 @@ struct Shared {
     sink: String,
     client: reqwest::Client,
     url: reqwest::Url,
+    /// The URL as logs show it (see [`shown`]).
+    shown_url: String,
     method: reqwest::Method,
     content_type: Option<HeaderValue>,
     max_retries: Option<u32>,
@@ -381,6 +380,8 @@ impl Shared {
                     }
                 }
                 Err(error) => {
+                    // reqwest's message names the whole URL.
+                    let error = error.without_url();
                     let reason = if error.is_timeout() {
                         "timeout"
                     } else {
@@ -410,7 +411,7 @@ impl Shared {
             None => {
                 tracing::warn!(
                     sink = %self.sink,
-                    url = %self.url,
+                    url = %self.shown_url,
                     events,
                     "cannot deliver to the webhook ({detail}); retrying in {:.2} s, events wait",
                     wait.as_secs_f64()
@@ -420,7 +421,7 @@ impl Shared {
             Some((since, next_report)) if now >= next_report => {
                 tracing::warn!(
                     sink = %self.sink,
-                    url = %self.url,
+                    url = %self.shown_url,
                     failures = outage.unreported + 1,
                     "the webhook still fails after {:.0} s ({detail}); events wait",
                     since.elapsed().as_secs_f64()
@@ -438,7 +439,7 @@ impl Shared {
             outage.unreported = 0;
             tracing::info!(
                 sink = %self.sink,
-                url = %self.url,
+                url = %self.shown_url,
                 "the webhook takes events again after {:.1} s",
                 since.elapsed().as_secs_f64()
             );
@@ -452,7 +453,7 @@ impl Shared {
         if let Some(not_logged) = self.rejections.check() {
             tracing::warn!(
                 sink = %self.sink,
-                url = %self.url,
+                url = %self.shown_url,
                 events = request.events,
                 earlier_rejections_not_logged = not_logged,
                 "the webhook refused a request with HTTP {status} {answer}; its events are not \
@@ -467,7 +468,7 @@ impl Shared {
         if let Some(not_logged) = self.give_ups.check() {
             tracing::error!(
                 sink = %self.sink,
-                url = %self.url,
+                url = %self.shown_url,
                 events = request.events,
                 earlier_give_ups_not_logged = not_logged,
                 "giving up after {attempt} retries ({detail}); the events are counted in \
@@ -525,6 +526,7 @@ impl Sink for WebhookSink {
             sink: cx.id.clone(),
             client: self.client.clone(),
             url: self.url.clone(),
+            shown_url: shown(&self.url),
             method: self.method.clone(),
             content_type: self.content_type.clone(),
             max_retries: self.max_retries,
