@@ -58,11 +58,6 @@ impl SeverityCounts {
         };
         *slot += 1;
     }
-
-    /// All lines.
-    pub fn total(&self) -> u64 {
-        Severity::ALL.iter().map(|&s| self.get(s)).sum()
-    }
 }
 
 /// What training learned about a system's novelty and levels, kept in `model.yml`.

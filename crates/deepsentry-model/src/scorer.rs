@@ -313,7 +313,9 @@ enum Kind {
 struct Pending {
     event: Event,
     session: Arc<str>,
-    window: Vec<Arc<TemplateInfo>>,
+    window: Window,
+    /// The window's template ids: its key in the cache of detector outputs.
+    window_key: Box<[u64]>,
     kind: Kind,
     template: Arc<str>,
     severity: Severity,
@@ -535,6 +537,7 @@ where
         Pending {
             event,
             session: key,
+            window_key: window_key(&session.window),
             window: session.window,
             kind: Kind::End,
             template: Arc::from(END_OF_SESSION),
@@ -626,6 +629,7 @@ where
             pending.push(Pending {
                 event,
                 session: session_name,
+                window_key: window_key(&window),
                 window,
                 kind,
                 template: template.text.clone(),
@@ -730,14 +734,14 @@ where
         }
         // Distinct windows not in the cache, scored in one batch. Events of online templates
         // need none unless they end a session.
-        let mut missing: Vec<(Box<[u64]>, &Window)> = Vec::new();
+        let mut missing: Vec<(&[u64], &Window)> = Vec::new();
         let mut seen = HashSet::new();
         for p in &pending {
             if matches!(p.kind, Kind::Online(_)) {
                 continue;
             }
-            let key = window_key(&p.window);
-            if !self.windows.contains_key(&key) && seen.insert(key.clone()) {
+            let key = &*p.window_key;
+            if !self.windows.contains_key(key) && seen.insert(key) {
                 missing.push((key, &p.window));
             }
         }
@@ -749,14 +753,14 @@ where
             let outputs = self.model.log_probs(&inputs);
             self.stats.detector_windows += missing.len() as u64;
             for ((key, _), log_probs) in missing.into_iter().zip(outputs) {
-                self.windows.insert(key, log_probs.into());
+                self.windows.insert(key.into(), log_probs.into());
             }
         }
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {
             let log_probs = match p.kind {
                 Kind::Online(_) => None,
-                _ => self.windows.get(&window_key(&p.window)).cloned(),
+                _ => self.windows.get(&*p.window_key).cloned(),
             };
             let (score, reason) = self.score_of(&p, log_probs.as_deref());
             // A template's novelty is a probability learned from counts, not the detector's

@@ -22,20 +22,6 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Every severity, lowest first.
-    pub const ALL: [Severity; 5] = [
-        Severity::Debug,
-        Severity::Info,
-        Severity::Warn,
-        Severity::Error,
-        Severity::Fatal,
-    ];
-
-    /// Position in [`Severity::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
     /// The lowercase name (`error`).
     pub fn name(self) -> &'static str {
         match self {
