@@ -12,7 +12,8 @@
 #    (BGL's `-` = normal, anything else = an alert category) is trained on its normal lines
 #    with the label removed and judged line by line; every other file counts every line as
 #    normal, so its row measures the share of normal lines flagged. "alerts" are anomalies
-#    after grouping (the first of each alert group; see docs/configuration.md).
+#    after grouping (the first of each alert group; see docs/configuration.md); "session key"
+#    is the key `train` found (`session_key: auto`), if any.
 # 3. Seeds: the HDFS recipe trained with seeds 1 to 5 (SEEDS to change; SEEDS= skips it; each
 #    training takes about two minutes on two cores).
 #
@@ -55,8 +56,8 @@ fi
 if compgen -G "$data/loghub/*_2k.log" >/dev/null; then
   echo "## loghub: train on lines 1-1200, replay lines 1201-2000"
   echo
-  echo "| system | train lines | test lines | labelled | lines flagged | flagged normal lines | alerts | alerts on normal lines | P | R | F1 | train s |"
-  echo "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| system | train lines | test lines | labelled | session key | lines flagged | flagged normal lines | alerts | alerts on normal lines | P | R | F1 | train s |"
+  echo "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
   for log in "$data"/loghub/*_2k.log; do
     name=$(basename "$log" _2k.log)
     # Labelled when every line's first token is `-` or an upper-case category.
@@ -75,9 +76,10 @@ if compgen -G "$data/loghub/*_2k.log" >/dev/null; then
     "$DEEPSENTRY_BIN" eval --model "$work/$name-model" --input "$work/$name-test.log" \
       --line-labels --json --events "$work/$name-events.jsonl" >"$work/$name.json"
     python3 - "$work/$name.json" "$work/$name-test.log" "$work/$name-events.jsonl" \
-      "$name" "$(wc -l <"$work/$name-train.log")" "$labelled" "$train_secs" <<'EOF'
+      "$name" "$(wc -l <"$work/$name-train.log")" "$labelled" "$train_secs" \
+      "$(awk '/session_key_found:/ { $1 = ""; print substr($0, 2) }' "$work/$name-model/model.yml")" <<'EOF'
 import json, sys
-report, test, events, name, train_lines, labelled, secs = sys.argv[1:]
+report, test, events, name, train_lines, labelled, secs, key = sys.argv[1:]
 r = json.load(open(report))
 truth = [line.split(" ", 1)[0] != "-" for line in open(test)]
 scored = [json.loads(l) for l in open(events)]
@@ -90,7 +92,7 @@ n = len(lines)
 s = r["scores"]
 prf = (f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f}" if labelled == "yes"
        else "- | - | -")
-print(f"| {name} | {train_lines} | {n} | {labelled} | {r['lines_flagged']} ({100 * r['lines_flagged'] / n:.2f} %) "
+print(f"| {name} | {train_lines} | {n} | {labelled} | {key or 'none'} | {r['lines_flagged']} ({100 * r['lines_flagged'] / n:.2f} %) "
       f"| {normal_flagged} of {normal} ({100 * normal_flagged / max(normal, 1):.2f} %) "
       f"| {alerts} ({100 * alerts / n:.2f} %) | {normal_alerts} ({100 * normal_alerts / n:.2f} %) "
       f"| {prf} | {float(secs):.1f} |")

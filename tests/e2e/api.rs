@@ -194,9 +194,48 @@ fn an_address_in_use_stops_the_start_with_a_clear_error() {
         ),
     );
     let (code, stderr) = run_to_end(&config);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains(&format!("api: cannot listen on 127.0.0.1:{port}")),
         "{stderr}"
     );
+}
+
+/// A client that connects and sends nothing is cut off after the header timeout (10 s), and
+/// the API keeps answering others meanwhile.
+#[test]
+fn a_silent_api_client_is_disconnected() {
+    let s = Scratch::new();
+    let port = free_port();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "api:\n  address: 127.0.0.1:{port}\n\
+             sources:\n  in:\n    type: stdin\n\
+             sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n"
+        ),
+    );
+    let mut child = s.start(&config, Stdio::piped(), Stdio::null());
+    assert!(
+        wait_until(Duration::from_secs(30), || http_get(port, "/health")
+            .is_some()),
+        "{}",
+        s.stderr()
+    );
+    let silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert!(http_get(port, "/health").is_some(), "others are served");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = std::io::Read::read_to_end(&mut &silent, &mut answer);
+    assert!(
+        read.is_ok(),
+        "the silent connection is closed, not left open: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    drop(child.stdin.take());
+    let status = wait_exit(&s, &mut child, Duration::from_secs(30));
+    assert!(status.success(), "{}", s.stderr());
 }

@@ -37,9 +37,12 @@ fn every_shipped_pipeline_is_valid() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+            // From the repository root, as the README runs them: `validate` loads the
+            // models they name.
             let output = Command::new(bin())
                 .args(["validate", "-c"])
                 .arg(&path)
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
                 .output()
                 .unwrap();
             assert!(
@@ -98,6 +101,18 @@ fn config_errors_name_file_line_key_and_choices() {
             "source:\n  in:\n    type: stdin\n",
             &["p.yml:1:1", "unknown field `source`", "`sources`"],
         ),
+        // Checked the way the build does, without connecting.
+        (
+            "infinite seconds",
+            "sources:\n  in:\n    type: tcp\n    mode: client\n    address: 127.0.0.1:1\n    reconnect_max_secs: .inf\n\
+             sinks:\n  out:\n    type: console\n    inputs: [in]\n",
+            &["sources.in: cannot start", "`reconnect_max_secs` must be a positive number"],
+        ),
+        (
+            "syslog timeout",
+            "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: syslog\n    inputs: [in]\n    mode: udp\n    address: 127.0.0.1:1\n    write_timeout_secs: -1\n",
+            &["sinks.out: cannot start", "`write_timeout_secs` must be a positive number"],
+        ),
     ];
     for (name, yaml, expected) in cases {
         let (code, text) = validate(&s, yaml);
@@ -131,7 +146,7 @@ fn start_up_failures_name_the_component() {
         ),
     );
     let (code, stderr) = run_to_end(&config);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(78));
     assert!(stderr.contains("sources.net: cannot start"), "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
@@ -207,4 +222,28 @@ fn logs_follow_log_level_and_log_format() {
     assert_eq!(code, Some(2));
     assert!(typo.contains("invalid log level `debgu`"), "{typo}");
     assert!(typo.contains("`debug`"), "{typo}");
+}
+
+/// A config past 1 MiB, and a YAML alias bomb of a few KB that would expand to gigabytes,
+/// are refused quickly with a clear error instead of eating the machine's memory.
+#[test]
+fn an_oversized_config_and_an_alias_bomb_are_refused() {
+    let s = Scratch::new();
+    let big = format!("{GOOD}# {}\n", "x".repeat(2 * 1024 * 1024));
+    let (code, text) = validate(&s, &big);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains("larger than 1024 KiB"), "{text}");
+
+    // Nine levels of nine aliases each, inside a component's settings.
+    let mut bomb = String::from("sources:\n  in:\n    type: stdin\n    l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for level in 1..9 {
+        let previous = format!("*l{}", level - 1);
+        let items = [previous.as_str(); 9].join(", ");
+        bomb.push_str(&format!("    l{level}: &l{level} [{items}]\n"));
+    }
+    bomb.push_str("sinks:\n  out:\n    type: console\n    inputs: [in]\n");
+    let started = std::time::Instant::now();
+    let (code, text) = validate(&s, &bomb);
+    assert_eq!(code, 78, "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }

@@ -145,7 +145,7 @@ fn sequence_length_must_match_the_model() {
         ),
     );
     let (code, stderr) = run_to_end(&config);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(78));
     assert!(
         stderr.contains("transforms.detect: cannot start"),
         "{stderr}"
@@ -155,6 +155,19 @@ fn sequence_length_must_match_the_model() {
         stderr.contains("trained with sequence_length 10"),
         "{stderr}"
     );
+    // `validate` loads the model the way `run` does and refuses the same config.
+    let output = Command::new(bin())
+        .args(["validate", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("transforms.detect: cannot start"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`sequence_length` is 12"), "{stderr}");
 }
 
 #[test]
@@ -167,7 +180,7 @@ fn a_missing_model_is_named() {
          sinks:\n  out:\n    type: console\n    inputs: [detect]\n",
     );
     let (code, stderr) = run_to_end(&config);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(78));
     assert!(stderr.contains("nope/model.yml"), "{stderr}");
 }
 
@@ -430,4 +443,137 @@ fn templates_past_the_vocabularys_bound_are_evicted_while_sessions_hold_them() {
     );
     let evicted = component_counter(&stderr, "detect", "templates_evicted").unwrap_or(0);
     assert!(evicted >= 28_000, "{evicted}\n{stderr}");
+}
+
+/// A sidecar's log: requests of three kinds, five steps each in a fixed order, four at a time
+/// interleaved in one stream, each request's lines tagged `web[pid]`. `swap` makes request
+/// `swap` do its steps 2 and 3 the wrong way round.
+fn interleaved_requests(seed: u64, requests: usize, swap: Option<usize>) -> Vec<String> {
+    const STEPS: [[&str; 5]; 3] = [
+        [
+            "accepted GET /cart from 10.0.0.{n}",
+            "session loaded for user {n}",
+            "cart read with {n} items",
+            "prices computed in {n} ms",
+            "response 200 sent, {n} bytes",
+        ],
+        [
+            "accepted POST /order from 10.0.0.{n}",
+            "order validated for user {n}",
+            "stock reserved for {n} items",
+            "payment authorized in {n} ms",
+            "order confirmation queued as {n}",
+        ],
+        [
+            "accepted GET /health from 10.0.0.{n}",
+            "database ping took {n} ms",
+            "cache ping took {n} ms",
+            "queue depth is {n}",
+            "health report sent, {n} bytes",
+        ],
+    ];
+    let mut rng = deepsentry_core::rng::SplitMix64::new(seed);
+    let mut open: Vec<(usize, usize, usize)> = Vec::new(); // (request, kind, step)
+    let mut started = 0;
+    let mut lines = Vec::new();
+    while started < requests || !open.is_empty() {
+        while open.len() < 4 && started < requests {
+            open.push((started, (rng.next_u64() % 3) as usize, 0));
+            started += 1;
+        }
+        let pick = (rng.next_u64() % open.len() as u64) as usize;
+        let (request, kind, step) = open[pick];
+        let shown = match (swap == Some(request), step) {
+            (true, 1) => 2,
+            (true, 2) => 1,
+            _ => step,
+        };
+        let n = rng.next_u64() % 900 + 10;
+        let second = lines.len() / 20;
+        lines.push(format!(
+            "2024-03-01T10:{:02}:{:02}Z web[{}]: {}",
+            second / 60 % 60,
+            second % 60,
+            20_000 + request,
+            STEPS[kind][shown].replace("{n}", &n.to_string())
+        ));
+        if step == 4 {
+            open.swap_remove(pick);
+        } else {
+            open[pick].2 += 1;
+        }
+    }
+    lines
+}
+
+#[test]
+fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it() {
+    let s = Scratch::new();
+    write_lines(
+        &s.path("normal.log"),
+        &interleaved_requests(1, 1200, None),
+        false,
+    );
+    let out = s.path("model");
+    let output = Command::new(bin())
+        .args(["train", "--input"])
+        .arg(s.path("normal.log"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let model_yml = std::fs::read_to_string(out.join("model.yml")).unwrap();
+    assert!(
+        model_yml.contains("session_key_found: program[pid]"),
+        "{stderr}\n{model_yml}"
+    );
+
+    let swapped = 150;
+    write_lines(
+        &s.path("app.log"),
+        &interleaved_requests(2, 300, Some(swapped)),
+        false,
+    );
+    // No session_key: the model's own key.
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  app:\n    type: file\n    include: ['{{dir}}/app.log']\n    exit_on_eof: true\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n\
+             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    format: json\n",
+            out.display()
+        ),
+    );
+    let events = scored_events(&s, &config, "scored.jsonl");
+    let lines: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["session_end"].as_bool() != Some(true))
+        .collect();
+    assert_eq!(lines.len(), 1500);
+    assert!(
+        lines
+            .iter()
+            .all(|e| e["session"].as_str().unwrap().starts_with("web[")),
+        "every line is in its request's session"
+    );
+    let tag = format!("web[{}]", 20_000 + swapped);
+    let flagged_in = |swapped_request: bool| {
+        lines
+            .iter()
+            .filter(|e| (e["session"].as_str() == Some(tag.as_str())) == swapped_request)
+            .filter(|e| e["is_anomaly"].as_bool() == Some(true))
+            .count()
+    };
+    assert!(
+        flagged_in(true) >= 1,
+        "the request that did its steps out of order is flagged"
+    );
+    assert!(
+        flagged_in(false) <= 15,
+        "{} of 1495 normal lines flagged",
+        flagged_in(false)
+    );
 }

@@ -149,3 +149,93 @@ fn files_matching_a_glob_that_appear_later_are_read() {
         "new files are read from their start, excluded ones not at all"
     );
 }
+
+/// `seq 1 100 > in.log`, then `seq 1001 3000 > in.log` on the same inode, larger than the
+/// read position: the rewrite is noticed by the file's first bytes, and every new line
+/// arrives.
+#[test]
+fn a_file_rewritten_in_place_is_read_again_whole() {
+    let s = Scratch::new();
+    let log = s.path("app.log");
+    let first: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+    write_lines(&log, &first, false);
+    let mut child = s.start(
+        &tail_pipeline(&s, "beginning"),
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_for_lines(&s, &s.path("out.log"), 100, WAIT);
+    // Rewritten from offset 0 without a visible truncation (same inode, now longer).
+    let second: Vec<String> = (1001..=3000).map(|i| i.to_string()).collect();
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        file.write_all((second.join("\n") + "\n").as_bytes())
+            .unwrap();
+    }
+    wait_for_lines(&s, &s.path("out.log"), 2100, WAIT);
+    stop(&s, &mut child);
+    let output = read_lines(&s.path("out.log"));
+    let seen = counts(&output);
+    let missing = second
+        .iter()
+        .filter(|l| !seen.contains_key(l.as_str()))
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "{} lines of the rewrite arrived",
+        2000 - missing
+    );
+}
+
+/// `include: ['app.log*']`, `mv app.log app.log.1`, a new `app.log`: the renamed file is the
+/// same file (device and inode), followed where it was, not read again.
+#[test]
+fn a_rotation_within_the_glob_reads_nothing_twice() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        &TAIL
+            .replace("{dir}/app.log'", "{dir}/app.log*'")
+            .replace("READ_FROM", "read_from: beginning")
+            .replace("rotate_wait_secs: 1", "rotate_wait_secs: 0.3"),
+    );
+    let lines = fixture_lines(150, 31);
+    let log = s.path("app.log");
+    write_lines(&log, &lines[..100], false);
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    wait_for_lines(&s, &s.path("out.log"), 100, WAIT);
+    std::fs::rename(&log, s.path("app.log.1")).unwrap();
+    write_lines(&log, &lines[100..], false);
+    wait_for_lines(&s, &s.path("out.log"), 150, WAIT);
+    // Well past rotate_wait and several scans: nothing more may come.
+    std::thread::sleep(Duration::from_secs(2));
+    stop(&s, &mut child);
+    let output = read_lines(&s.path("out.log"));
+    assert_eq!(output.len(), 150, "{}", s.stderr());
+}
+
+/// `read_from: end` starts files at their end only on the first run: a file that appeared
+/// while DeepSentry was down (the new file of a rotation) is read from its start.
+#[test]
+fn read_from_end_reads_a_file_that_appeared_while_down_from_its_start() {
+    let s = Scratch::new();
+    let log = s.path("app.log");
+    let lines = fixture_lines(30, 32);
+    write_lines(&log, &lines[..10], false);
+    let config = tail_pipeline(&s, "end");
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    // Skipped lines are never delivered; appended ones are.
+    assert!(wait_until(WAIT, || s.stderr().contains("watching file")));
+    write_lines(&log, &lines[10..15], true);
+    wait_for_lines(&s, &s.path("out.log"), 5, WAIT);
+    stop(&s, &mut child);
+
+    std::fs::rename(&log, s.path("app.log.1")).unwrap();
+    write_lines(&log, &lines[15..], false);
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    wait_for_lines(&s, &s.path("out.log"), 20, WAIT);
+    stop(&s, &mut child);
+    assert_eq!(read_lines(&s.path("out.log")), lines[10..].to_vec());
+}

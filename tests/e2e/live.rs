@@ -247,7 +247,7 @@ fn a_bad_live_config_names_the_file_line_and_choices() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("`sequence_length` is 20"), "{stderr}");
     assert!(stderr.contains("sequence_length 10"), "{stderr}");

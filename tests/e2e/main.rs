@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod crash;
 mod detector;
+mod faults;
 mod file_source;
 mod filter;
 mod kafka;

@@ -116,3 +116,39 @@ fn oversized_line_over_tcp_is_truncated_and_the_next_line_survives() {
     assert_eq!(second.trim_end(), "after");
     stop(&s, &mut child);
 }
+
+/// A client that sends nothing is disconnected after `idle_timeout_secs`, freeing its slot for
+/// the next client (here the only slot).
+#[test]
+fn a_silent_client_is_disconnected_and_frees_its_slot() {
+    let s = Scratch::new();
+    let port = free_port();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n  net:\n    type: tcp\n    address: 127.0.0.1:{port}\n    max_connections: 1\n    idle_timeout_secs: 1\n\
+             sinks:\n  out:\n    type: file\n    inputs: [net]\n    path: {{dir}}/out.log\n"
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let silent = connect(port, &s);
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut &silent, &mut byte);
+    assert!(
+        matches!(read, Ok(0)),
+        "the server closes an idle connection: {read:?}\n{}",
+        s.stderr()
+    );
+    let mut talker = connect(port, &s);
+    writeln!(talker, "after the silent one").unwrap();
+    wait_for_lines(&s, &s.path("out.log"), 1, WAIT);
+    stop(&s, &mut child);
+    assert!(
+        s.stderr().contains("connections_closed{reason=idle}=1"),
+        "{}",
+        s.stderr()
+    );
+}

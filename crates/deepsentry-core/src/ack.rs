@@ -2,11 +2,15 @@
 //!
 //! A source that needs to know when its events are delivered (to move a file checkpoint or
 //! commit a Kafka offset) attaches an [`AckToken`] to each batch it sends. The token is cloned
-//! along with the batch through every fan-out and transform; when the last clone is dropped,
-//! the source is told the batch's [`AckStatus`]: [`Delivered`](AckStatus::Delivered) unless
-//! some sink called [`AckToken::fail`] on it. Dropping is the signal, so an event that a
-//! transform filters out counts as delivered, and an event still in flight when the process
-//! dies is never acknowledged: at-least-once delivery.
+//! along with the batch through every fan-out and transform, and every clone is settled by
+//! whoever ends its journey: a sink that wrote it ([`AckToken::done`]), a transform that
+//! discarded its events on purpose (`done` too), or a sink that gave up on it for good
+//! ([`AckToken::fail`]). When the last clone is dropped, the source is told the batch's
+//! [`AckStatus`]: [`Lost`](AckStatus::Lost) if any clone was dropped unsettled (a component
+//! panicked, returned an error or was stopped while holding it: nobody wrote it and nobody
+//! decided to drop it), else [`Failed`](AckStatus::Failed) if a sink gave up on it, else
+//! [`Delivered`](AckStatus::Delivered). An event still in flight when the process dies is
+//! never acknowledged: at-least-once delivery.
 //!
 //! [`ordered_acks`] gives a source its acknowledgements back in the order the batches were
 //! sent, which is what a checkpoint needs: an offset may only move past a line once every line
@@ -22,20 +26,26 @@ use tokio::sync::{mpsc, oneshot};
 pub enum AckStatus {
     /// Every sink that received the batch delivered it (or it was filtered out on the way).
     Delivered,
-    /// At least one sink gave up on the batch for good.
+    /// At least one sink gave up on the batch for good (counted and logged by that sink).
     Failed,
+    /// At least one copy of the batch was dropped by a component that stopped while holding
+    /// it: the source must not move past it (it is read again on the next start).
+    Lost,
 }
 
 #[derive(Debug)]
 struct AckInner {
     failed: AtomicBool,
+    lost: AtomicBool,
     notify: Option<oneshot::Sender<AckStatus>>,
 }
 
 impl Drop for AckInner {
     fn drop(&mut self) {
         if let Some(notify) = self.notify.take() {
-            let status = if self.failed.load(Ordering::Acquire) {
+            let status = if self.lost.load(Ordering::Acquire) {
+                AckStatus::Lost
+            } else if self.failed.load(Ordering::Acquire) {
                 AckStatus::Failed
             } else {
                 AckStatus::Delivered
@@ -46,24 +56,63 @@ impl Drop for AckInner {
     }
 }
 
-/// A handle on one source batch's delivery; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct AckToken(Arc<AckInner>);
+/// A handle on one source batch's delivery; cheap to clone. Each clone must be settled
+/// ([`done`](Self::done) or [`fail`](Self::fail)) before it is dropped, else the batch is
+/// [`Lost`](AckStatus::Lost).
+#[derive(Debug)]
+pub struct AckToken {
+    inner: Arc<AckInner>,
+    settled: AtomicBool,
+}
+
+impl Clone for AckToken {
+    /// Another copy to settle (a fan-out branch's).
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            settled: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Drop for AckToken {
+    fn drop(&mut self) {
+        if !*self.settled.get_mut() {
+            self.inner.lost.store(true, Ordering::Release);
+        }
+    }
+}
 
 impl AckToken {
     /// A token and the receiver that learns its status once the last clone is dropped.
     pub fn new() -> (Self, oneshot::Receiver<AckStatus>) {
         let (tx, rx) = oneshot::channel();
-        let token = AckToken(Arc::new(AckInner {
-            failed: AtomicBool::new(false),
-            notify: Some(tx),
-        }));
+        let token = AckToken {
+            inner: Arc::new(AckInner {
+                failed: AtomicBool::new(false),
+                lost: AtomicBool::new(false),
+                notify: Some(tx),
+            }),
+            settled: AtomicBool::new(false),
+        };
         (token, rx)
     }
 
-    /// Marks the batch as failed for good; the source learns it when the last clone drops.
+    /// Settles this copy: its events were written, or discarded on purpose.
+    pub fn done(&self) {
+        self.settled.store(true, Ordering::Release);
+    }
+
+    /// Marks the batch lost: a consumer that should have had it is gone.
+    pub(crate) fn lose(&self) {
+        self.inner.lost.store(true, Ordering::Release);
+    }
+
+    /// Settles this copy as given up on for good; the source learns it when the last clone
+    /// drops.
     pub fn fail(&self) {
-        self.0.failed.store(true, Ordering::Release);
+        self.inner.failed.store(true, Ordering::Release);
+        self.settled.store(true, Ordering::Release);
     }
 }
 
@@ -117,7 +166,7 @@ impl<T> AckStream<T> {
         }
         let (rx, _) = self.current.as_mut().expect("set above");
         // A sender dropped without a status cannot happen (Drop always sends); be safe anyway.
-        let status = rx.await.unwrap_or(AckStatus::Failed);
+        let status = rx.await.unwrap_or(AckStatus::Lost);
         let (_, entry) = self.current.take().expect("set above");
         Some((status, entry))
     }
@@ -137,7 +186,7 @@ impl<T> AckStream<T> {
         let status = match rx.try_recv() {
             Ok(status) => status,
             Err(oneshot::error::TryRecvError::Empty) => return None,
-            Err(oneshot::error::TryRecvError::Closed) => AckStatus::Failed,
+            Err(oneshot::error::TryRecvError::Closed) => AckStatus::Lost,
         };
         let (_, entry) = self.current.take().expect("set above");
         Some((status, entry))
@@ -149,10 +198,12 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn delivered_when_last_clone_drops() {
+    async fn delivered_when_every_clone_is_done() {
         let (token, rx) = AckToken::new();
         let clone = token.clone();
+        token.done();
         drop(token);
+        clone.done();
         drop(clone);
         assert_eq!(rx.await.unwrap(), AckStatus::Delivered);
     }
@@ -163,8 +214,30 @@ mod tests {
         let clone = token.clone();
         clone.fail();
         drop(clone);
+        token.done();
         drop(token);
         assert_eq!(rx.await.unwrap(), AckStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_clone_dropped_unsettled_loses_the_batch() {
+        let (token, rx) = AckToken::new();
+        let clone = token.clone();
+        token.done();
+        drop(token);
+        drop(clone); // a component that stopped with it
+        assert_eq!(rx.await.unwrap(), AckStatus::Lost);
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_holding_a_token_loses_the_batch() {
+        let (token, rx) = AckToken::new();
+        let held = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _holding = token;
+            panic!("component bug");
+        }));
+        assert!(held.is_err());
+        assert_eq!(rx.await.unwrap(), AckStatus::Lost);
     }
 
     #[tokio::test]
@@ -172,8 +245,10 @@ mod tests {
         let (registrar, mut stream) = ordered_acks::<u32>();
         let first = registrar.register(1);
         let second = registrar.register(2);
+        second.done();
         drop(second);
         assert!(stream.try_next().is_none(), "2 is done but 1 is not");
+        first.done();
         drop(first);
         assert_eq!(stream.next().await, Some((AckStatus::Delivered, 1)));
         assert_eq!(stream.next().await, Some((AckStatus::Delivered, 2)));

@@ -5,7 +5,10 @@ use crate::event::Event;
 
 /// A group of events moving together through the pipeline, with the acknowledgement tokens of
 /// the source batches they came from. Cloning a batch (fan-out) clones the tokens, so the
-/// source hears back only once every branch is done.
+/// source hears back only once every branch is done. The component that ends a batch's
+/// journey settles it: [`delivered`](Self::delivered), [`discard`](Self::discard) or
+/// [`fail`](Self::fail); one dropped unsettled (a component that panicked or stopped with an
+/// error while holding it) keeps its source from moving past it.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     /// The events, in source order.
@@ -59,10 +62,29 @@ impl Batch {
         self.acks.extend(acks);
     }
 
-    /// Marks every source batch behind this one as failed for good (a sink gave up).
+    /// Marks every source batch behind this one as failed for good (a sink gave up, counted
+    /// and logged it).
     pub fn fail(&self) {
         for ack in &self.acks {
             ack.fail();
         }
+    }
+
+    /// Marks every source batch behind this one as lost: a consumer that should have had it
+    /// has stopped (see [`crate::output::Output`]).
+    pub(crate) fn mark_lost(&self) {
+        self.acks.iter().for_each(AckToken::lose);
+    }
+
+    /// A sink wrote this batch: settles its acknowledgements.
+    pub fn delivered(self) {
+        self.acks.iter().for_each(AckToken::done);
+    }
+
+    /// A transform dropped these events on purpose (counted): settles the acknowledgements,
+    /// so the source may move past them. A batch dropped without this or
+    /// [`delivered`](Self::delivered) or [`fail`](Self::fail) is lost (see [`crate::ack`]).
+    pub fn discard(self) {
+        self.acks.iter().for_each(AckToken::done);
     }
 }

@@ -39,6 +39,10 @@ pub trait SourceConfig: Debug + Send + Sync {
     /// Validates what needs the outside world (binds sockets, checks paths) and returns the
     /// source ready to run.
     async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Source>>;
+
+    /// Refuses what [`build`](Self::build) would refuse, without its side effects: no socket
+    /// opened, no file created, no client started (`deepsentry validate`).
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()>;
 }
 
 /// What a running source gets.
@@ -66,6 +70,10 @@ pub trait Source: Send {
 pub trait TransformConfig: Debug + Send + Sync {
     /// Loads what the transform needs (a model) and returns it ready to run.
     async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Transform>>;
+
+    /// Refuses what [`build`](Self::build) would refuse (a model that does not load or does
+    /// not match), creating nothing (`deepsentry validate`).
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()>;
 
     /// A digest of what the transform loads from outside its settings (a model's files), or
     /// `None` when nothing. A reload rebuilds a transform whose settings are unchanged when
@@ -103,6 +111,10 @@ pub trait Transform: Send {
 pub trait SinkConfig: Debug + Send + Sync {
     /// Opens what the sink writes to and returns it ready to run.
     async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Sink>>;
+
+    /// Refuses what [`build`](Self::build) would refuse, without its side effects: no socket
+    /// opened, no file created, no client started (`deepsentry validate`).
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()>;
 }
 
 /// What a running sink gets.
@@ -116,8 +128,10 @@ pub struct SinkContext {
     pub metrics: ComponentMetrics,
 }
 
-/// A running sink. It delivers each batch, then drops it (which acknowledges it) or calls
-/// [`Batch::fail`](crate::Batch::fail) first when it gives up on it for good.
+/// A running sink. It delivers each batch, then settles it with
+/// [`Batch::delivered`](crate::Batch::delivered), or with [`Batch::fail`](crate::Batch::fail)
+/// when it gives up on it for good (counted and logged). A batch it drops unsettled (it
+/// stopped with an error) is lost, and its source does not move past it.
 #[async_trait]
 pub trait Sink: Send {
     /// Delivers batches until the input closes, then flushes and returns.

@@ -405,6 +405,8 @@ fn help(family: &str) -> &'static str {
         "events_delivered_total" => "Events a sink delivered (written, acknowledged by the peer).",
         "events_dropped_total" => "Events a component dropped, by reason.",
         "events_not_delivered_total" => "Events a source was told some sink gave up on.",
+        "events_lost_in_pipeline_total" => "Events a source was told a failed component dropped; its checkpoint stays behind them.",
+        "connections_closed_total" => "Connections a source closed, by reason.",
         "events_discarded_total" => "Events a transform let through no further (a filter), by reason.",
         "bytes_received_total" => "Bytes a source read.",
         "lines_modified_total" => "Lines changed on the way in (truncated, invalid UTF-8 replaced), by reason.",

@@ -11,11 +11,15 @@ use crate::metrics::Counter;
 pub struct OutputClosed;
 
 /// Sends batches to every component that lists this one in its `inputs`. A full channel makes
-/// the sender wait (backpressure); nothing is dropped here.
+/// the sender wait (backpressure); nothing is dropped here. A consumer that has stopped (it
+/// failed, and the topology closed its channel) is skipped from then on, and every batch it
+/// misses is marked lost, so no source checkpoint moves past events it did not get.
 #[derive(Debug, Clone)]
 pub struct Output {
     /// Each consumer's id, channel, and its `events_received` counter.
     targets: Vec<(String, mpsc::Sender<Batch>, Counter)>,
+    /// How many of `targets` have stopped (the last ones: a stopped target moves to the end).
+    stopped: usize,
     events_sent: Counter,
 }
 
@@ -38,32 +42,40 @@ impl Output {
     ) -> Self {
         Self {
             targets,
+            stopped: 0,
             events_sent,
         }
     }
 
-    /// Sends `batch` to every consumer (a clone to each but the last). A consumer that has
-    /// stopped is dropped from the list with a log line; once none is left, returns
+    /// Sends `batch` to every running consumer (a clone to each but the last). A consumer
+    /// found stopped is skipped from then on, with a log line; once none is left, returns
     /// [`OutputClosed`].
     pub async fn send(&mut self, batch: Batch) -> Result<(), OutputClosed> {
-        if batch.is_empty() && self.targets.len() <= 1 {
-            // An empty batch may still carry acknowledgements; dropping it delivers them.
-            return if self.targets.is_empty() {
+        let running = self.targets.len() - self.stopped;
+        if self.stopped > 0 {
+            batch.mark_lost();
+        }
+        if batch.is_empty() && running <= 1 {
+            // An empty batch may still carry acknowledgements: with a consumer left, there is
+            // nothing to deliver and they are settled here; with none, they are lost.
+            return if running == 0 {
                 Err(OutputClosed)
             } else {
+                batch.discard();
                 Ok(())
             };
         }
         let count = batch.len() as u64;
         let mut closed = Vec::new();
-        let last = self.targets.len().saturating_sub(1);
+        let last = running.saturating_sub(1);
         let mut batch = Some(batch);
-        for (i, (id, tx, received)) in self.targets.iter().enumerate() {
+        for (i, (id, tx, received)) in self.targets[..running].iter().enumerate() {
             let item = if i == last {
                 batch.take().expect("sent once")
             } else {
                 batch.as_ref().expect("kept until last").clone()
             };
+            // A batch a stopped consumer refuses is dropped unsettled: lost.
             if tx.send(item).await.is_err() {
                 tracing::warn!(consumer = %id, "consumer stopped; no longer sending to it");
                 closed.push(i);
@@ -71,12 +83,12 @@ impl Output {
                 received.add(count);
             }
         }
-        self.remove(&closed);
+        self.stop(&closed);
         self.events_sent.add(count);
-        if self.targets.is_empty() {
-            Err(OutputClosed)
-        } else {
+        if self.is_connected() {
             Ok(())
+        } else {
+            Err(OutputClosed)
         }
     }
 
@@ -86,15 +98,18 @@ impl Output {
         futures::executor::block_on(self.send(batch))
     }
 
-    fn remove(&mut self, closed: &[usize]) {
+    /// Moves the targets at `closed` (ascending indices of running ones) to the stopped end.
+    fn stop(&mut self, closed: &[usize]) {
         for &i in closed.iter().rev() {
-            self.targets.remove(i);
+            let target = self.targets.remove(i);
+            self.targets.push(target);
+            self.stopped += 1;
         }
     }
 
-    /// Whether any consumer is left.
+    /// Whether any consumer is still running.
     pub fn is_connected(&self) -> bool {
-        !self.targets.is_empty()
+        self.targets.len() > self.stopped
     }
 }
 
@@ -117,10 +132,34 @@ mod tests {
         out.send(Batch::with_ack(vec![event], token)).await.unwrap();
         let first = rx1.recv().await.unwrap();
         assert_eq!(first.events[0].message(), "x");
-        drop(first);
+        first.delivered();
         assert!(ack.try_recv().is_err(), "b still holds the batch");
-        drop(rx2.recv().await.unwrap());
+        rx2.recv().await.unwrap().delivered();
         assert_eq!(ack.await.unwrap(), crate::AckStatus::Delivered);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_stopped_loses_its_copy_and_the_others_go_on() {
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let mut out = Output::new(
+            vec![("a".into(), tx1), ("b".into(), tx2)],
+            Counter::default(),
+        );
+        rx2.close();
+        let (token, ack) = AckToken::new();
+        let event = Event::from_str("x", chrono::Utc::now(), Origin::new("s", "t"));
+        out.send(Batch::with_ack(vec![event], token)).await.unwrap();
+        assert!(out.is_connected(), "a still consumes");
+        rx1.recv().await.unwrap().delivered();
+        assert_eq!(ack.await.unwrap(), crate::AckStatus::Lost);
+        assert!(rx2.try_recv().is_err());
+        // Later batches are lost too: b never gets them.
+        let (token, ack) = AckToken::new();
+        let event = Event::from_str("y", chrono::Utc::now(), Origin::new("s", "t"));
+        out.send(Batch::with_ack(vec![event], token)).await.unwrap();
+        rx1.recv().await.unwrap().delivered();
+        assert_eq!(ack.await.unwrap(), crate::AckStatus::Lost);
     }
 
     #[tokio::test]

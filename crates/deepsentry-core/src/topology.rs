@@ -113,6 +113,17 @@ pub async fn run(
                     }
                 };
                 if let Some(name) = pipeline.ended(&id, generation, result).await {
+                    if !shutdown.is_triggered() {
+                        // The policy for a failed component: drain what can be delivered,
+                        // checkpoint it, and exit non-zero so a supervisor restarts the whole
+                        // process; what was lost is read again then.
+                        tracing::error!(
+                            component = %name,
+                            "a component failed: the pipeline drains what it can and stops \
+                             with exit status 1"
+                        );
+                        shutdown.trigger();
+                    }
                     failed.push(name);
                 }
             }
@@ -144,6 +155,29 @@ pub async fn run(
         }
     }
     Ok(RunOutcome::Finished { failed })
+}
+
+/// Checks every component of `config` the way [`run`] builds it (models loaded, every key
+/// judged), without side effects: no socket opened, no file created, no client started.
+/// Returns one error per component that would not start, naming it.
+pub async fn check(config: &PipelineConfig) -> Vec<anyhow::Error> {
+    let mut errors = Vec::new();
+    for spec in &config.components {
+        let cx = BuildContext {
+            id: spec.id.clone(),
+            data_dir: config.data_dir.clone(),
+            metrics: Metrics::default(),
+        };
+        let checked = match &spec.config {
+            ComponentConfig::Source(c) => c.check(&cx).await,
+            ComponentConfig::Transform(c) => c.check(&cx).await,
+            ComponentConfig::Sink(c) => c.check(&cx).await,
+        };
+        if let Err(e) = checked {
+            errors.push(e.context(format!("{}: cannot start", name_of(spec.kind, &spec.id))));
+        }
+    }
+    errors
 }
 
 /// What decides whether a reload keeps a component running.
@@ -480,6 +514,33 @@ impl Pipeline {
         }
     }
 
+    /// Closes the channel of a transform or sink that failed, so its producers stop waiting on
+    /// it (they skip it from then on and mark what it misses lost), and drops what was queued
+    /// for it: not delivered, so no source moves its checkpoint past it.
+    async fn close_channel(&mut self, id: &str, name: &str) {
+        let Some(channel) = self.channels.remove(id) else {
+            return;
+        };
+        let mut receiver = channel.receiver.lock().await;
+        receiver.close();
+        let mut events = 0;
+        while let Ok(batch) = receiver.try_recv() {
+            events += batch.len();
+        }
+        if events > 0 {
+            self.metrics
+                .counter_with_reason(id, "events_dropped", Some("component_failed"))
+                .add(events as u64);
+            tracing::error!(
+                component = %name,
+                events,
+                "events queued for the failed component were dropped (counted in \
+                 events_dropped{{reason=component_failed}}); their sources read them again \
+                 on the next start"
+            );
+        }
+    }
+
     /// Bookkeeping when an instance's task ends; returns its name when it failed.
     async fn ended(
         &mut self,
@@ -513,6 +574,9 @@ impl Pipeline {
                 self.health
                     .set(&name, ComponentState::Failed(format!("{e:#}")));
                 failure = Some(name.clone());
+                if !self.successors.contains_key(id) {
+                    self.close_channel(id, &name).await;
+                }
             }
         }
         if let Some(successor) = self.successors.remove(id) {

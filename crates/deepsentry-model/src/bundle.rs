@@ -48,6 +48,29 @@ pub struct ModelSizes {
     pub sequence_length: usize,
 }
 
+/// The largest size of any one dimension a bundle may declare: far above what training
+/// makes (hundreds), far below what would exhaust memory when the layers are allocated.
+const MAX_DIMENSION: usize = 1 << 16;
+
+impl ModelSizes {
+    /// Refuses sizes no layer can be built with: zero, or absurdly large.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (name, value, max) in [
+            ("feature_dims", self.feature_dims, MAX_DIMENSION),
+            ("autoencoder_hidden", self.autoencoder_hidden, MAX_DIMENSION),
+            ("embedding_size", self.embedding_size, MAX_DIMENSION),
+            ("detector_hidden", self.detector_hidden, MAX_DIMENSION),
+            ("sequence_length", self.sequence_length, 64),
+        ] {
+            anyhow::ensure!(
+                (1..=max).contains(&value),
+                "`{name}` is {value}; it must be between 1 and {max}"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// What training saw and learned, kept with the model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,8 +83,12 @@ pub struct TrainingSummary {
     pub sessions: u64,
     /// Sessions held out to calibrate the threshold floor.
     pub held_out_sessions: u64,
-    /// The session key regex, if one was used.
+    /// The session key regex, if one was used (given, or found by `session_key: auto`).
     pub session_key: Option<String>,
+    /// The shape of id `session_key: auto` found (e.g. `program[pid]`); absent when the key
+    /// was given or none was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key_found: Option<String>,
     /// Epochs of each model.
     pub epochs: usize,
     /// Random seed.
@@ -352,6 +379,20 @@ impl LoadedModel {
             "{}: the class prior's weight must be between 0 and 1",
             metadata_path.display()
         );
+        metadata.sizes.check().with_context(|| {
+            format!(
+                "{}: the model's sizes are not usable",
+                metadata_path.display()
+            )
+        })?;
+        if let Some(key) = &metadata.training.session_key {
+            regex::Regex::new(key).with_context(|| {
+                format!(
+                    "{}: the session key is not a valid regex",
+                    metadata_path.display()
+                )
+            })?;
+        }
         let (device, backend) = backend::device(backend)?;
         let sizes = &metadata.sizes;
         let autoencoder = metadata
@@ -496,5 +537,36 @@ impl SequenceModel for LoadedModel {
 
     fn templates(&self) -> &[String] {
         &self.metadata.templates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_or_absurd_sizes_are_refused() {
+        let good = ModelSizes {
+            feature_dims: 512,
+            autoencoder_hidden: 64,
+            embedding_size: 16,
+            detector_hidden: 128,
+            sequence_length: 10,
+        };
+        assert!(good.check().is_ok());
+        let zero = ModelSizes {
+            embedding_size: 0,
+            ..good.clone()
+        };
+        assert!(zero
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("embedding_size"));
+        let huge = ModelSizes {
+            detector_hidden: usize::MAX,
+            ..good
+        };
+        assert!(huge.check().is_err());
     }
 }

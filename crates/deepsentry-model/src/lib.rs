@@ -11,6 +11,7 @@
 //!   bounded online vocabulary of templates met since;
 //! - [`alerts`]: reasons and alert grouping;
 //! - [`threshold`]: the adaptive threshold;
+//! - [`session_key`]: finding the key that splits an interleaved stream into sessions;
 //! - [`sessions`]: bounded per-session state;
 //! - [`scorer`]: the streaming detector that ties them together (used by the pipeline and by
 //!   evaluation alike);
@@ -28,6 +29,7 @@ pub mod invariants;
 pub mod normalize;
 pub mod novelty;
 pub mod scorer;
+pub mod session_key;
 pub mod sessions;
 pub mod severity;
 pub mod threshold;

@@ -153,6 +153,9 @@ pub struct ScorerSettings {
     /// The floor for the surprise of templates learned online (nats): a new template is
     /// alarming when this system's normal logs bring one as rarely as `e^-floor` per line.
     pub novelty_floor: f64,
+    /// A line dated more than this many seconds after it arrived does not move the log clock
+    /// (which ends idle sessions).
+    pub max_clock_skew_secs: i64,
 }
 
 /// The default [`ScorerSettings::novelty_floor`]: one line in 200.
@@ -174,6 +177,7 @@ impl Default for ScorerSettings {
             vocabulary: VocabularyLimits::default(),
             level_field: None,
             novelty_floor: NOVELTY_FLOOR,
+            max_clock_skew_secs: 300,
         }
     }
 }
@@ -569,7 +573,15 @@ where
         let templates = self.intern(&events);
         let mut pending = Vec::with_capacity(events.len());
         for (event, template) in events.into_iter().zip(templates) {
-            let now = leading_timestamp(event.message()).unwrap_or(event.timestamp.timestamp());
+            let arrived = event.timestamp.timestamp();
+            let stamped = leading_timestamp(event.message()).unwrap_or(arrived);
+            // A line dated far ahead of its arrival (a wrong clock, a mistyped year) would end
+            // every open session as idle: its time does not move the log clock.
+            let now = if stamped > arrived.saturating_add(self.settings.max_clock_skew_secs) {
+                self.clock.map_or(arrived, |(latest, _)| latest)
+            } else {
+                stamped
+            };
             if self.clock.is_none_or(|(latest, _)| now >= latest) {
                 self.clock = Some((now, std::time::Instant::now()));
             }
@@ -896,8 +908,7 @@ mod tests {
                 max_sessions: 100,
                 alert_group_secs: 60,
                 vocabulary: VocabularyLimits::default(),
-                level_field: None,
-                novelty_floor: NOVELTY_FLOOR,
+                ..ScorerSettings::default()
             },
         )
     }
@@ -909,6 +920,27 @@ mod tests {
             .iter()
             .map(|l| Event::from_str(l, now, Arc::clone(&origin)))
             .collect()
+    }
+
+    #[test]
+    fn a_line_dated_far_ahead_does_not_end_the_open_sessions() {
+        let mut scorer = scorer();
+        let ends = |events: &[Event]| {
+            events
+                .iter()
+                .filter(|e| e.fields.get(SESSION_END_FIELD).is_some())
+                .count()
+        };
+        let scored = scorer.process(events(&[
+            "2024-01-01T00:00:00Z open s1",
+            "2024-01-01T00:00:01Z open s2",
+            "2999-01-01T00:00:00Z open s3",
+            "2024-01-01T00:00:02Z close s1",
+        ]));
+        assert_eq!(ends(&scored), 0, "a wrong date ends nothing");
+        // The log clock still moves with believable times: two hours on, all three are idle.
+        let scored = scorer.process(events(&["2024-01-01T02:00:00Z open s4"]));
+        assert_eq!(ends(&scored), 3);
     }
 
     #[test]

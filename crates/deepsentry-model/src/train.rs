@@ -43,6 +43,7 @@ use crate::novelty::{NoveltyStats, VocabularyLimits};
 use crate::scorer::{
     Scorer, ScorerSettings, SequenceModel, SessionKey, SESSION_END_FIELD, SESSION_FIELD,
 };
+use crate::session_key::{find_session_key, SessionKeySpec};
 use crate::severity::severity_of;
 use crate::timestamp::leading_timestamp;
 
@@ -51,9 +52,10 @@ use crate::timestamp::leading_timestamp;
 pub struct TrainOptions {
     /// Files of normal logs.
     pub inputs: Vec<PathBuf>,
-    /// Regex whose first capture group (or match) is the session id; default: one session
-    /// per file.
-    pub session_key: Option<String>,
+    /// How lines are grouped into sessions: a regex whose first capture group (or match) is
+    /// the session id, one session per file, or (the default) a key found in the data (see
+    /// [`crate::session_key`]).
+    pub session_key: SessionKeySpec,
     /// Previous events per window.
     pub sequence_length: usize,
     /// Embedding size.
@@ -90,7 +92,7 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             inputs: Vec::new(),
-            session_key: None,
+            session_key: SessionKeySpec::Auto,
             sequence_length: 10,
             embedding_size: 16,
             feature_dims: 512,
@@ -114,6 +116,8 @@ struct Line {
     text: String,
     template: u32,
     session: u32,
+    /// The line's own timestamp, if it leads with one.
+    at: Option<i64>,
 }
 
 /// The training data after normalization.
@@ -128,17 +132,14 @@ struct Corpus {
     line_origin: Vec<u16>,
 }
 
-fn read_corpus(options: &TrainOptions, key: &SessionKey) -> anyhow::Result<Corpus> {
+/// Reads and normalizes the inputs; every line starts in its file's session (see
+/// [`assign_sessions`]).
+fn read_corpus(options: &TrainOptions) -> anyhow::Result<Corpus> {
     let mut templates: Vec<String> = Vec::new();
     let mut template_ids: HashMap<String, u32> = HashMap::new();
-    let mut session_ids: HashMap<String, u32> = HashMap::new();
-    let mut session_names = Vec::new();
-    let mut sessions: Vec<Vec<u32>> = Vec::new();
-    let mut last_seen: Vec<i64> = Vec::new();
     let mut lines = Vec::new();
     let mut origins = Vec::new();
     let mut line_origin = Vec::new();
-    let mut max_gap = 0;
     let mut scratch = String::new();
     for (file_index, path) in options.inputs.iter().enumerate() {
         let file = std::fs::File::open(path)
@@ -163,47 +164,130 @@ fn read_corpus(options: &TrainOptions, key: &SessionKey) -> anyhow::Result<Corpu
                     id
                 }
             };
-            let name = match key {
-                SessionKey::Regex(re) => re
-                    .captures(&text)
-                    .and_then(|c| c.get(1).or_else(|| c.get(0)))
-                    .map(|m| m.as_str().to_string())
-                    .unwrap_or_else(|| stream.clone()),
-                _ => stream.clone(),
-            };
-            let next_id = session_ids.len() as u32;
-            let session = *session_ids.entry(name.clone()).or_insert_with(|| {
-                session_names.push(name);
-                sessions.push(Vec::new());
-                last_seen.push(i64::MIN);
-                next_id
-            });
-            sessions[session as usize].push(template);
-            if let Some(at) = leading_timestamp(&text) {
-                let last = &mut last_seen[session as usize];
-                if *last != i64::MIN {
-                    max_gap = max_gap.max(at - *last);
-                }
-                *last = at;
-            }
+            let at = leading_timestamp(&text);
             lines.push(Line {
                 text,
                 template,
-                session,
+                session: 0,
+                at,
             });
             line_origin.push(file_index as u16);
         }
     }
     anyhow::ensure!(!lines.is_empty(), "the training inputs hold no lines");
-    Ok(Corpus {
+    let mut corpus = Corpus {
         lines,
         templates,
-        session_names,
-        sessions,
-        max_gap,
+        session_names: Vec::new(),
+        sessions: Vec::new(),
+        max_gap: 0,
         origins,
         line_origin,
-    })
+    };
+    assign_sessions(&mut corpus, &SessionKey::Stream);
+    Ok(corpus)
+}
+
+/// Groups the corpus's lines into sessions by `key` (lines it does not name stay in their
+/// file's session), and measures the longest pause inside a session.
+fn assign_sessions(corpus: &mut Corpus, key: &SessionKey) {
+    let mut session_ids: HashMap<String, u32> = HashMap::new();
+    let mut last_seen: Vec<i64> = Vec::new();
+    corpus.session_names.clear();
+    corpus.sessions.clear();
+    corpus.max_gap = 0;
+    for (line, &file) in corpus.lines.iter_mut().zip(&corpus.line_origin) {
+        let stream = || corpus.origins[usize::from(file)].stream.to_string();
+        let name = match key {
+            SessionKey::Regex(re) => re
+                .captures(&line.text)
+                .and_then(|c| c.get(1).or_else(|| c.get(0)))
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_else(stream),
+            _ => stream(),
+        };
+        let next_id = session_ids.len() as u32;
+        let session = *session_ids.entry(name.clone()).or_insert_with(|| {
+            corpus.session_names.push(name);
+            corpus.sessions.push(Vec::new());
+            last_seen.push(i64::MIN);
+            next_id
+        });
+        corpus.sessions[session as usize].push(line.template);
+        line.session = session;
+        if let Some(at) = line.at {
+            let last = &mut last_seen[session as usize];
+            if *last != i64::MIN {
+                corpus.max_gap = corpus.max_gap.max(at - *last);
+            }
+            *last = at;
+        }
+    }
+}
+
+/// Resolves the session key of `options`; with `auto`, looks for one in the corpus and logs
+/// what it tried. Returns the key and, when it was found, the name of its shape.
+fn resolve_session_key(
+    options: &TrainOptions,
+    corpus: &Corpus,
+) -> anyhow::Result<(SessionKey, Option<String>)> {
+    match &options.session_key {
+        SessionKeySpec::Regex(pattern) => Ok((
+            SessionKey::Regex(
+                Regex::new(pattern)
+                    .with_context(|| format!("bad --session-key regex `{pattern}`"))?,
+            ),
+            None,
+        )),
+        SessionKeySpec::Stream => Ok((SessionKey::Stream, None)),
+        SessionKeySpec::Auto => {
+            let view: Vec<(&str, u32, u16)> = corpus
+                .lines
+                .iter()
+                .zip(&corpus.line_origin)
+                .map(|(l, &f)| (l.text.as_str(), l.template, f))
+                .collect();
+            let finding = find_session_key(&view);
+            for tried in finding.tried.iter().take(5) {
+                tracing::debug!(
+                    key = tried.candidate.as_ref().map_or("-", |c| c.name.as_str()),
+                    nats_per_line = format!("{:.3}", tried.nats_per_line),
+                    coverage = format!("{:.3}", tried.coverage),
+                    sessions = tried.sessions,
+                    session_given_template = format!("{:.3}", tried.session_given_template),
+                    interleaving = format!("{:.3}", tried.interleaving),
+                    "session key candidate"
+                );
+            }
+            match finding.chosen {
+                Some(candidate) => {
+                    let nats = finding
+                        .tried
+                        .iter()
+                        .find(|t| t.candidate.as_ref() == Some(&candidate))
+                        .map_or(f64::NAN, |t| t.nats_per_line);
+                    tracing::info!(
+                        key = candidate.name,
+                        pattern = candidate.pattern,
+                        nats_per_line = format!("{nats:.3}"),
+                        stream_nats_per_line = format!("{:.3}", finding.stream.nats_per_line),
+                        "session key found"
+                    );
+                    Ok((
+                        SessionKey::Regex(Regex::new(&candidate.pattern)?),
+                        Some(candidate.name),
+                    ))
+                }
+                None => {
+                    tracing::info!(
+                        stream_nats_per_line = format!("{:.3}", finding.stream.nats_per_line),
+                        "no session key makes the next line more predictable; one session per input"
+                    );
+                    Ok((SessionKey::Stream, None))
+                }
+            }
+        }
+    }
 }
 
 fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
@@ -247,6 +331,34 @@ fn sessions_inside_inputs(corpus: &Corpus) -> Vec<&[u32]> {
         .collect()
 }
 
+/// Each session's events that come before the last `share` of its file's lines: what a
+/// model trained on one stream learns from, the rest being what it meets next.
+fn before_tail(corpus: &Corpus, share: f64) -> Vec<&[u32]> {
+    let mut file_lines = vec![0usize; corpus.origins.len()];
+    for &file in &corpus.line_origin {
+        file_lines[usize::from(file)] += 1;
+    }
+    let tail_start: Vec<usize> = file_lines
+        .iter()
+        .map(|&n| n - (n as f64 * share) as usize)
+        .collect();
+    let mut position = vec![0usize; corpus.origins.len()];
+    let mut keep = vec![0usize; corpus.sessions.len()];
+    for (line, &file) in corpus.lines.iter().zip(&corpus.line_origin) {
+        let at = &mut position[usize::from(file)];
+        if *at < tail_start[usize::from(file)] {
+            keep[line.session as usize] += 1;
+        }
+        *at += 1;
+    }
+    corpus
+        .sessions
+        .iter()
+        .zip(keep)
+        .map(|(session, keep)| &session[..keep])
+        .collect()
+}
+
 /// Whether session `index` is held out (a stable hash of its name and the seed).
 fn held_out(name: &str, seed: u64, share: f64) -> bool {
     let h = name.bytes().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
@@ -263,13 +375,11 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         (1..=64).contains(&options.sequence_length),
         "sequence_length must be between 1 and 64"
     );
-    let key = match &options.session_key {
-        Some(pattern) => SessionKey::Regex(
-            Regex::new(pattern).with_context(|| format!("bad --session-key regex `{pattern}`"))?,
-        ),
-        None => SessionKey::Stream,
-    };
-    let corpus = read_corpus(options, &key)?;
+    let mut corpus = read_corpus(options)?;
+    let (key, found_key) = resolve_session_key(options, &corpus)?;
+    if !matches!(key, SessionKey::Stream) {
+        assign_sessions(&mut corpus, &key);
+    }
     tracing::info!(
         lines = corpus.lines.len(),
         templates = corpus.templates.len(),
@@ -360,24 +470,19 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     // --- Sequence detector on the windows of the training sessions. With many sessions a
     // share of them is held out; with a few (one stream: a sidecar's log) the last share of
     // each session's lines is, which is also what the model meets next in production.
-    let by_sessions = corpus.sessions.len() >= 20;
+    // A key found in one stream splits it for the windows' sake; its sessions are not units
+    // whose ends mean anything, so that stream is held out and judged line by line too.
+    let by_sessions = found_key.is_none() && corpus.sessions.len() >= 20;
     let is_held_out: Vec<bool> = corpus
         .session_names
         .iter()
         .map(|n| by_sessions && held_out(n, options.seed, options.holdout))
         .collect();
-    let training_part: Vec<&[u32]> = corpus
-        .sessions
-        .iter()
-        .map(|session| {
-            if by_sessions {
-                session.as_slice()
-            } else {
-                let keep = session.len() - (session.len() as f64 * options.holdout) as usize;
-                &session[..keep]
-            }
-        })
-        .collect();
+    let training_part: Vec<&[u32]> = if by_sessions {
+        corpus.sessions.iter().map(Vec::as_slice).collect()
+    } else {
+        before_tail(&corpus, options.holdout)
+    };
     let end_class = corpus.templates.len() as u32;
     let steps = sizes.sequence_length;
     let mut samples: Vec<(u32, u32, u32)> = Vec::new(); // (session, position, target)
@@ -473,7 +578,11 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             lines: corpus.lines.len() as u64,
             sessions: corpus.sessions.len() as u64,
             held_out_sessions: is_held_out.iter().filter(|h| **h).count() as u64,
-            session_key: options.session_key.clone(),
+            session_key: match &key {
+                SessionKey::Regex(re) => Some(re.as_str().to_string()),
+                _ => None,
+            },
+            session_key_found: found_key,
             epochs: options.epochs,
             seed: options.seed,
             autoencoder_loss: ae_loss,
@@ -497,6 +606,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     calibrate(
         &mut model,
         &corpus,
+        &training_part,
         &is_held_out,
         by_sessions,
         &key,
@@ -608,6 +718,7 @@ fn learn_prior(
 fn calibrate(
     model: &mut LoadedModel,
     corpus: &Corpus,
+    training_part: &[&[u32]],
     is_held_out: &[bool],
     by_sessions: bool,
     key: &SessionKey,
@@ -616,11 +727,6 @@ fn calibrate(
     let use_all = by_sessions && !is_held_out.iter().any(|h| *h);
     // Without sessions to hold out, the tail of each stream is the held-out part.
     let mut position = vec![0usize; corpus.sessions.len()];
-    let tail_start: Vec<usize> = corpus
-        .sessions
-        .iter()
-        .map(|s| s.len() - (s.len() as f64 * options.holdout) as usize)
-        .collect();
     let settings = ScorerSettings {
         window_size: 100,
         threshold_multiplier: 2.5,
@@ -632,8 +738,8 @@ fn calibrate(
         max_sessions: usize::MAX,
         alert_group_secs: 0,
         vocabulary: VocabularyLimits::default(),
-        level_field: None,
         novelty_floor: f64::INFINITY,
+        ..ScorerSettings::default()
     };
     let mut scorer = Scorer::new(&*model, settings);
     let mut session_max: HashMap<String, f64> = HashMap::new();
@@ -677,7 +783,7 @@ fn calibrate(
         let held = if by_sessions {
             is_held_out[session]
         } else {
-            at >= tail_start[session]
+            at >= training_part[session].len()
         };
         if !use_all && !held {
             continue;

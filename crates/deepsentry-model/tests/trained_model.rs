@@ -10,6 +10,7 @@ use deepsentry_core::{Event, Origin, Value};
 use deepsentry_model::bundle::{LoadedModel, ModelMetadata, FORMAT_VERSION};
 use deepsentry_model::invariants::Invariant;
 use deepsentry_model::scorer::{SESSION_END_FIELD, SESSION_FIELD};
+use deepsentry_model::session_key::SessionKeySpec;
 use deepsentry_model::{
     train, BackendKind, Scorer, ScorerSettings, SequenceModel, SessionKey, TrainOptions,
 };
@@ -31,7 +32,7 @@ fn model_dir() -> &'static Path {
         std::fs::write(&input, lines.join("\n") + "\n").unwrap();
         let options = TrainOptions {
             inputs: vec![input],
-            session_key: Some(SESSION_KEY.into()),
+            session_key: SessionKeySpec::Regex(SESSION_KEY.into()),
             ..TrainOptions::default()
         };
         let model = train(&options).unwrap();

@@ -13,8 +13,15 @@ use hyper::header::{ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's headers (or, kept alive, the next one).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long any one connection may last.
+const CONNECTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Binds `address` (failing start-up when it cannot) and serves the API on a task of its own,
 /// for as long as the runtime runs.
@@ -23,8 +30,16 @@ pub async fn start(address: SocketAddr, metrics: Metrics, health: Health) -> any
         .await
         .with_context(|| format!("api: cannot listen on {address}"))?;
     tracing::info!(%address, "API listening: GET /health, GET /metrics");
+    // Clients past the cap wait in the listen backlog; a slow or silent one is cut off after
+    // the header timeout (and any one after the connection limit), so none holds a slot long.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -41,9 +56,12 @@ pub async fn start(address: SocketAddr, metrics: Metrics, health: Health) -> any
                         respond(request.method(), request.uri().path(), &metrics, &health);
                     async move { Ok::<_, Infallible>(response) }
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
+                drop(permit);
             });
         }
     });

@@ -40,8 +40,10 @@ pub struct EvalArgs {
     /// BGL convention); it is removed before scoring.
     #[arg(long)]
     line_labels: bool,
-    /// Regex whose first capture group (or match) is the session id, e.g. 'blk_-?\d+'.
-    #[arg(long, value_name = "REGEX")]
+    /// Regex whose first capture group (or match) is the session id, e.g. 'blk_-?\d+';
+    /// `none`: the whole input is one session; default (`auto`): the key the model was
+    /// trained with.
+    #[arg(long, value_name = "REGEX|auto|none")]
     session_key: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]

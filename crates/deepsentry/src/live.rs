@@ -53,8 +53,8 @@ pub struct LiveConfig {
     /// The model bundle directory. `ANOMALY_MODEL` overrides it. Default `models/default`.
     #[serde(default)]
     pub model: Option<PathBuf>,
-    /// A regex whose match is a line's session (`blk_-?\d+` for HDFS blocks). Omitted: the
-    /// whole input is one session.
+    /// A regex whose match is a line's session (`blk_-?\d+` for HDFS blocks); `none`: the
+    /// whole input is one session. Omitted: the key the model was trained with.
     #[serde(default)]
     pub session_key: Option<String>,
     /// Where the file checkpoint is kept. Default `.deepsentry`.

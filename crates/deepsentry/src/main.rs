@@ -132,10 +132,11 @@ struct TrainArgs {
     /// Directory to write the model bundle to.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Regex whose first capture group (or match) is the session id, e.g. 'blk_-?\d+'.
-    /// Default: one session per input file.
-    #[arg(long, value_name = "REGEX")]
-    session_key: Option<String>,
+    /// How lines form sessions: a regex whose first capture group (or match) is the session
+    /// id (e.g. 'blk_-?\d+'), `none` (one session per input file), or `auto`: find the id
+    /// (pid, thread, request id, ...) under which the next line is most predictable.
+    #[arg(long, value_name = "REGEX|auto|none", default_value = "auto")]
+    session_key: String,
     /// Previous events per window.
     #[arg(long, default_value_t = 10)]
     sequence_length: usize,
@@ -253,7 +254,7 @@ fn report_error(result: anyhow::Result<()>) -> ExitCode {
 fn train(args: TrainArgs) -> anyhow::Result<()> {
     let options = deepsentry_model::TrainOptions {
         inputs: args.input,
-        session_key: args.session_key,
+        session_key: deepsentry_model::session_key::SessionKeySpec::parse(Some(&args.session_key)),
         sequence_length: args.sequence_length,
         embedding_size: args.embedding_size,
         epochs: args.epochs,
@@ -348,17 +349,31 @@ fn checked(loaded: Result<PipelineConfig, ConfigErrors>) -> Result<PipelineConfi
 }
 
 fn validate(path: &Path) -> ExitCode {
-    match checked(config::load_file(path)) {
-        Ok(pipeline) => {
-            println!(
-                "{}: valid ({} components)",
-                path.display(),
-                pipeline.components.len()
-            );
-            ExitCode::SUCCESS
+    let pipeline = match checked(config::load_file(path)) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return code,
+    };
+    // Every component checked the way `run` builds it (models loaded), opening nothing.
+    let errors = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(topology::check(&pipeline)),
+        Err(e) => vec![anyhow::anyhow!("cannot start the runtime: {e}")],
+    };
+    if !errors.is_empty() {
+        eprintln!("invalid config:");
+        for error in errors {
+            eprintln!("  {error:#}");
         }
-        Err(code) => code,
+        return ExitCode::from(EX_CONFIG);
     }
+    println!(
+        "{}: valid ({} components)",
+        path.display(),
+        pipeline.components.len()
+    );
+    ExitCode::SUCCESS
 }
 
 fn list_plugins() {
@@ -422,8 +437,9 @@ fn run(loader: Loader, grace_period: Duration) -> ExitCode {
         Ok(RunOutcome::Finished { failed }) if failed.is_empty() => ExitCode::SUCCESS,
         Ok(RunOutcome::Finished { .. }) | Ok(RunOutcome::Forced { .. }) => ExitCode::FAILURE,
         Err(e) => {
+            // Nothing ran: a component (or the API) could not start with this config.
             tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(EX_CONFIG)
         }
     }
 }

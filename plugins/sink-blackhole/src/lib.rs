@@ -27,6 +27,11 @@ impl SinkConfig for BlackholeSinkConfig {
     async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
         Ok(Box::new(self.clone()))
     }
+
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()> {
+        // Building opens nothing.
+        self.build(cx).await.map(drop)
+    }
 }
 
 #[async_trait]
@@ -43,6 +48,7 @@ impl Sink for BlackholeSinkConfig {
             bytes.add(size as u64);
             delivered.add(batch.len() as u64);
             total += batch.len() as u64;
+            batch.delivered();
             if !interval.is_zero() && last_print.elapsed() >= interval {
                 last_print = Instant::now();
                 tracing::info!(sink = %cx.id, events = total, "blackhole running count");

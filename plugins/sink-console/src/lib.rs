@@ -64,6 +64,11 @@ impl SinkConfig for ConsoleSinkConfig {
     async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
         Ok(Box::new(self.clone()))
     }
+
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()> {
+        // Building opens nothing.
+        self.build(cx).await.map(drop)
+    }
 }
 
 #[async_trait]
@@ -87,7 +92,7 @@ impl Sink for ConsoleSinkConfig {
             .await;
             if let Err(e) = written {
                 // The reader of our output is gone (a closed pipe): nothing more can be shown.
-                batch.fail();
+                // The batch is not settled: its lines are read again on the next start.
                 dropped.add(batch.len() as u64);
                 anyhow::bail!(
                     "cannot write to {:?} ({e}); dropped {} events",
@@ -96,6 +101,7 @@ impl Sink for ConsoleSinkConfig {
                 );
             }
             delivered.add(batch.len() as u64);
+            batch.delivered();
         }
         Ok(())
     }

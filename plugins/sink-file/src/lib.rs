@@ -138,6 +138,14 @@ impl SinkConfig for FileSinkConfig {
             identity,
         }))
     }
+
+    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.path.as_os_str().is_empty(),
+            "`path` is empty; name the file to write"
+        );
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -170,6 +178,7 @@ impl Sink for FileSink {
                 match result {
                     Ok(()) => {
                         delivered.add(batch.len() as u64);
+                        batch.delivered();
                         break;
                     }
                     Err(e) if attempt < self.config.write_retries => {

@@ -128,6 +128,8 @@ impl BatchDelivery {
             let acks = std::mem::take(&mut *self.acks.lock().expect("acks lock poisoned"));
             if self.failed.load(Ordering::Acquire) {
                 acks.iter().for_each(AckToken::fail);
+            } else {
+                acks.iter().for_each(AckToken::done);
             }
         }
     }
@@ -195,11 +197,10 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
-#[async_trait]
-impl SinkConfig for KafkaSinkConfig {
-    async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
-        let topic = Template::parse(&self.topic).context("`topic`")?;
-        let config = client_config(
+impl KafkaSinkConfig {
+    /// The producer's librdkafka settings.
+    fn client_config(&self) -> rdkafka::ClientConfig {
+        client_config(
             &self.bootstrap_servers,
             &[
                 ("acks", "all"),
@@ -209,7 +210,24 @@ impl SinkConfig for KafkaSinkConfig {
                 ("compression.type", self.compression.as_str()),
             ],
             &self.librdkafka_options,
-        );
+        )
+    }
+}
+
+#[async_trait]
+impl SinkConfig for KafkaSinkConfig {
+    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
+        Template::parse(&self.topic).context("`topic`")?;
+        // Sets every option the way a producer would, without starting one.
+        self.client_config()
+            .create_native_config()
+            .context("`librdkafka_options`")?;
+        Ok(())
+    }
+
+    async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
+        let topic = Template::parse(&self.topic).context("`topic`")?;
+        let config = self.client_config();
         let metrics = cx.component_metrics();
         let tracker = DeliveryTracker {
             log: KafkaLog::new(&cx.id, &self.bootstrap_servers),

@@ -313,6 +313,11 @@ impl SinkConfig for SyslogSinkConfig {
             write_timeout: Duration::from_secs_f64(self.write_timeout_secs),
         }))
     }
+
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()> {
+        // Building opens nothing: it connects when it runs.
+        self.build(cx).await.map(drop)
+    }
 }
 
 impl SyslogSink {
@@ -360,6 +365,7 @@ impl Sink for SyslogSink {
         let mut outage: Option<(Instant, Instant)> = None;
         while let Some(batch) = cx.input.recv().await {
             if batch.is_empty() {
+                batch.delivered();
                 continue;
             }
             let cut = self.encode(&batch, &mut messages);
@@ -398,6 +404,7 @@ impl Sink for SyslogSink {
                 match result {
                     Ok(()) => {
                         delivered.add(batch.len() as u64);
+                        batch.delivered();
                         if let Some((since, _)) = outage.take() {
                             tracing::info!(
                                 sink = %cx.id,

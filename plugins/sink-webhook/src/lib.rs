@@ -265,6 +265,11 @@ impl SinkConfig for WebhookSinkConfig {
             backoff: (initial, max),
         }))
     }
+
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()> {
+        // Building opens nothing: it connects when it runs.
+        self.build(cx).await.map(drop)
+    }
 }
 
 /// The events of one request, ready to send: its body and the acknowledgements of the source
@@ -279,6 +284,11 @@ impl Request {
     /// Tells the sources these events will not be delivered.
     fn fail(&self) {
         self.acks.iter().for_each(AckToken::fail);
+    }
+
+    /// Tells the sources these events were delivered.
+    fn delivered(&self) {
+        self.acks.iter().for_each(AckToken::done);
     }
 }
 
@@ -352,6 +362,7 @@ impl Shared {
                             // Reading the answer to its end lets the connection be reused.
                             let _ = response.bytes().await;
                             self.delivered.add(request.events as u64);
+                            request.delivered();
                             self.recovered();
                             return;
                         }
@@ -569,7 +580,11 @@ impl Sink for WebhookSink {
                     self.dispatch(&shared, &mut in_flight, request).await?;
                 }
             }
-            if !body.is_empty() {
+            if body.is_empty() {
+                // Every event of the batch left in requests holding copies of its
+                // acknowledgements (or it had none): these originals have nothing left to do.
+                acks.iter().for_each(AckToken::done);
+            } else {
                 body_acks.extend(acks);
             }
         }

@@ -73,6 +73,11 @@ impl SourceConfig for DemoSourceConfig {
         );
         Ok(Box::new(self.clone()))
     }
+
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()> {
+        // Building opens nothing.
+        self.build(cx).await.map(drop)
+    }
 }
 
 #[async_trait]

@@ -107,22 +107,35 @@ fn compile(patterns: &[String], key: &str) -> anyhow::Result<Vec<glob::Pattern>>
         .collect()
 }
 
-#[async_trait]
-impl SourceConfig for FileSourceConfig {
-    async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+impl FileSourceConfig {
+    /// The compiled `include` and `exclude` patterns, and every other setting checked.
+    fn patterns(&self) -> anyhow::Result<(Vec<glob::Pattern>, Vec<glob::Pattern>)> {
         anyhow::ensure!(
             !self.include.is_empty(),
             "`include` is empty; name at least one file or pattern"
         );
-        let patterns = compile(&self.include, "include")?;
-        let excludes = compile(&self.exclude, "exclude")?;
+        anyhow::ensure!(
+            self.rotate_wait_secs.is_finite() && self.rotate_wait_secs >= 0.0,
+            "`rotate_wait_secs` must be a number of seconds, not {}",
+            self.rotate_wait_secs
+        );
+        Ok((
+            compile(&self.include, "include")?,
+            compile(&self.exclude, "exclude")?,
+        ))
+    }
+}
+
+#[async_trait]
+impl SourceConfig for FileSourceConfig {
+    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
+        self.patterns().map(drop)
+    }
+
+    async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+        let (patterns, excludes) = self.patterns()?;
         let dir = cx.data_dir.join(&cx.id);
-        std::fs::create_dir_all(&dir).with_context(|| {
-            format!(
-                "cannot create the checkpoint directory {} (set `data_dir` to a writable place)",
-                dir.display()
-            )
-        })?;
+        deepsentry_core::checkpoint::private_dir(&dir)?;
         Ok(Box::new(FileSource {
             config: self.clone(),
             patterns,
@@ -159,10 +172,29 @@ impl Source for FileSource {
         let reading = tokio::task::spawn_blocking(move || reader.run());
 
         let failed = cx.metrics.counter("events_not_delivered");
+        let lost = cx.metrics.counter("events_lost_in_pipeline");
+        // Files whose checkpoint must stay where it is: lines of theirs were lost on the way.
+        let mut stalled: std::collections::HashSet<std::path::PathBuf> = Default::default();
         // Apply acknowledgements in order; save after each group that arrived together.
         while let Some(first) = acks.next().await {
             let mut next = Some(first);
             while let Some((status, update)) = next {
+                next = acks.try_next();
+                if status == AckStatus::Lost || stalled.contains(update.path()) {
+                    lost.add(update.lines());
+                    if stalled.insert(update.path().to_path_buf()) {
+                        tracing::error!(
+                            source = %cx.id,
+                            file = %update.path().display(),
+                            lines = update.lines(),
+                            "lines were lost in the pipeline (a component stopped while holding \
+                             them); this file's checkpoint stays where it is, so they and every \
+                             later line are read again on the next start (counted in \
+                             events_lost_in_pipeline)"
+                        );
+                    }
+                    continue;
+                }
                 if status == AckStatus::Failed {
                     failed.add(update.lines());
                     tracing::error!(
@@ -173,7 +205,6 @@ impl Source for FileSource {
                     );
                 }
                 checkpoints.apply(update);
-                next = acks.try_next();
             }
             if let Err(e) = checkpoints.save(false) {
                 tracing::error!(source = %cx.id, "{e:#}");

@@ -70,6 +70,8 @@ struct Watcher {
     rotated_at: Option<Instant>,
     /// When this watcher last read nothing.
     idle_since: Option<Instant>,
+    /// When the file was last checked for a truncation or a rewrite in place.
+    checked_at: Option<Instant>,
 }
 
 /// Discovers and reads the files; see the module docs.
@@ -85,6 +87,8 @@ pub struct Reader {
     unreadable: BTreeSet<PathBuf>,
     /// A file that keeps failing to read is said every 10 s, not on every attempt.
     read_errors: LogRateLimit,
+    /// No checkpoint at start: the first run, where `read_from: end` applies.
+    first_run: bool,
 }
 
 /// The output has no consumer left.
@@ -101,6 +105,7 @@ impl Reader {
     ) -> Self {
         Self {
             settings,
+            first_run: resume.is_empty(),
             resume,
             registrar,
             out,
@@ -222,7 +227,10 @@ impl Reader {
                 );
                 0
             }
-            None if at_startup && self.settings.read_from == ReadFrom::End => len,
+            // Only on a first run do files start at their end: once the source has run, a
+            // file it does not know appeared since (a rotation while it was down) and is
+            // read whole.
+            None if at_startup && self.first_run && self.settings.read_from == ReadFrom::End => len,
             None => 0,
         };
         file.seek(SeekFrom::Start(start))?;
@@ -241,16 +249,60 @@ impl Reader {
             decoder: LineDecoder::new(origin, &self.metrics, self.settings.max_line_bytes),
             rotated_at: None,
             idle_since: None,
+            checked_at: None,
         })
+    }
+
+    /// The path the patterns match that names the file `key` now, if any (a file renamed
+    /// within the patterns, `app.log` to `app.log.1` under `app.log*`).
+    fn matched_path_of(&self, key: &str) -> Option<PathBuf> {
+        self.settings
+            .patterns
+            .iter()
+            .filter_map(|pattern| glob::glob(pattern.as_str()).ok())
+            .flat_map(|found| found.flatten())
+            .filter(|path| !self.excluded(path))
+            .find(|path| std::fs::metadata(path).is_ok_and(|m| file_key(&m) == key))
+    }
+
+    /// Whether watcher `i`'s file, still at its path, was truncated or rewritten in place
+    /// (its first bytes changed); if so it is read again from the start.
+    fn restart_if_rewritten(&mut self, i: usize, len: u64) -> bool {
+        let w = &mut self.watchers[i];
+        w.checked_at = Some(Instant::now());
+        let why = if len < w.pos {
+            "file was truncated"
+        } else if w.head_len > 0
+            && head(&mut w.file, w.head_len).is_ok_and(|(_, hash)| hash != w.head_hash)
+        {
+            "file was rewritten in place (its first bytes changed)"
+        } else {
+            let _ = w.file.seek(SeekFrom::Start(w.pos));
+            return false;
+        };
+        tracing::warn!(
+            source = %self.settings.source_id,
+            file = %w.path.display(),
+            "{why}; reading it again from the start"
+        );
+        self.metrics.counter("files_truncated").inc();
+        let _ = w.file.seek(SeekFrom::Start(0));
+        w.pos = 0;
+        w.head_len = 0;
+        w.framer = LineFramer::new(self.settings.max_line_bytes);
+        true
     }
 
     /// Checkpoints of files not found at start-up are dropped.
     fn forget_vanished(&mut self) {
         for (key, entry) in std::mem::take(&mut self.resume) {
-            drop(self.registrar.register(CheckpointUpdate::Forget {
-                key,
-                path: entry.path,
-            }));
+            // Nothing to deliver: settled at once.
+            self.registrar
+                .register(CheckpointUpdate::Forget {
+                    key,
+                    path: entry.path,
+                })
+                .done();
         }
     }
 
@@ -326,6 +378,19 @@ impl Reader {
         } else if w.idle_since.is_none() {
             w.idle_since = Some(Instant::now());
         }
+        // At its end, each file is checked for a rewrite on every poll, however busy the
+        // others are.
+        let due = w
+            .checked_at
+            .is_none_or(|t| t.elapsed() >= self.settings.poll_interval);
+        if read_total == 0 && due && w.rotated_at.is_none() {
+            let meta = std::fs::metadata(&w.path).ok();
+            if let Some(meta) = meta.filter(|m| file_key(m) == w.key) {
+                if self.restart_if_rewritten(i, meta.len()) {
+                    return Ok(true);
+                }
+            }
+        }
         Ok(read_total > 0)
     }
 
@@ -341,23 +406,35 @@ impl Reader {
             let same_file = current.as_ref().is_some_and(|m| file_key(m) == w.key);
             if same_file && w.rotated_at.is_none() {
                 let len = current.as_ref().map_or(0, |m| m.len());
-                if len < w.pos {
-                    tracing::warn!(
-                        source = %self.settings.source_id,
-                        file = %w.path.display(),
-                        "file was truncated; reading it again from the start"
-                    );
-                    self.metrics.counter("files_truncated").inc();
-                    let _ = w.file.seek(SeekFrom::Start(0));
-                    w.pos = 0;
-                    w.head_len = 0;
-                    w.framer = LineFramer::new(self.settings.max_line_bytes);
-                    rescan = true;
-                }
+                rescan |= self.restart_if_rewritten(i, len);
                 i += 1;
                 continue;
             }
-            if w.rotated_at.is_none() {
+            let rotated = w.rotated_at.is_some();
+            if !rotated {
+                // Renamed to a name the patterns match: the same file, followed at its
+                // position (its checkpoint is keyed by device and inode, not by name).
+                let key = w.key.clone();
+                if let Some(renamed) = self.matched_path_of(&key) {
+                    let w = &mut self.watchers[i];
+                    tracing::info!(
+                        source = %self.settings.source_id,
+                        file = %w.path.display(),
+                        now = %renamed.display(),
+                        "file was renamed; following it"
+                    );
+                    let origin = Origin::new(
+                        self.settings.source_id.as_str(),
+                        renamed.to_string_lossy().as_ref(),
+                    );
+                    w.decoder =
+                        LineDecoder::new(origin, &self.metrics, self.settings.max_line_bytes);
+                    w.path = renamed;
+                    rescan = true;
+                    i += 1;
+                    continue;
+                }
+                let w = &mut self.watchers[i];
                 w.rotated_at = Some(Instant::now());
                 rescan = true;
                 tracing::info!(
@@ -366,6 +443,7 @@ impl Reader {
                     "file was rotated or deleted; finishing the old one"
                 );
             }
+            let w = &mut self.watchers[i];
             let quiet = w
                 .idle_since
                 .is_some_and(|t| t.elapsed() >= self.settings.rotate_wait);
@@ -381,10 +459,12 @@ impl Reader {
                     return false;
                 }
                 let w = self.watchers.remove(i);
-                drop(self.registrar.register(CheckpointUpdate::Forget {
-                    key: w.key,
-                    path: w.path,
-                }));
+                self.registrar
+                    .register(CheckpointUpdate::Forget {
+                        key: w.key,
+                        path: w.path,
+                    })
+                    .done();
                 continue;
             }
             i += 1;

@@ -217,16 +217,16 @@ impl std::fmt::Debug for KafkaSource {
     }
 }
 
-#[async_trait]
-impl SourceConfig for KafkaSourceConfig {
-    async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+impl KafkaSourceConfig {
+    /// The consumer's librdkafka settings, after checking the source's own.
+    fn client_config(&self) -> anyhow::Result<rdkafka::ClientConfig> {
         anyhow::ensure!(
             !self.topics.is_empty(),
             "`topics` is empty; name at least one"
         );
         anyhow::ensure!(!self.group_id.is_empty(), "`group_id` is empty");
         let commit_interval = self.commit_interval_ms.max(1).to_string();
-        let config = client_config(
+        Ok(client_config(
             &self.bootstrap_servers,
             &[
                 ("group.id", &self.group_id),
@@ -237,7 +237,22 @@ impl SourceConfig for KafkaSourceConfig {
                 ("enable.partition.eof", "false"),
             ],
             &self.librdkafka_options,
-        );
+        ))
+    }
+}
+
+#[async_trait]
+impl SourceConfig for KafkaSourceConfig {
+    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
+        // Sets every option the way a consumer would, without starting one.
+        self.client_config()?
+            .create_native_config()
+            .context("`librdkafka_options`")?;
+        Ok(())
+    }
+
+    async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+        let config = self.client_config()?;
         let context = SourceContextInner {
             log: KafkaLog::new(&cx.id, &self.bootstrap_servers),
             id: cx.id.clone(),

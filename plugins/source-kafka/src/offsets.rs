@@ -63,7 +63,11 @@ struct Book {
     acks: Option<AckStream<BatchOffsets>>,
     /// Messages sent into the pipeline and not yet acknowledged, per partition.
     in_flight: HashMap<PartitionId, usize>,
+    /// Partitions whose offsets must not move: messages of theirs were lost in the pipeline
+    /// (a component stopped while holding them), so they are read again from the last commit.
+    stalled: std::collections::HashSet<PartitionId>,
     not_delivered: Counter,
+    lost: Counter,
     source_id: String,
 }
 
@@ -83,6 +87,7 @@ impl OffsetBook {
         let mut book = self.lock();
         book.acks = Some(acks);
         book.not_delivered = metrics.counter("events_not_delivered");
+        book.lost = metrics.counter("events_lost_in_pipeline");
         book.source_id = id.to_owned();
     }
 
@@ -108,7 +113,9 @@ impl OffsetBook {
         let Book {
             acks,
             in_flight,
+            stalled,
             not_delivered,
+            lost,
             source_id,
         } = &mut *book;
         let Some(acks) = acks.as_mut() else {
@@ -124,10 +131,27 @@ impl OffsetBook {
                      committed anyway so the pipeline moves on"
                 );
             }
+            if status == AckStatus::Lost {
+                lost.add(offsets.messages as u64);
+                tracing::error!(
+                    source = %source_id,
+                    messages = offsets.messages,
+                    "messages were lost in the pipeline (a component stopped while holding \
+                     them); their partitions' offsets stay where they are, so they are read \
+                     again from the last commit (counted in events_lost_in_pipeline)"
+                );
+            }
             for span in offsets.partitions {
                 let key = (span.topic, span.partition);
                 if let Some(count) = in_flight.get_mut(&key) {
                     *count = count.saturating_sub(span.messages);
+                }
+                if status == AckStatus::Lost {
+                    stalled.insert(key);
+                    continue;
+                }
+                if stalled.contains(&key) {
+                    continue;
                 }
                 // librdkafka stores `last_offset + 1`, the next message to read. A partition
                 // revoked meanwhile refuses the store; its new owner reads from the last
@@ -175,6 +199,7 @@ impl OffsetBook {
                 let mut book = self.lock();
                 for key in &keys {
                     book.in_flight.remove(key);
+                    book.stalled.remove(key);
                 }
                 return pending;
             }

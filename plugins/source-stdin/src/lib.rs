@@ -31,6 +31,11 @@ impl SourceConfig for StdinSourceConfig {
     async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
         Ok(Box::new(self.clone()))
     }
+
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()> {
+        // Building opens nothing.
+        self.build(cx).await.map(drop)
+    }
 }
 
 #[async_trait]

@@ -49,6 +49,14 @@ pub struct TcpSourceConfig {
     /// at 0.1 s and doubles). Default 30.
     #[serde(default = "default_reconnect_max_secs")]
     pub reconnect_max_secs: f64,
+    /// Server: a client that sends nothing for this many seconds is disconnected, so silent
+    /// clients cannot hold every `max_connections` slot; 0 never disconnects. Default 300.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: f64,
+}
+
+fn default_idle_timeout_secs() -> f64 {
+    300.0
 }
 
 fn default_max_connections() -> usize {
@@ -69,6 +77,36 @@ deepsentry_core::register_source!(
     TcpSourceConfig
 );
 
+impl TcpSourceConfig {
+    /// Every setting checked, without opening anything.
+    fn checked_settings(&self) -> anyhow::Result<()> {
+        let port = self
+            .address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        anyhow::ensure!(
+            port.is_some(),
+            "`address` must be host:port, not `{}`",
+            self.address
+        );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "`max_connections` must be at least 1"
+        );
+        anyhow::ensure!(
+            self.idle_timeout_secs.is_finite() && self.idle_timeout_secs >= 0.0,
+            "`idle_timeout_secs` must be a number of seconds (0: never), not {}",
+            self.idle_timeout_secs
+        );
+        anyhow::ensure!(
+            self.reconnect_max_secs.is_finite() && self.reconnect_max_secs > 0.0,
+            "`reconnect_max_secs` must be a positive number of seconds, not {}",
+            self.reconnect_max_secs
+        );
+        Ok(())
+    }
+}
+
 /// A built `tcp` source.
 #[derive(Debug)]
 pub enum TcpSource {
@@ -81,6 +119,7 @@ pub enum TcpSource {
 #[async_trait]
 impl SourceConfig for TcpSourceConfig {
     async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+        self.checked_settings()?;
         Ok(Box::new(match self.mode {
             TcpMode::Server => {
                 let listener = TcpListener::bind(&self.address)
@@ -90,6 +129,10 @@ impl SourceConfig for TcpSourceConfig {
             }
             TcpMode::Client => TcpSource::Client(self.clone()),
         }))
+    }
+
+    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
+        self.checked_settings()
     }
 }
 
@@ -103,9 +146,59 @@ impl Source for TcpSource {
     }
 }
 
+/// A reader that fails with [`std::io::ErrorKind::TimedOut`] when nothing arrives for the
+/// idle time.
+struct IdleTimeout<R> {
+    inner: R,
+    idle: Option<Duration>,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<R> IdleTimeout<R> {
+    fn new(inner: R, idle: Option<Duration>) -> Self {
+        let first = idle.unwrap_or(Duration::from_secs(3600));
+        Self {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(first)),
+        }
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleTimeout<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if let Some(idle) = this.idle {
+                    this.timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + idle);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match this.idle {
+                Some(idle) if this.timer.as_mut().poll(cx).is_ready() => {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("nothing received for {} s", idle.as_secs_f64()),
+                    )))
+                }
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
 /// Reads one connection to its end, sending its lines.
 async fn read_connection(
-    stream: TcpStream,
+    reader: IdleTimeout<TcpStream>,
     peer: String,
     config: &TcpSourceConfig,
     source_id: &str,
@@ -119,7 +212,7 @@ async fn read_connection(
         config.max_line_bytes,
     );
     let mut framer = LineFramer::new(config.max_line_bytes);
-    match pump(stream, &mut framer, &decoder, &mut out, &shutdown).await {
+    match pump(reader, &mut framer, &decoder, &mut out, &shutdown).await {
         Ok(end) => end,
         // Nobody reads our output any more: treat like shutdown for this connection.
         Err(_) => PumpEnd::Shutdown,
@@ -132,6 +225,8 @@ async fn serve(
     cx: SourceContext,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let idle =
+        (config.idle_timeout_secs > 0.0).then(|| Duration::from_secs_f64(config.idle_timeout_secs));
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let accepted = cx.metrics.counter("connections_accepted");
     let accept_errors = LogRateLimit::new(Duration::from_secs(10));
@@ -171,10 +266,25 @@ async fn serve(
         connections.spawn(async move {
             let peer = peer.to_string();
             tracing::debug!(source = %id, %peer, "connection opened");
+            let reader = IdleTimeout::new(stream, idle);
             let end =
-                read_connection(stream, peer.clone(), &config, &id, &metrics, out, shutdown).await;
-            if let PumpEnd::ReadError(e) = end {
-                tracing::warn!(source = %id, %peer, "connection failed: {e}");
+                read_connection(reader, peer.clone(), &config, &id, &metrics, out, shutdown).await;
+            match end {
+                PumpEnd::ReadError(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    metrics
+                        .counter_with_reason("connections_closed", "idle")
+                        .inc();
+                    tracing::info!(
+                        source = %id,
+                        %peer,
+                        "disconnected an idle client ({e}; counted in \
+                         connections_closed{{reason=idle}})"
+                    );
+                }
+                PumpEnd::ReadError(e) => {
+                    tracing::warn!(source = %id, %peer, "connection failed: {e}");
+                }
+                _ => {}
             }
             drop(permit);
         });
@@ -202,8 +312,9 @@ async fn connect_loop(config: TcpSourceConfig, cx: SourceContext) -> anyhow::Res
                 connects.inc();
                 pause = initial;
                 tracing::info!(source = %cx.id, address = %config.address, "connected");
+                // A server that is quiet for long is no reason to reconnect.
                 let end = read_connection(
-                    stream,
+                    IdleTimeout::new(stream, None),
                     config.address.clone(),
                     &config,
                     &cx.id,

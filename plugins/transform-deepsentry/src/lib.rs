@@ -16,6 +16,7 @@ use deepsentry_core::{
 };
 use deepsentry_model::novelty::{OnlineState, VocabularyLimits};
 use deepsentry_model::scorer::ScorerStats;
+use deepsentry_model::session_key::SessionKeySpec;
 use deepsentry_model::{
     BackendKind, LoadedModel, Scorer, ScorerSettings, SequenceModel, SessionKey,
 };
@@ -59,7 +60,9 @@ pub struct DeepsentryTransformConfig {
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Regex whose first capture group (or whole match) names an event's session, e.g.
-    /// `'(blk_-?\d+)'`. Default: one session per source stream (file, peer, stdin).
+    /// `'(blk_-?\d+)'`; `none`: one session per source stream (file, peer, stdin); `auto`
+    /// (the default): the key the model was trained with (given, or found by training's
+    /// `auto`), else one session per stream.
     #[serde(default)]
     pub session_key: Option<String>,
     /// Name of a field holding the session instead (set by an earlier transform).
@@ -95,6 +98,14 @@ pub struct DeepsentryTransformConfig {
     /// `e^-novelty_floor` per line. Default 5.3 (one line in 200).
     #[serde(default = "default_novelty_floor")]
     pub novelty_floor: f64,
+    /// A line dated more than this many seconds after it arrived does not move the session
+    /// clock, so one line with a wrong date cannot end every open session. Default 300.
+    #[serde(default = "default_max_clock_skew_secs")]
+    pub max_clock_skew_secs: u64,
+}
+
+fn default_max_clock_skew_secs() -> u64 {
+    300
 }
 
 fn default_novelty_floor() -> f64 {
@@ -162,6 +173,7 @@ impl DeepsentryTransformConfig {
             max_template_bytes: default_max_template_bytes(),
             level_field: None,
             novelty_floor: default_novelty_floor(),
+            max_clock_skew_secs: default_max_clock_skew_secs(),
         }
     }
 
@@ -202,16 +214,24 @@ impl DeepsentryTransformConfig {
             self.max_template_bytes >= 4096,
             "`max_template_bytes` must be at least 4096"
         );
-        let session_key = match (&self.session_key, &self.session_field) {
-            (Some(_), Some(_)) => {
+        let spec = SessionKeySpec::parse(self.session_key.as_deref());
+        let regex = |pattern: &str| {
+            Regex::new(pattern)
+                .map(SessionKey::Regex)
+                .with_context(|| format!("`session_key` is not a valid regex: {pattern}"))
+        };
+        let session_key = match (spec, &self.session_field) {
+            (SessionKeySpec::Auto, Some(field)) => SessionKey::Field(field.clone()),
+            (_, Some(_)) => {
                 anyhow::bail!("set either `session_key` or `session_field`, not both")
             }
-            (Some(pattern), None) => SessionKey::Regex(
-                Regex::new(pattern)
-                    .with_context(|| format!("`session_key` is not a valid regex: {pattern}"))?,
-            ),
-            (None, Some(field)) => SessionKey::Field(field.clone()),
-            (None, None) => SessionKey::Stream,
+            (SessionKeySpec::Regex(pattern), None) => regex(&pattern)?,
+            (SessionKeySpec::Stream, None) => SessionKey::Stream,
+            (SessionKeySpec::Auto, None) => match &model.metadata.training.session_key {
+                Some(pattern) => regex(pattern)
+                    .with_context(|| format!("in the model in {}", self.model.display()))?,
+                None => SessionKey::Stream,
+            },
         };
         let trained_gap = model.metadata.training.max_session_gap_secs as f64;
         let ttl = self.session_ttl.unwrap_or((2.0 * trained_gap).max(60.0));
@@ -239,6 +259,7 @@ impl DeepsentryTransformConfig {
             },
             level_field: self.level_field.clone(),
             novelty_floor: self.novelty_floor,
+            max_clock_skew_secs: i64::try_from(self.max_clock_skew_secs).unwrap_or(i64::MAX),
         })
     }
 
@@ -263,43 +284,34 @@ const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl DeepsentryTransform {
     /// Reads what an earlier run learned online; a missing file is a first start, an
-    /// unreadable one is said and ignored (the templates are learned again).
+    /// unreadable one (and no good backup) is said and ignored (the templates are learned
+    /// again).
     fn restore_state(&mut self) {
-        let text = match std::fs::read(&self.state_path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                tracing::warn!(path = %self.state_path.display(), "cannot read the learned templates: {e}");
-                return;
-            }
-        };
-        match serde_json::from_slice::<OnlineState>(&text) {
-            Ok(state) => {
+        match deepsentry_core::checkpoint::load_json::<OnlineState>(&self.state_path) {
+            Ok(None) => {}
+            Ok(Some(state)) => {
                 let templates = state.templates.len();
                 self.scorer.restore_online_state(state);
                 tracing::info!(path = %self.state_path.display(), templates, "templates learned online restored");
             }
             Err(e) => tracing::warn!(
                 path = %self.state_path.display(),
-                "the learned templates file is not valid ({e}); starting without it"
+                "the learned templates file is not usable ({e:#}); starting without it"
             ),
         }
     }
 
-    /// Writes the online vocabulary (to a temporary file, then renamed over the old one, so a
-    /// crash leaves the old or the new file, never half of one).
+    /// Writes the online vocabulary (atomically, see
+    /// [`deepsentry_core::checkpoint::write_atomic`]).
     fn save_state(&self) {
         let state = self.scorer.online_state();
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = self.state_path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = self.state_path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&state)?)?;
-            std::fs::rename(&tmp, &self.state_path)
-        };
-        if let Err(e) = write() {
-            tracing::warn!(path = %self.state_path.display(), "cannot save the learned templates: {e}");
+        let saved = self
+            .state_path
+            .parent()
+            .map_or(Ok(()), deepsentry_core::checkpoint::private_dir)
+            .and_then(|()| deepsentry_core::checkpoint::save_json(&self.state_path, &state, false));
+        if let Err(e) = saved {
+            tracing::warn!(path = %self.state_path.display(), "cannot save the learned templates: {e:#}");
         }
     }
 }
@@ -322,6 +334,12 @@ impl TransformConfig for DeepsentryTransformConfig {
             std::fs::read(&path).ok().hash(&mut hasher);
         }
         Some(format!("{:016x}", hasher.finish()))
+    }
+
+    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
+        // Loads the model and checks every key against it; writes nothing.
+        let config = self.clone();
+        tokio::task::spawn_blocking(move || config.build_scorer().map(drop)).await?
     }
 
     async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Transform>> {

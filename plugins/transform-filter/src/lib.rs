@@ -52,6 +52,11 @@ impl TransformConfig for FilterTransformConfig {
         let condition = Condition::compile(&self.condition, "condition")?;
         Ok(Box::new(FilterTransform { condition }))
     }
+
+    async fn check(&self, cx: &BuildContext) -> anyhow::Result<()> {
+        // Building opens nothing.
+        self.build(cx).await.map(drop)
+    }
 }
 
 #[async_trait]
@@ -65,7 +70,7 @@ impl Transform for FilterTransform {
             batch.events.retain(|event| self.condition.matches(event));
             discarded.add((before - batch.len()) as u64);
             // An emptied batch is still sent: it carries the acknowledgements, and the output
-            // delivers them when it drops it.
+            // settles them when it has nothing to deliver.
             if cx.out.send(batch).await.is_err() {
                 break;
             }

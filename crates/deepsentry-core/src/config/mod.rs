@@ -151,10 +151,28 @@ struct RawConfig {
     sinks: Option<serde_yaml::Mapping>,
 }
 
+/// The largest config file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// Reads, interpolates and validates the pipeline at `path`.
 pub fn load_file(path: &Path) -> Result<PipelineConfig, ConfigErrors> {
     let name = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    let read = std::fs::File::open(path).and_then(|file| {
+        // A pipeline is a few KB; anything past the cap is not one (and is not read whole).
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1),
+            &mut text,
+        )?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the file is larger than {} KiB; a pipeline config is never that big",
+                MAX_CONFIG_BYTES / 1024
+            )));
+        }
+        Ok(text)
+    });
+    match read {
         Ok(text) => load_str(&text, &name),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file: name,

@@ -33,6 +33,10 @@ impl SourceConfig for TestSourceConfig {
     async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
         anyhow::bail!("not used")
     }
+
+    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -40,12 +44,20 @@ impl TransformConfig for TestSinkConfig {
     async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Transform>> {
         anyhow::bail!("not used")
     }
+
+    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl SinkConfig for TestSinkConfig {
     async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
         anyhow::bail!("not used")
+    }
+
+    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
