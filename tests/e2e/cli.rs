@@ -247,3 +247,36 @@ fn an_oversized_config_and_an_alias_bomb_are_refused() {
     assert_eq!(code, 78, "{text}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A config error about a value filled from the environment names the variable, never the
+/// value (it may be a token).
+#[test]
+fn a_config_error_never_prints_an_interpolated_secret() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        "sources:\n  in:\n    type: stdin\n\
+         sinks:\n  out:\n    type: webhook\n    inputs: [in]\n    url: http://127.0.0.1:1/\n\
+         \x20   headers: \"Bearer ${DEEPSENTRY_E2E_TOKEN}\"\n",
+    );
+    for command in ["validate", "run"] {
+        let output = Command::new(bin())
+            .args([command, "-c"])
+            .arg(&config)
+            .env("DEEPSENTRY_E2E_TOKEN", "hunter2")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(78), "{text}");
+        assert!(!text.contains("hunter2"), "{command}: {text}");
+        assert!(
+            text.contains("${DEEPSENTRY_E2E_TOKEN}"),
+            "{command}: {text}"
+        );
+    }
+}

@@ -239,3 +239,28 @@ fn read_from_end_reads_a_file_that_appeared_while_down_from_its_start() {
     stop(&s, &mut child);
     assert_eq!(read_lines(&s.path("out.log")), lines[10..].to_vec());
 }
+
+/// Lines appended while DeepSentry was stopped, and then rotated away by a rename, are read
+/// from the renamed file on the next start (from its checkpoint), before the new file.
+#[test]
+fn a_file_rotated_while_stopped_is_finished_from_its_checkpoint() {
+    let s = Scratch::new();
+    let log = s.path("app.log");
+    let lines = fixture_lines(100, 33);
+    write_lines(&log, &lines[..50], false);
+    let config = tail_pipeline(&s, "beginning");
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    wait_for_lines(&s, &s.path("out.log"), 50, WAIT);
+    stop(&s, &mut child);
+
+    write_lines(&log, &lines[50..80], true);
+    std::fs::rename(&log, s.path("app.log.1")).unwrap();
+    write_lines(&log, &lines[80..], false);
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    wait_for_lines(&s, &s.path("out.log"), 100, WAIT);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop(&s, &mut child);
+    let mut output = read_lines(&s.path("out.log"));
+    output.sort();
+    assert_eq!(output, lines, "every line exactly once\n{}", s.stderr());
+}

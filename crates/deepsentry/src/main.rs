@@ -364,7 +364,7 @@ fn validate(path: &Path) -> ExitCode {
     if !errors.is_empty() {
         eprintln!("invalid config:");
         for error in errors {
-            eprintln!("  {error:#}");
+            eprintln!("  {}", pipeline.redact(&format!("{error:#}")));
         }
         return ExitCode::from(EX_CONFIG);
     }
@@ -413,6 +413,7 @@ fn run(loader: Loader, grace_period: Duration) -> ExitCode {
     let metrics = Metrics::default();
     let health = Health::default();
     let shutdown = ShutdownSignal::new();
+    let interpolated = pipeline.interpolated.clone();
     let outcome = runtime.block_on(async {
         watch_signals(shutdown.clone());
         if let Some(api) = &pipeline.api {
@@ -438,7 +439,7 @@ fn run(loader: Loader, grace_period: Duration) -> ExitCode {
         Ok(RunOutcome::Finished { .. }) | Ok(RunOutcome::Forced { .. }) => ExitCode::FAILURE,
         Err(e) => {
             // Nothing ran: a component (or the API) could not start with this config.
-            tracing::error!("{e:#}");
+            tracing::error!("{}", interpolated.redact(&format!("{e:#}")));
             ExitCode::from(EX_CONFIG)
         }
     }

@@ -55,6 +55,18 @@ fn head(file: &mut File, len: u64) -> std::io::Result<(u64, u64)> {
     Ok((buf.len() as u64, fnv1a(&buf)))
 }
 
+/// The file `key` (device and inode) under another name in `path`'s directory, if there is
+/// one: where a rotation moved it.
+fn renamed_in_place(path: &Path, key: &str) -> Option<PathBuf> {
+    std::fs::read_dir(path.parent()?)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && file_key(&m) == key)
+        })
+}
+
 /// One open file being read.
 struct Watcher {
     path: PathBuf,
@@ -293,9 +305,28 @@ impl Reader {
         true
     }
 
-    /// Checkpoints of files not found at start-up are dropped.
+    /// Checkpoints of files the patterns no longer match at start-up: a file rotated away
+    /// while DeepSentry was stopped (renamed in its directory) is finished from its
+    /// checkpoint, like a rotation seen live; the others are dropped.
     fn forget_vanished(&mut self) {
         for (key, entry) in std::mem::take(&mut self.resume) {
+            if let Some(renamed) = renamed_in_place(&entry.path, &key) {
+                let len = std::fs::metadata(&renamed).map_or(0, |m| m.len());
+                self.resume.insert(key.clone(), entry.clone());
+                if let Ok(mut watcher) = self.open(&renamed, key.clone(), len, false) {
+                    tracing::info!(
+                        source = %self.settings.source_id,
+                        file = %entry.path.display(),
+                        now = %renamed.display(),
+                        offset = watcher.pos,
+                        "file was rotated while stopped; finishing it from its checkpoint"
+                    );
+                    watcher.rotated_at = Some(Instant::now());
+                    self.watchers.push(watcher);
+                    continue;
+                }
+                self.resume.remove(&key);
+            }
             // Nothing to deliver: settled at once.
             self.registrar
                 .register(CheckpointUpdate::Forget {

@@ -119,9 +119,47 @@ pub struct PipelineConfig {
     pub components: Vec<ComponentSpec>,
     /// Things that are allowed but probably unintended (an output nobody reads).
     pub warnings: Vec<String>,
+    /// The environment variables interpolated into it, for [`PipelineConfig::redact`].
+    pub interpolated: Interpolated,
+}
+
+/// The `${NAME}` values a config was filled with. Messages about the config name the
+/// variable instead of printing its value, which may be a secret (a token in a header).
+#[derive(Debug, Clone, Default)]
+pub struct Interpolated(Vec<(String, String)>);
+
+impl Interpolated {
+    /// Values shorter than this are left in messages: too short to be a secret, and
+    /// replacing them would garble the rest of the text.
+    const MIN_REDACTED: usize = 3;
+
+    fn record(&mut self, name: &str, value: &str) {
+        if value.len() >= Self::MIN_REDACTED && !self.0.iter().any(|(n, _)| n == name) {
+            self.0.push((name.to_owned(), value.to_owned()));
+            // Longest first, so a value inside another is not replaced first.
+            self.0.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    /// `message` with every interpolated value replaced by `${NAME}`.
+    pub fn redact(&self, message: &str) -> String {
+        let mut out = message.to_owned();
+        for (name, value) in &self.0 {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), &format!("${{{name}}}"));
+            }
+        }
+        out
+    }
 }
 
 impl PipelineConfig {
+    /// `message` (an error about this config) without the values of the environment
+    /// variables interpolated into it (see [`Interpolated`]).
+    pub fn redact(&self, message: &str) -> String {
+        self.interpolated.redact(message)
+    }
+
     /// The components of one kind.
     pub fn of_kind(&self, kind: ComponentKind) -> impl Iterator<Item = &ComponentSpec> {
         self.components.iter().filter(move |c| c.kind == kind)
@@ -194,6 +232,7 @@ struct Loader<'a> {
     origin: &'a str,
     text: String,
     errors: Vec<ConfigError>,
+    interpolated: Interpolated,
 }
 
 /// Splits a serde_yaml message from the ` at line L column C` it appends.
@@ -245,6 +284,7 @@ impl<'a> Loader<'a> {
             origin,
             text: String::new(),
             errors: Vec::new(),
+            interpolated: Interpolated::default(),
         }
     }
 
@@ -267,11 +307,29 @@ impl<'a> Loader<'a> {
     }
 
     fn fail(self) -> ConfigErrors {
-        ConfigErrors(self.errors)
+        let interpolated = self.interpolated;
+        ConfigErrors(
+            self.errors
+                .into_iter()
+                .map(|mut error| {
+                    error.message = interpolated.redact(&error.message);
+                    error
+                })
+                .collect(),
+        )
     }
 
     fn load(mut self, text: &str) -> Result<PipelineConfig, ConfigErrors> {
-        self.text = match interpolate(text, |name| std::env::var(name).ok()) {
+        let interpolated = std::cell::RefCell::new(Interpolated::default());
+        let filled = interpolate(text, |name| {
+            let value = std::env::var(name).ok();
+            if let Some(value) = &value {
+                interpolated.borrow_mut().record(name, value);
+            }
+            value
+        });
+        self.interpolated = interpolated.into_inner();
+        self.text = match filled {
             Ok(text) => text,
             Err(errors) => {
                 for (line, message) in errors {
@@ -346,6 +404,7 @@ impl<'a> Loader<'a> {
             api: raw.api,
             components,
             warnings,
+            interpolated: self.interpolated,
         })
     }
 
