@@ -5,6 +5,11 @@
 /// is kept as is (regexes end in `$`). Line structure is preserved so that errors found later
 /// still point at the right line, which is why a value holding a newline is refused.
 ///
+/// A value stays the scalar it is written in, whatever it holds: inside a double-quoted
+/// scalar its `"` and `\` are escaped, inside a single-quoted one its `'` is doubled, and a
+/// value that would change the structure of an unquoted scalar (`#`, `: `, a leading `*`, a
+/// bracket...) is quoted when it is the whole scalar, or refused when it is part of one.
+///
 /// Errors are `(line, message)` pairs, one per bad reference.
 pub fn interpolate(
     text: &str,
@@ -46,7 +51,18 @@ pub fn interpolate(
                             line_no,
                             format!("environment variable {name} holds a newline"),
                         )),
-                        (Some(value), _) => out.push_str(&value),
+                        (Some(value), _) => {
+                            let line_start = out.rfind('\n').map_or(0, |i| i + 1);
+                            let before = &out[line_start..];
+                            let after = &body[end + 1..];
+                            match embed(before, after, &value) {
+                                Ok(text) => out.push_str(&text),
+                                Err(why) => errors.push((
+                                    line_no,
+                                    format!("the value of {name} {why}; quote the whole value"),
+                                )),
+                            }
+                        }
                         (None, Some(default)) => out.push_str(default),
                         (None, None) => errors.push((
                             line_no,
@@ -69,6 +85,77 @@ pub fn interpolate(
         Ok(out)
     } else {
         Err(errors)
+    }
+}
+
+/// How a scalar around a reference is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Quoting {
+    Plain,
+    Double,
+    Single,
+}
+
+/// The quoting in effect at the end of `line` (the line up to a reference): a quote opens a
+/// scalar only where a value starts (after `: `, `- `, `[`, `{`, `,` or indentation).
+fn quoting(line: &str) -> Quoting {
+    let mut state = Quoting::Plain;
+    let mut previous = ' ';
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match state {
+            Quoting::Plain
+                if matches!(c, '"' | '\'')
+                    && matches!(previous, ' ' | '\t' | '[' | '{' | ',' | ':' | '-') =>
+            {
+                state = if c == '"' {
+                    Quoting::Double
+                } else {
+                    Quoting::Single
+                };
+            }
+            Quoting::Double if c == '\\' => {
+                chars.next();
+            }
+            Quoting::Double if c == '"' => state = Quoting::Plain,
+            Quoting::Single if c == '\'' => state = Quoting::Plain,
+            _ => {}
+        }
+        previous = c;
+    }
+    state
+}
+
+/// `value` written so that it stays one scalar where the reference stood (`before` and
+/// `after` are the rest of its line), or why it cannot be.
+fn embed(before: &str, after: &str, value: &str) -> Result<String, &'static str> {
+    match quoting(before) {
+        Quoting::Double => Ok(value.replace('\\', "\\\\").replace('"', "\\\"")),
+        Quoting::Single => Ok(value.replace('\'', "''")),
+        Quoting::Plain => {
+            let special = value.contains(": ")
+                || value.contains(" #")
+                || value.ends_with(':')
+                || value.starts_with(|c: char| "#&*!|>'\"%@`[]{},".contains(c))
+                // `-1` is a number; `- x` and a lone `-` are YAML syntax.
+                || ["-", "?", ":"]
+                    .iter()
+                    .any(|p| value == *p || value.starts_with(&format!("{p} ")))
+                || value.contains(['[', ']', '{', '}', ','])
+                || value != value.trim();
+            if !special {
+                return Ok(value.to_owned());
+            }
+            let trimmed = before.trim_end();
+            let starts_value = before.ends_with(' ')
+                && (trimmed.ends_with(':') || trimmed.ends_with('-') || trimmed.is_empty());
+            let ends_value = after.trim_start().is_empty() || after.trim_start().starts_with('#');
+            if starts_value && ends_value {
+                Ok(format!("'{}'", value.replace('\'', "''")))
+            } else {
+                Err("holds characters that would change the YAML around it")
+            }
+        }
     }
 }
 
@@ -97,6 +184,28 @@ mod tests {
             interpolate(text, env).unwrap(),
             "a: /var/log/app.log\nb: /dev/stdin\nc: x\nd: '^a$'\ne: $5\n"
         );
+    }
+
+    #[test]
+    fn a_value_stays_the_scalar_it_is_written_in() {
+        let env = |name: &str| match name {
+            "TRICKY" => Some("a # b: c".to_string()),
+            "QUOTES" => Some(r#"say "hi" \ 'there'"#.to_string()),
+            "PORT" => Some("8080".to_string()),
+            "NEGATIVE" => Some("-1".to_string()),
+            _ => None,
+        };
+        let text = "a: ${TRICKY}\nb: \"x ${QUOTES}\"\nc: 'x ${QUOTES}'\nd: ${PORT}\ne:\n  - ${TRICKY} # note\nf: ${NEGATIVE}\n";
+        let out = interpolate(text, env).unwrap();
+        let parsed: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(parsed["a"], "a # b: c");
+        assert_eq!(parsed["b"], r#"x say "hi" \ 'there'"#);
+        assert_eq!(parsed["c"], r#"x say "hi" \ 'there'"#);
+        assert_eq!(parsed["d"], 8080, "a plain number stays a number");
+        assert_eq!(parsed["e"][0], "a # b: c");
+        assert_eq!(parsed["f"], -1);
+        let errors = interpolate("f: /var/${TRICKY}/log\n", env).unwrap_err();
+        assert!(errors[0].1.contains("quote the whole value"), "{errors:?}");
     }
 
     #[test]
