@@ -6,9 +6,17 @@ use crate::common::*;
 
 fn validate(s: &Scratch, yaml: &str) -> (i32, String) {
     let config = s.pipeline("p.yml", yaml);
+    on_config("validate", &config, &[])
+}
+
+/// `deepsentry COMMAND -c config` with `env` set and no input: its exit code and its stdout
+/// and stderr together.
+fn on_config(command: &str, config: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
     let output = Command::new(bin())
-        .args(["validate", "-c"])
-        .arg(&config)
+        .args([command, "-c"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     let text = format!(
@@ -260,19 +268,8 @@ fn a_config_error_never_prints_an_interpolated_secret() {
          \x20   headers: \"Bearer ${DEEPSENTRY_E2E_TOKEN}\"\n",
     );
     for command in ["validate", "run"] {
-        let output = Command::new(bin())
-            .args([command, "-c"])
-            .arg(&config)
-            .env("DEEPSENTRY_E2E_TOKEN", "hunter2")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert_eq!(output.status.code(), Some(78), "{text}");
+        let (code, text) = on_config(command, &config, &[("DEEPSENTRY_E2E_TOKEN", "hunter2")]);
+        assert_eq!(code, 78, "{text}");
         assert!(!text.contains("hunter2"), "{command}: {text}");
         assert!(
             text.contains("${DEEPSENTRY_E2E_TOKEN}"),
