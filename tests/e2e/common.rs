@@ -236,7 +236,8 @@ pub fn detector_alerts_pipeline(scratch: &Scratch, sink_yaml: &str) -> PathBuf {
     scratch.pipeline(
         "p.yml",
         &format!(
-            "sources:\n  demo:\n    type: demo\n    rate: 0\n    count: 20000\n    seed: 7\n    \
+            "data_dir: {{dir}}/data\n\
+             sources:\n  demo:\n    type: demo\n    rate: 0\n    count: 20000\n    seed: 7\n    \
              fault_rate: 0.1\n\
              transforms:\n  detect:\n    type: deepsentry\n    inputs: [demo]\n    model: {model}\n    \
              session_key: 'blk_-?\\d+'\n  \

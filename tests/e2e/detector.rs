@@ -189,7 +189,8 @@ fn stdin_pipeline(s: &Scratch, settings: &str) -> PathBuf {
     s.pipeline(
         "p.yml",
         &format!(
-            "sources:\n  in:\n    type: stdin\n\
+            "data_dir: {{dir}}/data\n\
+             sources:\n  in:\n    type: stdin\n\
              transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    session_key: '{KEY}'\n    min_samples: 0\n{settings}\
              sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/out.jsonl\n    format: json\n",
             model().display()

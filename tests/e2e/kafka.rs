@@ -165,7 +165,8 @@ fn kafka_to_deepsentry_to_kafka_delivers_every_line_with_its_fields() {
     let config = s.pipeline(
         "p.yml",
         &format!(
-            "sources:\n{}\
+            "data_dir: {{dir}}/data\n\
+             sources:\n{}\
              transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n\
              sinks:\n  out:\n    type: kafka\n    inputs: [detect]\n    bootstrap_servers: {}\n    \
              topic: {output}\n    key_field: key\n    \

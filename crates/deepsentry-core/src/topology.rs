@@ -495,6 +495,7 @@ impl Pipeline {
     /// Applies a reloaded config, or says why it cannot.
     async fn reload(&mut self, config: PipelineConfig) {
         let origin = config.origin.clone();
+        let interpolated = config.interpolated.clone();
         match self.apply(config).await {
             Ok(changes) if changes.is_empty() => {
                 tracing::info!(config = %origin, "reload: nothing changed");
@@ -509,7 +510,8 @@ impl Pipeline {
             ),
             Err(e) => tracing::error!(
                 config = %origin,
-                "reload rejected, the running pipeline goes on unchanged: {e:#}"
+                "reload rejected, the running pipeline goes on unchanged: {}",
+                interpolated.redact(&format!("{e:#}"))
             ),
         }
     }
