@@ -469,7 +469,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
 
     // --- Sequence detector on the windows of the training sessions. With many sessions a
     // share of them is held out; with a few (one stream: a sidecar's log) the last share of
-    // each session's lines is, which is also what the model meets next in production.
+    // each input file's lines is, which is also what the model meets next in production.
     // A key found in one stream splits it for the windows' sake; its sessions are not units
     // whose ends mean anything, so that stream is held out and judged line by line too.
     let by_sessions = found_key.is_none() && corpus.sessions.len() >= 20;
