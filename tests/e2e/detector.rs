@@ -578,3 +578,94 @@ fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it
         flagged_in(false)
     );
 }
+
+#[test]
+fn train_from_keeps_the_known_templates_and_learns_the_new_ones() {
+    let s = Scratch::new();
+    let normal: Vec<String> = HdfsGenerator::new(17, 0.0, 8)
+        .take(3000)
+        .map(|l| l.text)
+        .collect();
+    write_lines(&s.path("new.log"), &with_new_message(normal, 0, 7), false);
+    let out = s.path("updated");
+    let output = Command::new(bin())
+        .args(["train", "--from"])
+        .arg(model())
+        .arg("--input")
+        .arg(s.path("new.log"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+
+    let read = |dir: &Path| -> serde_yaml::Value {
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("model.yml")).unwrap()).unwrap()
+    };
+    let (before, after) = (read(model()), read(&out));
+    let templates = |m: &serde_yaml::Value| -> Vec<String> {
+        m["templates"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (known, updated) = (templates(&before), templates(&after));
+    assert_eq!(
+        &updated[..known.len()],
+        &known[..],
+        "known templates keep their classes"
+    );
+    assert!(
+        updated[known.len()..]
+            .iter()
+            .any(|t| t.contains("Heartbeat sent")),
+        "{updated:?}"
+    );
+    assert_eq!(
+        after["training"]["session_key"],
+        before["training"]["session_key"]
+    );
+    assert_eq!(
+        after["training"]["updated_from"].as_str(),
+        Some(model().display().to_string().as_str())
+    );
+    assert!(after["training"]["earlier_lines"].as_u64().unwrap() >= 6000);
+
+    // The updated model knows the new message: it is never new, and the stream stays quiet.
+    let fresh: Vec<String> = HdfsGenerator::new(18, 0.0, 8)
+        .take(2000)
+        .map(|l| l.text)
+        .collect();
+    write_lines(&s.path("app.log"), &with_new_message(fresh, 0, 7), false);
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  app:\n    type: file\n    include: ['{{dir}}/app.log']\n    exit_on_eof: true\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n\
+             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    format: json\n",
+            out.display()
+        ),
+    );
+    let events = scored_events(&s, &config, "scored.jsonl");
+    let heartbeats: Vec<&serde_json::Value> = events.iter().filter(|e| is_heartbeat(e)).collect();
+    assert!(heartbeats.len() > 250, "{}", heartbeats.len());
+    assert!(
+        heartbeats
+            .iter()
+            .all(|e| e["anomaly_reason"] != "new_template"),
+        "the message the update learned is not new"
+    );
+    let flagged = events
+        .iter()
+        .filter(|e| e["is_anomaly"].as_bool() == Some(true))
+        .count();
+    assert!(
+        flagged * 100 <= events.len(),
+        "{flagged} of {} normal events flagged",
+        events.len()
+    );
+}

@@ -119,6 +119,12 @@ pub struct TrainingSummary {
     /// few streams (a sidecar's log) does not judge where a session ends.
     #[serde(default)]
     pub learned_session_ends: bool,
+    /// The bundle this one updated (`train --from`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_from: Option<String>,
+    /// Lines the earlier trainings of an updated bundle read (not counted in `lines`).
+    #[serde(default)]
+    pub earlier_lines: u64,
 }
 
 /// The detector's prediction is mixed with how often each class came in training:

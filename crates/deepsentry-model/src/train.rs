@@ -86,6 +86,10 @@ pub struct TrainOptions {
     pub invariants: bool,
     /// Show progress bars (on a terminal).
     pub progress: bool,
+    /// A bundle to update instead of starting afresh (`train --from`): its templates keep
+    /// their classes, new ones are added, both networks are fine-tuned from its weights, and
+    /// its sizes and session key are kept (the options' sizes are not used).
+    pub from: Option<PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -107,6 +111,7 @@ impl Default for TrainOptions {
             floor_margin: 200.0,
             invariants: true,
             progress: false,
+            from: None,
         }
     }
 }
@@ -133,10 +138,15 @@ struct Corpus {
 }
 
 /// Reads and normalizes the inputs; every line starts in its file's session (see
-/// [`assign_sessions`]).
-fn read_corpus(options: &TrainOptions) -> anyhow::Result<Corpus> {
-    let mut templates: Vec<String> = Vec::new();
-    let mut template_ids: HashMap<String, u32> = HashMap::new();
+/// [`assign_sessions`]). `known` templates (those of a bundle being updated) keep their
+/// places; the inputs' other templates follow.
+fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::Result<Corpus> {
+    let mut templates: Vec<String> = known.to_vec();
+    let mut template_ids: HashMap<String, u32> = known
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     let mut lines = Vec::new();
     let mut origins = Vec::new();
     let mut line_origin = Vec::new();
@@ -375,8 +385,29 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         (1..=64).contains(&options.sequence_length),
         "sequence_length must be between 1 and 64"
     );
-    let mut corpus = read_corpus(options)?;
-    let (key, found_key) = resolve_session_key(options, &corpus)?;
+    let base = match &options.from {
+        Some(dir) => Some(
+            LoadedModel::load(dir, options.backend)
+                .with_context(|| format!("cannot load the model to update in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let known_before = base.as_ref().map_or(&[][..], |b| &b.metadata.templates[..]);
+    let mut corpus = read_corpus(options, known_before)?;
+    let (key, found_key) = match &base {
+        // An update keeps the bundle's sessions unless told otherwise.
+        Some(base) if matches!(options.session_key, SessionKeySpec::Auto) => {
+            let training = &base.metadata.training;
+            let key = match &training.session_key {
+                Some(pattern) => SessionKey::Regex(Regex::new(pattern).with_context(|| {
+                    format!("the model to update has a bad session key `{pattern}`")
+                })?),
+                None => SessionKey::Stream,
+            };
+            (key, training.session_key_found.clone())
+        }
+        _ => resolve_session_key(options, &corpus)?,
+    };
     if !matches!(key, SessionKey::Stream) {
         assign_sessions(&mut corpus, &key);
     }
@@ -392,13 +423,17 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     train_device.seed(options.seed);
     let mut rng = SplitMix64::new(options.seed);
 
-    // --- Text autoencoder on the distinct templates.
-    let sizes = ModelSizes {
-        feature_dims: options.feature_dims,
-        autoencoder_hidden: options.autoencoder_hidden,
-        embedding_size: options.embedding_size,
-        detector_hidden: options.detector_hidden,
-        sequence_length: options.sequence_length,
+    // --- Text autoencoder on the distinct templates (an update's known ones included, so
+    // their embeddings stay where the detector learned them).
+    let sizes = match &base {
+        Some(base) => base.metadata.sizes.clone(),
+        None => ModelSizes {
+            feature_dims: options.feature_dims,
+            autoencoder_hidden: options.autoencoder_hidden,
+            embedding_size: options.embedding_size,
+            detector_hidden: options.detector_hidden,
+            sequence_length: options.sequence_length,
+        },
     };
     let features: Vec<Vec<f32>> = corpus
         .templates
@@ -410,7 +445,10 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         sizes.autoencoder_hidden,
         sizes.embedding_size,
     );
-    let mut autoencoder = ae_config.init(&train_device);
+    let mut autoencoder = match &base {
+        Some(base) => base.autoencoder.clone().fork(&train_device).train(),
+        None => ae_config.init(&train_device),
+    };
     let mut optimizer = AdamConfig::new().init();
     let ae_steps = 300.max(options.epochs * corpus.templates.len().div_ceil(options.batch_size));
     let bar = progress_bar(options.progress, ae_steps as u64, "autoencoder");
@@ -509,7 +547,17 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     let classes = corpus.templates.len() + 2;
     let detector_config =
         SequenceDetectorConfig::new(vector_width + 1, sizes.detector_hidden, classes);
-    let mut detector = detector_config.init(&train_device);
+    let mut detector = match &base {
+        Some(base) => {
+            let known = base.metadata.templates.len();
+            base.detector
+                .clone()
+                .grow(sizes.embedding_size, known, corpus.templates.len() - known)
+                .fork(&train_device)
+                .train()
+        }
+        None => detector_config.init(&train_device),
+    };
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let batches_per_epoch = samples.len().div_ceil(options.batch_size);
@@ -590,12 +638,40 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             reconstruction_scale,
             max_session_gap_secs: corpus.max_gap,
             learned_session_ends: by_sessions,
+            updated_from: options.from.as_ref().map(|d| d.display().to_string()),
+            earlier_lines: base.as_ref().map_or(0, |b| {
+                b.metadata.training.lines + b.metadata.training.earlier_lines
+            }),
             ..TrainingSummary::default()
         },
+    };
+    // What the bundle being updated learned of how often each class comes, as counts.
+    let carried: Vec<f64> = match &base {
+        Some(base) => {
+            let old = &base.metadata;
+            let total =
+                (old.training.lines + old.training.earlier_lines + old.training.sessions) as f64;
+            let known = old.templates.len();
+            let mut counts = vec![0.0; metadata.classes()];
+            for (class, p) in old.prior.probabilities.iter().enumerate() {
+                // End and unseen come after the added templates now.
+                let to = if class < known {
+                    class
+                } else {
+                    class - known + corpus.templates.len()
+                };
+                if let Some(c) = counts.get_mut(to) {
+                    *c = f64::from(*p) * total;
+                }
+            }
+            counts
+        }
+        None => Vec::new(),
     };
     let mut model = LoadedModel::new(metadata, autoencoder, detector, device, backend);
     learn_prior(
         &mut model,
+        &carried,
         &corpus,
         &training_part,
         &is_held_out,
@@ -634,11 +710,12 @@ const LINE_FLOOR_MARGIN: f64 = 10.0;
 /// Mixture weights tried for the class prior (see [`ClassPrior`]).
 const PRIOR_WEIGHTS: [f64; 11] = [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5];
 
-/// Sets the class prior: how often each class came (over all training targets, smoothed),
-/// and its weight, the one of [`PRIOR_WEIGHTS`] under which the held-out events are most
-/// likely.
+/// Sets the class prior: how often each class came (over all training targets, smoothed,
+/// plus the `carried` counts of a bundle being updated), and its weight, the one of
+/// [`PRIOR_WEIGHTS`] under which the held-out events are most likely.
 fn learn_prior(
     model: &mut LoadedModel,
+    carried: &[f64],
     corpus: &Corpus,
     training_part: &[&[u32]],
     is_held_out: &[bool],
@@ -648,6 +725,9 @@ fn learn_prior(
     let classes = model.metadata.classes();
     let end = model.metadata.templates.len();
     let mut counts = vec![0.5f64; classes];
+    for (count, earlier) in counts.iter_mut().zip(carried) {
+        *count += earlier;
+    }
     // (session, position, target) of every held-out event.
     let mut held: Vec<(usize, usize, usize)> = Vec::new();
     for (s, session) in corpus.sessions.iter().enumerate() {

@@ -143,9 +143,16 @@ struct TrainArgs {
     /// Size of the message embedding.
     #[arg(long, default_value_t = 16)]
     embedding_size: usize,
-    /// Passes over the training windows (of the distinct sessions).
-    #[arg(long, default_value_t = 40)]
-    epochs: usize,
+    /// Passes over the training windows (of the distinct sessions). Default 40, or 10 when
+    /// updating a bundle with `--from`.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Update the bundle in DIR with the new normal logs of `--input` instead of training
+    /// afresh: its templates keep their classes, new ones are added, both networks are
+    /// fine-tuned from its weights (its sizes and session key are kept), and the threshold
+    /// floor is calibrated again on the new logs. `--out` may name the same directory.
+    #[arg(long, value_name = "DIR")]
+    from: Option<PathBuf>,
     /// Seed: the same seed and data give the same model.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -257,7 +264,9 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         session_key: deepsentry_model::session_key::SessionKeySpec::parse(Some(&args.session_key)),
         sequence_length: args.sequence_length,
         embedding_size: args.embedding_size,
-        epochs: args.epochs,
+        epochs: args
+            .epochs
+            .unwrap_or(if args.from.is_some() { 10 } else { 40 }),
         seed: args.seed,
         backend: args.backend,
         holdout: args.holdout,
@@ -265,6 +274,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         detector_hidden: args.detector_hidden,
         invariants: !args.no_invariants,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        from: args.from,
         ..Default::default()
     };
     let model = deepsentry_model::train(&options)?;
