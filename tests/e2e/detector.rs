@@ -507,6 +507,21 @@ fn interleaved_requests(seed: u64, requests: usize, swap: Option<usize>) -> Vec<
     lines
 }
 
+/// A file (`app.log`) -> deepsentry with `model` and no session key (the model's own) ->
+/// JSON file (`scored.jsonl`) pipeline, its state in `{dir}/data`.
+fn app_pipeline(s: &Scratch, model: &Path) -> PathBuf {
+    s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  app:\n    type: file\n    include: ['{{dir}}/app.log']\n    exit_on_eof: true\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n\
+             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    format: json\n",
+            model.display()
+        ),
+    )
+}
+
 #[test]
 fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it() {
     let s = Scratch::new();
@@ -538,16 +553,7 @@ fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it
         false,
     );
     // No session_key: the model's own key.
-    let config = s.pipeline(
-        "p.yml",
-        &format!(
-            "data_dir: {{dir}}/data\n\
-             sources:\n  app:\n    type: file\n    include: ['{{dir}}/app.log']\n    exit_on_eof: true\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n\
-             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    format: json\n",
-            out.display()
-        ),
-    );
+    let config = app_pipeline(&s, &out);
     let events = scored_events(&s, &config, "scored.jsonl");
     let lines: Vec<&serde_json::Value> = events
         .iter()
@@ -640,16 +646,7 @@ fn train_from_keeps_the_known_templates_and_learns_the_new_ones() {
         .map(|l| l.text)
         .collect();
     write_lines(&s.path("app.log"), &with_new_message(fresh, 0, 7), false);
-    let config = s.pipeline(
-        "p.yml",
-        &format!(
-            "data_dir: {{dir}}/data\n\
-             sources:\n  app:\n    type: file\n    include: ['{{dir}}/app.log']\n    exit_on_eof: true\n\
-             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n\
-             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    format: json\n",
-            out.display()
-        ),
-    );
+    let config = app_pipeline(&s, &out);
     let events = scored_events(&s, &config, "scored.jsonl");
     let heartbeats: Vec<&serde_json::Value> = events.iter().filter(|e| is_heartbeat(e)).collect();
     assert!(heartbeats.len() > 250, "{}", heartbeats.len());
