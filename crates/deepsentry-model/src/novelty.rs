@@ -238,6 +238,14 @@ impl Vocabulary {
         info
     }
 
+    /// Forgets every template, for a new model to encode them anew; the id counter goes on (ids
+    /// stay unique) and so does the count of evictions.
+    pub fn forget_all(&mut self) {
+        self.known.clear();
+        self.online.clear();
+        self.online_bytes = 0;
+    }
+
     /// Records one occurrence of an online template at line `line`; returns what was known
     /// before it. `None` for a training template.
     pub fn observe(&mut self, text: &str, line: u64) -> Option<Occurrences> {

@@ -228,13 +228,20 @@ impl InvariantCheck {
 
     fn count(&self, counts: &mut [u16], class: usize) {
         if let Some(Some(slot)) = self.slot_of.get(class) {
-            let c = &mut counts[usize::from(*slot)];
-            *c = c.saturating_add(1);
+            // A session opened under an earlier model has no counters (see
+            // `Scorer::replace_model`).
+            if let Some(c) = counts.get_mut(usize::from(*slot)) {
+                *c = c.saturating_add(1);
+            }
         }
     }
 
-    /// The broken relations of a session, in words.
+    /// The broken relations of a session, in words; none for a session whose counters are
+    /// not this check's (it was opened under an earlier model).
     fn broken(&self, counts: &[u16], templates: &[String]) -> Vec<String> {
+        if counts.len() != self.slots {
+            return Vec::new();
+        }
         let count = |class: usize| {
             self.slot_of
                 .get(class)
@@ -422,6 +429,55 @@ where
         for (text, seen) in &state.templates {
             self.vocabulary.restore(text, *seen);
         }
+    }
+
+    /// Puts `model` in place of the running one between two batches (a retrained model): the
+    /// templates learned online and those in open sessions' windows are encoded again by it
+    /// (one it now knows leaves the online part), the cache of detector outputs is emptied, the
+    /// threshold's floor becomes the new model's unless the settings fix one, and the recent
+    /// scores stay. Sessions open at the swap keep their windows but are not judged by the new
+    /// model's invariants: their counts began under the old one. Fails, changing nothing, when
+    /// the model reads windows of another length.
+    pub fn replace_model(&mut self, model: M) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            model.sequence_length() == self.sequence_length,
+            "the new model reads windows of {} events, the running one {}",
+            model.sequence_length(),
+            self.sequence_length
+        );
+        let online = self.online_state();
+        let held: Vec<Arc<str>> = self
+            .sessions
+            .values_mut()
+            .flat_map(|s| s.window.iter().map(|t| t.text.clone()))
+            .collect();
+        let learned_before = self.stats.templates_learned;
+        self.model = model;
+        self.vocabulary.forget_all();
+        self.windows.clear();
+        self.invariants = InvariantCheck::new(self.model.invariants());
+        let floor = self
+            .settings
+            .threshold_floor
+            .unwrap_or_else(|| self.model.score_floor());
+        self.threshold.set_floor(floor);
+        let mut texts: Vec<&str> = online.templates.iter().map(|(t, _)| t.as_str()).collect();
+        texts.extend(held.iter().map(|t| &**t));
+        let learned = self.learn_templates(&texts);
+        for (text, seen) in &online.templates {
+            self.vocabulary.restore(text, *seen);
+        }
+        for session in self.sessions.values_mut() {
+            for template in &mut session.window {
+                if let Some(info) = learned.get(&*template.text) {
+                    *template = info.clone();
+                }
+            }
+            session.counts = Box::default();
+        }
+        // Templates encoded again are not learned again.
+        self.stats.templates_learned = learned_before;
+        Ok(())
     }
 
     fn session_of<'e>(&self, event: &'e Event) -> Cow<'e, str> {
@@ -986,12 +1042,30 @@ mod tests {
         assert_eq!(scorer.stats().broken_invariants, 1);
     }
 
+    #[test]
+    fn sessions_open_at_a_model_swap_are_not_judged_by_counts_begun_under_the_old_model() {
+        let mut scorer = scorer();
+        scorer.process(events(&["open s1", "open s2", "close s2"]));
+        scorer.replace_model(Box::new(PairedModel::new())).unwrap();
+        // s1 closes after the swap; s3 lives wholly under the new model and ends unbalanced.
+        scorer.process(events(&["close s1", "open s3", "open s3", "close s3"]));
+        let ends = scorer.finish();
+        let broken: Vec<String> = ends
+            .iter()
+            .filter(|e| e.fields.get(BROKEN_INVARIANT_FIELD).is_some())
+            .map(|e| text(e, SESSION_FIELD))
+            .collect();
+        assert_eq!(broken, ["s3"]);
+    }
+
     /// Known templates `alpha` and `beta` (the first word decides); after any window the
     /// detector expects `alpha` (p 0.9), `beta` less (0.09). Its training saw `later_new` new
     /// info templates in `later` lines.
     struct SteadyModel {
         templates: Vec<String>,
         novelty: NoveltyStats,
+        /// The probabilities of every window: each class, the end, the unseen class.
+        row: Vec<f32>,
     }
 
     impl SteadyModel {
@@ -1005,7 +1079,19 @@ mod tests {
             Self {
                 templates: vec!["alpha".into(), "beta".into()],
                 novelty,
+                row: vec![0.9f32.ln(), 0.09f32.ln(), 0.005f32.ln(), 0.005f32.ln()],
             }
+        }
+
+        /// The same model retrained on logs where `word` lines are as common as `alpha`.
+        fn knowing(word: &str) -> Self {
+            let mut model = Self::new(20_000, 0);
+            model.templates.push(word.into());
+            model.row = [0.45f32, 0.09, 0.45, 0.005, 0.005]
+                .iter()
+                .map(|p| p.ln())
+                .collect();
+            model
         }
     }
 
@@ -1014,14 +1100,13 @@ mod tests {
             3
         }
         fn end_class(&self) -> usize {
-            2
+            self.templates.len()
         }
         fn embed(&self, templates: &[&str]) -> Vec<Embedded> {
             by_first_word(&self.templates, templates)
         }
         fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
-            let row = vec![0.9f32.ln(), 0.09f32.ln(), 0.005f32.ln(), 0.005f32.ln()];
-            windows.iter().map(|_| row.clone()).collect()
+            windows.iter().map(|_| self.row.clone()).collect()
         }
         fn score_floor(&self) -> f64 {
             5.0
@@ -1146,6 +1231,37 @@ mod tests {
         let mut fresh = steady(20_000, 0);
         let scored = score_all(&mut fresh, &stream(40, 4, |_| "cache warmed".into()));
         assert!(scored.iter().any(flagged));
+    }
+
+    #[test]
+    fn a_retrained_model_takes_over_between_batches_with_what_was_learned() {
+        let mut scorer = steady(20_000, 0);
+        let before = score_all(&mut scorer, &stream(200, 4, |_| "cache warmed".into()));
+        assert!(before.iter().any(flagged), "new to the first model");
+        assert_eq!(scorer.online_state().templates.len(), 1);
+        let learned = scorer.stats().templates_learned;
+
+        scorer
+            .replace_model(Box::new(SteadyModel::knowing("cache")))
+            .unwrap();
+        assert_eq!(scorer.model().templates().len(), 3);
+        assert!(
+            scorer.online_state().templates.is_empty(),
+            "a template the new model knows leaves the online part"
+        );
+        assert_eq!(scorer.stats().templates_learned, learned);
+        let after = score_all(&mut scorer, &stream(200, 2, |_| "cache warmed".into()));
+        assert_eq!(after.len(), 200, "every event scored once");
+        let cache: Vec<&Event> = after
+            .iter()
+            .filter(|e| e.message() == "cache warmed")
+            .collect();
+        assert_eq!(cache.len(), 100);
+        assert!(cache.iter().all(|e| !flagged(e)));
+        assert!(cache
+            .iter()
+            .all(|e| text(e, keys::ANOMALY_REASON) != "new_template"
+                && text(e, keys::ANOMALY_REASON) != "rare_template"));
     }
 
     #[test]

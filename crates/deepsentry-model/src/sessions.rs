@@ -47,6 +47,11 @@ impl<V> SessionStore<V> {
         self.map.is_empty()
     }
 
+    /// Every live session's state, in no particular order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.map.values_mut().map(|e| &mut e.value)
+    }
+
     /// The session `key` (and its shared name), created with `init` if new, marked active at
     /// `now`. When creating it exceeds `max_sessions`, the least recently active other session
     /// is evicted and returned.

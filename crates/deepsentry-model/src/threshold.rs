@@ -51,6 +51,11 @@ impl AdaptiveThreshold {
         }
     }
 
+    /// Sets the floor (a new model's); the recent scores stay.
+    pub fn set_floor(&mut self, floor: f64) {
+        self.floor = floor;
+    }
+
     /// Mean and (population) standard deviation of the window.
     pub fn stats(&self) -> (f64, f64) {
         let n = self.window.len() as f64;
