@@ -666,3 +666,80 @@ fn train_from_keeps_the_known_templates_and_learns_the_new_ones() {
         events.len()
     );
 }
+
+#[test]
+fn a_model_retrained_in_the_background_is_swapped_in_without_losing_reordering_or_rescoring_events()
+{
+    let s = Scratch::new();
+    let normal: Vec<String> = HdfsGenerator::new(23, 0.0, 8)
+        .take(20_000)
+        .map(|l| l.text)
+        .collect();
+    // A benign message the shipped model never saw, every few lines.
+    let lines = with_new_message(normal, 0, 7);
+    std::fs::write(s.path("app.log"), "").unwrap();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  app:\n    type: file\n    include: ['{{dir}}/app.log']\n\
+             transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n    session_key: '{KEY}'\n    retrain_every: 3s\n\
+             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    format: json\n",
+            model().display()
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let swapped = || s.stderr().contains("retrained model swapped in");
+    // A steady stream: a first stretch to retrain on, then a chunk every 200 ms while the
+    // model retrains, is swapped in, and for a while after.
+    let mut written = 2500;
+    write_lines(&s.path("app.log"), &lines[..written], true);
+    let started = std::time::Instant::now();
+    let mut after_swap = None;
+    while written < lines.len() && after_swap.is_none_or(|at| written < at + 1000) {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no swap in 300 s: {}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let end = (written + 50).min(lines.len());
+        write_lines(&s.path("app.log"), &lines[written..end], true);
+        written = end;
+        if after_swap.is_none() && swapped() {
+            after_swap = Some(written);
+        }
+    }
+    assert!(after_swap.is_some(), "{}", s.stderr());
+    let scored = s.path("scored.jsonl");
+    let lines_out = |events: &[serde_json::Value]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["session_end"].as_bool() != Some(true))
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let read = || -> Vec<serde_json::Value> {
+        read_lines(&scored)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || lines_out(&read()).len()
+            >= written),
+        "{}",
+        s.stderr()
+    );
+    stop(&s, &mut child);
+    assert_eq!(
+        lines_out(&read()),
+        lines[..written],
+        "every line once, in order, across the swap"
+    );
+    let retrained = std::fs::read_to_string(s.path("data/detect/retrain/model/model.yml")).unwrap();
+    assert!(
+        retrained.contains("Heartbeat sent to the namenode"),
+        "the retrained model learned the new message from the recent lines"
+    );
+}

@@ -400,6 +400,11 @@ where
         &self.model
     }
 
+    /// The model handle itself (e.g. a shared `Arc`), for work beside the scorer.
+    pub fn model_handle(&self) -> &M {
+        &self.model
+    }
+
     /// Live sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

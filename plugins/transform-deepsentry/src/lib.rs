@@ -23,6 +23,9 @@ use deepsentry_model::{
 use regex::Regex;
 use serde::Deserialize;
 
+pub mod retrain;
+use retrain::{Outcome, Period, RecentLines, RetrainJob};
+
 /// Settings of the `deepsentry` transform.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +105,18 @@ pub struct DeepsentryTransformConfig {
     /// clock, so one line with a wrong date cannot end every open session. Default 300.
     #[serde(default = "default_max_clock_skew_secs")]
     pub max_clock_skew_secs: u64,
+    /// Retrain the model by itself once per period (`24h`, `30m`, ...) on the recent lines it
+    /// did not flag, in the background, and swap the result in when it flags no more of the
+    /// latest lines than the running model. Default: never.
+    #[serde(default)]
+    pub retrain_every: Option<Period>,
+    /// Most bytes of recent lines kept for retraining (the oldest go first). Default 64 MiB.
+    #[serde(default = "default_retrain_max_bytes")]
+    pub retrain_max_bytes: u64,
+}
+
+fn default_retrain_max_bytes() -> u64 {
+    64 << 20
 }
 
 fn default_max_clock_skew_secs() -> u64 {
@@ -174,6 +189,8 @@ impl DeepsentryTransformConfig {
             level_field: None,
             novelty_floor: default_novelty_floor(),
             max_clock_skew_secs: default_max_clock_skew_secs(),
+            retrain_every: None,
+            retrain_max_bytes: default_retrain_max_bytes(),
         }
     }
 
@@ -209,6 +226,10 @@ impl DeepsentryTransformConfig {
         anyhow::ensure!(
             self.novelty_floor.is_finite() && self.novelty_floor >= 0.0,
             "`novelty_floor` must be a non-negative number"
+        );
+        anyhow::ensure!(
+            self.retrain_max_bytes >= 65_536,
+            "`retrain_max_bytes` must be at least 65536"
         );
         anyhow::ensure!(
             self.max_template_bytes >= 4096,
@@ -277,6 +298,173 @@ pub struct DeepsentryTransform {
     scorer: Scorer<Arc<LoadedModel>>,
     /// Where the online vocabulary is kept between runs (`data_dir/<id>/vocabulary.json`).
     state_path: PathBuf,
+    /// Where retraining keeps its files (`data_dir/<id>/retrain`).
+    retrain_root: PathBuf,
+    /// The bundle the running model was loaded from.
+    model_dir: PathBuf,
+    /// The configured model's fingerprint, which a retrained model records as its base.
+    base_fingerprint: String,
+}
+
+/// Continual retraining while the transform runs (`retrain_every`).
+struct Retraining {
+    every: Duration,
+    recent: RecentLines,
+    next: tokio::time::Instant,
+    swapped: Counter,
+    refused: Counter,
+    failed: Counter,
+    skipped: Counter,
+}
+
+impl DeepsentryTransform {
+    /// Sets up retraining when `retrain_every` asks for it: the next one is a period after the
+    /// last one began (kept across restarts), and job directories a stopped run left go.
+    fn retraining(&self, metrics: &ComponentMetrics) -> Option<Retraining> {
+        let every = self.config.retrain_every?.0;
+        let root = &self.retrain_root;
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("job-") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let state = retrain::load_state(root);
+        let now = chrono::Utc::now().timestamp();
+        let wait = state
+            .last_started
+            .map_or(every.as_secs() as i64, |at| {
+                at + every.as_secs() as i64 - now
+            })
+            .clamp(0, every.as_secs() as i64);
+        Some(Retraining {
+            every,
+            recent: RecentLines::new(root.join("recent"), self.config.retrain_max_bytes),
+            next: tokio::time::Instant::now() + Duration::from_secs(wait as u64),
+            swapped: metrics.counter_with_reason("model_retrains", "swapped"),
+            refused: metrics.counter_with_reason("model_retrains", "refused"),
+            failed: metrics.counter_with_reason("model_retrains", "failed"),
+            skipped: metrics.counter_with_reason("model_retrains", "skipped"),
+        })
+    }
+
+    /// Starts a retraining on the lines kept since the last one; `None` when it cannot start
+    /// (said and counted).
+    fn start_retraining(
+        &self,
+        retraining: &mut Retraining,
+    ) -> Option<(tokio::sync::oneshot::Receiver<Outcome>, PathBuf)> {
+        retraining.next = tokio::time::Instant::now() + retraining.every;
+        let now = chrono::Utc::now();
+        let mut state = retrain::load_state(&self.retrain_root);
+        state.last_started = Some(now.timestamp());
+        if let Err(e) = retrain::save_state(&self.retrain_root, &state) {
+            tracing::warn!("cannot record the retraining time: {e:#}");
+        }
+        let dir = self
+            .retrain_root
+            .join(format!("job-{}", now.timestamp_millis()));
+        let started = retraining.recent.take(&dir).and_then(|inputs| {
+            RetrainJob {
+                running_dir: self.model_dir.clone(),
+                running: self.scorer.model_handle().clone(),
+                config: self.config.clone(),
+                online: self.scorer.online_state(),
+                dir: dir.clone(),
+                inputs,
+            }
+            .spawn()
+        });
+        match started {
+            Ok(receiver) => {
+                tracing::info!(model = %self.model_dir.display(), "retraining the model on recent lines in the background");
+                Some((receiver, dir))
+            }
+            Err(e) => {
+                tracing::warn!("cannot start retraining: {e:#}");
+                retraining.failed.inc();
+                let _ = std::fs::remove_dir_all(&dir);
+                None
+            }
+        }
+    }
+
+    /// Acts on how a retraining ended: an accepted model becomes the retrained model in
+    /// `data_dir` and replaces the running one here, between two batches.
+    fn finish_retraining(
+        &mut self,
+        retraining: &Retraining,
+        outcome: Option<Outcome>,
+        dir: &std::path::Path,
+    ) {
+        match outcome {
+            Some(Outcome::Accepted {
+                model,
+                dir: candidate,
+                running,
+                candidate: candidate_flags,
+                held_out,
+                trained_on,
+                seconds,
+            }) => {
+                let swapped =
+                    retrain::promote(&self.retrain_root, &candidate, &self.base_fingerprint)
+                        .and_then(|()| self.scorer.replace_model(Arc::from(model)));
+                match swapped {
+                    Ok(()) => {
+                        self.model_dir = self.retrain_root.join("model");
+                        retraining.swapped.inc();
+                        tracing::info!(
+                            trained_on,
+                            held_out,
+                            flagged_by_running = running,
+                            flagged_by_retrained = candidate_flags,
+                            seconds = format!("{seconds:.1}"),
+                            model = %self.model_dir.display(),
+                            "retrained model swapped in"
+                        );
+                    }
+                    Err(e) => {
+                        retraining.failed.inc();
+                        tracing::warn!("the retrained model cannot be swapped in: {e:#}");
+                    }
+                }
+            }
+            Some(Outcome::Refused {
+                running,
+                candidate,
+                held_out,
+            }) => {
+                retraining.refused.inc();
+                tracing::warn!(
+                    held_out,
+                    flagged_by_running = running,
+                    flagged_by_retrained = candidate,
+                    "retrained model refused: it flags more of the latest lines than the running model"
+                );
+            }
+            Some(Outcome::Skipped { lines }) => {
+                retraining.skipped.inc();
+                tracing::info!(
+                    lines,
+                    needed = retrain::MIN_RETRAIN_LINES,
+                    "retraining skipped: too few normal lines in the period"
+                );
+            }
+            Some(Outcome::Failed(e)) => {
+                retraining.failed.inc();
+                tracing::warn!("retraining failed; the running model stays: {e:#}");
+            }
+            None => {
+                retraining.failed.inc();
+                tracing::warn!(
+                    "the retraining thread stopped without a result; the running model stays"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// How often, at most, the online vocabulary is written while events flow.
@@ -343,11 +531,41 @@ impl TransformConfig for DeepsentryTransformConfig {
     }
 
     async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Transform>> {
-        let config = self.clone();
-        let scorer = tokio::task::spawn_blocking(move || config.build_scorer()).await??;
+        let retrain_root = cx.data_dir.join(&cx.id).join("retrain");
+        let base_fingerprint = self.fingerprint().unwrap_or_default();
+        let retrained = retrain_root.join("model");
+        // A model this transform retrained earlier, while the configuration still names the
+        // model it was retrained from.
+        let use_retrained = self.retrain_every.is_some()
+            && retrained.join("model.yml").exists()
+            && retrain::load_state(&retrain_root).base.as_deref() == Some(&base_fingerprint);
+        let mut scorer = None;
+        let mut model_dir = self.model.clone();
+        if use_retrained {
+            let mut config = self.clone();
+            config.model = retrained.clone();
+            match tokio::task::spawn_blocking(move || config.build_scorer()).await? {
+                Ok(built) => {
+                    scorer = Some(built);
+                    model_dir = retrained;
+                }
+                Err(e) => tracing::warn!(
+                    "the retrained model in {} is not usable ({e:#}); using {}",
+                    retrained.display(),
+                    self.model.display()
+                ),
+            }
+        }
+        let scorer = match scorer {
+            Some(scorer) => scorer,
+            None => {
+                let config = self.clone();
+                tokio::task::spawn_blocking(move || config.build_scorer()).await??
+            }
+        };
         let model = scorer.model();
         tracing::info!(
-            model = %self.model.display(),
+            model = %model_dir.display(),
             backend = ?model.backend,
             templates = model.metadata.templates.len(),
             sequence_length = model.sequence_length(),
@@ -376,6 +594,9 @@ impl TransformConfig for DeepsentryTransformConfig {
             config: self.clone(),
             scorer,
             state_path: cx.data_dir.join(&cx.id).join("vocabulary.json"),
+            retrain_root,
+            model_dir,
+            base_fingerprint,
         }))
     }
 }
@@ -487,6 +708,8 @@ impl Transform for DeepsentryTransform {
         // before its successor runs.
         tokio::task::block_in_place(|| self.restore_state());
         let mut saved_at = Instant::now();
+        let mut retraining = self.retraining(&cx.metrics);
+        let mut job: Option<(tokio::sync::oneshot::Receiver<Outcome>, PathBuf)> = None;
         let mut waiting = Batch::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         // While the input is quiet, sessions still time out (see `Scorer::tick`).
@@ -499,8 +722,32 @@ impl Transform for DeepsentryTransform {
                     None => std::future::pending().await,
                 }
             };
+            let retrain_idle = job.is_none();
+            let retrain_due = async {
+                match retraining.as_ref().map(|r| r.next) {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let retrain_done = async {
+                match job.as_mut() {
+                    Some((receiver, _)) => receiver.await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
             let mut closed = false;
             tokio::select! {
+                _ = retrain_due, if retrain_idle => {
+                    if let Some(retraining) = retraining.as_mut() {
+                        job = tokio::task::block_in_place(|| self.start_retraining(retraining));
+                    }
+                }
+                outcome = retrain_done => {
+                    if let (Some((_, dir)), Some(retraining)) = (job.take(), retraining.as_ref()) {
+                        // Between two batches: nothing is in flight in the scorer.
+                        tokio::task::block_in_place(|| self.finish_retraining(retraining, outcome, &dir));
+                    }
+                }
                 batch = cx.input.recv() => match batch {
                     Some(batch) => {
                         waiting.append(batch);
@@ -527,7 +774,14 @@ impl Transform for DeepsentryTransform {
                 let scorer = &mut self.scorer;
                 // Scoring is CPU work: keep the other tasks of this worker thread moving.
                 let started = Instant::now();
-                let scored = tokio::task::block_in_place(|| scorer.process(batch.events));
+                let recent = retraining.as_mut().map(|r| &mut r.recent);
+                let scored = tokio::task::block_in_place(|| {
+                    let scored = scorer.process(batch.events);
+                    if let Some(recent) = recent {
+                        recent.record(&scored);
+                    }
+                    scored
+                });
                 reporter.scored(&scored, started.elapsed());
                 let mut out = Batch::new(scored);
                 out.add_acks(acks);

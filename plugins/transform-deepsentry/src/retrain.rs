@@ -1,0 +1,485 @@
+//! Continual retraining (`retrain_every`): the transform keeps the recent lines it did not
+//! flag, and once a period retrains its model on them in the background (`train --from` on one
+//! low-priority thread). The candidate is loaded and scored on the last tenth of those lines,
+//! which it did not train on, next to the running model; it takes over only when it flags no
+//! more of them. The swap itself happens in the transform's loop between two batches, so no
+//! event is dropped, reordered or scored twice.
+//!
+//! Files under `data_dir/<id>/retrain/`: `recent/lines.{0,1}` (the lines kept, bounded in
+//! bytes), `job-*/` (one retraining in progress), `model/` (the last model swapped in, used
+//! again after a restart) and `state.json` (which configured model that one was trained from,
+//! and when the last retraining started).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use deepsentry_core::event::keys;
+use deepsentry_core::{Event, Origin, Value};
+use deepsentry_model::novelty::OnlineState;
+use deepsentry_model::scorer::SESSION_END_FIELD;
+use deepsentry_model::{BackendKind, LoadedModel, Scorer, TrainOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::DeepsentryTransformConfig;
+
+/// Fewer recent lines than this are too few to retrain on: the period is skipped.
+pub const MIN_RETRAIN_LINES: usize = 500;
+
+/// Passes over the recent lines: fine-tuning from the running model's weights needs far fewer
+/// than a training from scratch (see `models/README.md`).
+const RETRAIN_EPOCHS: usize = 10;
+
+/// The share of the recent lines, the latest, kept out of training to compare the two models.
+const HELD_OUT_SHARE: f64 = 0.1;
+
+/// A period such as `30s`, `15m`, `24h` or `7d` (a bare number is seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period(pub Duration);
+
+impl Period {
+    /// Parses `text`.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| {
+            anyhow::anyhow!("`{text}` is not a period: write a whole number and a unit, e.g. `24h`")
+        })?;
+        let seconds = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            other => anyhow::bail!(
+                "`{text}`: unknown unit `{other}`; valid units: s, m, h, d (e.g. `24h`)"
+            ),
+        };
+        anyhow::ensure!(number > 0, "`{text}`: the period must be longer than zero");
+        Ok(Self(Duration::from_secs(number.saturating_mul(seconds))))
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Seconds(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Seconds(seconds) => Period::parse(&seconds.to_string()),
+            Written::Text(text) => Period::parse(&text),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What is remembered between runs (`state.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RetrainState {
+    /// The fingerprint of the configured model the one in `model/` was retrained from; a
+    /// retrained model is used only while the configuration still names that model.
+    pub base: Option<String>,
+    /// When the last retraining began (Unix seconds), so a restart does not reset the period.
+    pub last_started: Option<i64>,
+}
+
+/// The lines kept for the next retraining: the newer segment `lines.0` and the older
+/// `lines.1`, each at most half of the limit. When the newer is full it replaces the older
+/// (whose lines go), so the pair never holds more than the limit and always the latest lines.
+pub struct RecentLines {
+    dir: PathBuf,
+    segment_bytes: u64,
+    writer: Option<BufWriter<File>>,
+    written: u64,
+    /// Set while writing fails, so the failure is logged once, not on every line.
+    failing: bool,
+}
+
+impl RecentLines {
+    /// Keeps lines under `dir`, at most `max_bytes` in all.
+    pub fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            dir,
+            segment_bytes: (max_bytes / 2).max(1),
+            writer: None,
+            written: 0,
+            failing: false,
+        }
+    }
+
+    fn segment(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("lines.{n}"))
+    }
+
+    /// Keeps the lines of `scored` that were judged normal (session ends and flagged lines
+    /// are not training material; a message of several lines would not read back as one).
+    pub fn record(&mut self, scored: &[Event]) {
+        for event in scored {
+            let normal = event.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(false));
+            let message = event.message();
+            if !normal
+                || event.fields.get(SESSION_END_FIELD).is_some()
+                || message.is_empty()
+                || message.contains('\n')
+            {
+                continue;
+            }
+            if let Err(e) = self.write(message) {
+                self.writer = None;
+                if !self.failing {
+                    tracing::warn!(dir = %self.dir.display(), "cannot keep recent lines for retraining: {e:#}");
+                    self.failing = true;
+                }
+            }
+        }
+        if let Some(writer) = &mut self.writer {
+            // Flushed per batch: a crash loses at most the batch in flight.
+            let _ = writer.flush();
+        }
+    }
+
+    fn write(&mut self, message: &str) -> anyhow::Result<()> {
+        if self.writer.is_none() {
+            deepsentry_core::checkpoint::private_dir(&self.dir)?;
+            let path = self.segment(0);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            self.written = file.metadata()?.len();
+            self.writer = Some(BufWriter::new(file));
+        }
+        if self.written + message.len() as u64 + 1 > self.segment_bytes && self.written > 0 {
+            self.writer = None;
+            std::fs::rename(self.segment(0), self.segment(1))?;
+            return self.write(message);
+        }
+        let writer = self.writer.as_mut().expect("opened above");
+        writer.write_all(message.as_bytes())?;
+        writer.write_all(b"\n")?;
+        self.written += message.len() as u64 + 1;
+        self.failing = false;
+        Ok(())
+    }
+
+    /// Moves the lines kept so far into `into` (created) and starts afresh; returns the files,
+    /// older first.
+    pub fn take(&mut self, into: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        if let Some(mut writer) = self.writer.take() {
+            writer.flush()?;
+        }
+        self.written = 0;
+        std::fs::create_dir_all(into)
+            .with_context(|| format!("cannot create {}", into.display()))?;
+        let mut taken = Vec::new();
+        for n in [1, 0] {
+            let from = self.segment(n);
+            if from.exists() {
+                let to = into.join(format!("recent.{n}.log"));
+                std::fs::rename(&from, &to)
+                    .with_context(|| format!("cannot move {}", from.display()))?;
+                taken.push(to);
+            }
+        }
+        Ok(taken)
+    }
+}
+
+/// How a retraining ended.
+pub enum Outcome {
+    /// Too few lines were kept in the period.
+    Skipped {
+        /// Lines kept.
+        lines: usize,
+    },
+    /// The candidate flagged more held-out lines than the running model.
+    Refused {
+        /// Held-out lines the running model flagged.
+        running: usize,
+        /// Held-out lines the candidate flagged.
+        candidate: usize,
+        /// Lines held out.
+        held_out: usize,
+    },
+    /// The candidate is at least as good: it is swapped in.
+    Accepted {
+        /// The candidate, loaded.
+        model: Box<LoadedModel>,
+        /// Where the candidate's files are.
+        dir: PathBuf,
+        /// Held-out lines the running model flagged.
+        running: usize,
+        /// Held-out lines the candidate flagged.
+        candidate: usize,
+        /// Lines held out.
+        held_out: usize,
+        /// Lines trained on.
+        trained_on: usize,
+        /// Seconds the training took.
+        seconds: f64,
+    },
+    /// Training, saving or loading the candidate failed.
+    Failed(anyhow::Error),
+}
+
+/// One retraining, run on a thread of its own.
+pub struct RetrainJob {
+    /// The directory of the running model's bundle (the base of `train --from`).
+    pub running_dir: PathBuf,
+    /// The running model.
+    pub running: Arc<LoadedModel>,
+    /// The transform's settings (backend, scorer settings).
+    pub config: DeepsentryTransformConfig,
+    /// What the running scorer learned online, given to both scorers of the comparison.
+    pub online: OnlineState,
+    /// The job's own directory (its inputs are there, it writes the candidate there).
+    pub dir: PathBuf,
+    /// The recent lines, older files first.
+    pub inputs: Vec<PathBuf>,
+}
+
+impl RetrainJob {
+    /// Runs the job at low priority on a thread of its own; the outcome comes back through
+    /// the receiver.
+    pub fn spawn(self) -> anyhow::Result<tokio::sync::oneshot::Receiver<Outcome>> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("deepsentry-retrain".into())
+            .spawn(move || {
+                lower_this_threads_priority();
+                let outcome = self.run().unwrap_or_else(Outcome::Failed);
+                // The transform may have stopped meanwhile (shutdown, reload): nobody waits.
+                let _ = sender.send(outcome);
+            })
+            .context("cannot start the retraining thread")?;
+        Ok(receiver)
+    }
+
+    fn run(&self) -> anyhow::Result<Outcome> {
+        let mut lines = Vec::new();
+        for path in &self.inputs {
+            let file =
+                File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+            for line in BufReader::new(file).split(b'\n') {
+                let line = line?;
+                if !line.is_empty() {
+                    lines.push(String::from_utf8_lossy(&line).into_owned());
+                }
+            }
+        }
+        if lines.len() < MIN_RETRAIN_LINES {
+            return Ok(Outcome::Skipped { lines: lines.len() });
+        }
+        let held_out = ((lines.len() as f64 * HELD_OUT_SHARE).ceil() as usize).max(1);
+        let (trained_on, held) = lines.split_at(lines.len() - held_out);
+        let train_file = self.dir.join("train.log");
+        let mut text = trained_on.join("\n");
+        text.push('\n');
+        std::fs::write(&train_file, text)
+            .with_context(|| format!("cannot write {}", train_file.display()))?;
+
+        let started = Instant::now();
+        let options = TrainOptions {
+            inputs: vec![train_file],
+            from: Some(self.running_dir.clone()),
+            epochs: RETRAIN_EPOCHS,
+            // Training stays on the CPU thread it was given, whatever the scoring backend.
+            backend: BackendKind::default(),
+            progress: false,
+            ..TrainOptions::default()
+        };
+        let trained = deepsentry_model::train(&options).context("retraining failed")?;
+        let seconds = started.elapsed().as_secs_f64();
+        let dir = self.dir.join("candidate");
+        trained.save(&dir)?;
+        drop(trained);
+        let candidate = LoadedModel::load(&dir, self.config.backend)
+            .context("the retrained model does not load")?;
+        let candidate = Arc::new(candidate);
+        let running_flags = self.flagged(self.running.clone(), held)?;
+        let candidate_flags = self.flagged(candidate.clone(), held)?;
+        if candidate_flags > running_flags {
+            return Ok(Outcome::Refused {
+                running: running_flags,
+                candidate: candidate_flags,
+                held_out,
+            });
+        }
+        let model = Arc::try_unwrap(candidate)
+            .map_err(|_| anyhow::anyhow!("the candidate model is still in use"))?;
+        Ok(Outcome::Accepted {
+            model: Box::new(model),
+            dir,
+            running: running_flags,
+            candidate: candidate_flags,
+            held_out,
+            trained_on: trained_on.len(),
+            seconds,
+        })
+    }
+
+    /// How many of `lines` (and of the sessions they end) `model` flags, scored from a fresh
+    /// start with the running scorer's online templates.
+    fn flagged(&self, model: Arc<LoadedModel>, lines: &[String]) -> anyhow::Result<usize> {
+        let settings = self.config.scorer_settings(&model)?;
+        let mut scorer = Scorer::new(model, settings);
+        scorer.restore_online_state(self.online.clone());
+        let origin = Origin::new("retrain", "held-out");
+        let now = chrono::Utc::now();
+        let events = lines
+            .iter()
+            .map(|line| Event::from_str(line, now, origin.clone()))
+            .collect();
+        let mut scored = scorer.process(events);
+        scored.extend(scorer.finish());
+        Ok(scored
+            .iter()
+            .filter(|e| e.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(true)))
+            .count())
+    }
+}
+
+/// Puts the calling thread at the lowest CPU priority (nice 19): retraining must not slow the
+/// scoring of live events. On Linux a thread has a priority of its own, and the threads it
+/// starts inherit it.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread, no memory passed.
+        let failed = unsafe {
+            let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, thread, 19) != 0
+        };
+        if failed {
+            tracing::debug!(
+                "cannot lower the retraining thread's priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Makes the candidate in `candidate` the retrained model of `root` (`root/model`), replacing
+/// the one there, and records that it was trained from the configured model `base`.
+pub fn promote(root: &Path, candidate: &Path, base: &str) -> anyhow::Result<()> {
+    let live = root.join("model");
+    let old = root.join("model.old");
+    let _ = std::fs::remove_dir_all(&old);
+    if live.exists() {
+        std::fs::rename(&live, &old).with_context(|| format!("cannot move {}", live.display()))?;
+    }
+    std::fs::rename(candidate, &live)
+        .with_context(|| format!("cannot move the candidate to {}", live.display()))?;
+    let _ = std::fs::remove_dir_all(&old);
+    let mut state = load_state(root);
+    state.base = Some(base.to_string());
+    save_state(root, &state)
+}
+
+/// The state kept in `root/state.json` (empty when missing or unreadable).
+pub fn load_state(root: &Path) -> RetrainState {
+    let path = root.join("state.json");
+    match deepsentry_core::checkpoint::load_json::<RetrainState>(&path) {
+        Ok(state) => state.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "the retraining state is not usable ({e:#}); starting without it");
+            RetrainState::default()
+        }
+    }
+}
+
+/// Writes `state` to `root/state.json`.
+pub fn save_state(root: &Path, state: &RetrainState) -> anyhow::Result<()> {
+    deepsentry_core::checkpoint::private_dir(root)?;
+    deepsentry_core::checkpoint::save_json(&root.join("state.json"), state, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_read_seconds_minutes_hours_and_days() {
+        assert_eq!(Period::parse("30").unwrap().0, Duration::from_secs(30));
+        assert_eq!(Period::parse("30s").unwrap().0, Duration::from_secs(30));
+        assert_eq!(Period::parse("15m").unwrap().0, Duration::from_secs(900));
+        assert_eq!(Period::parse("24h").unwrap().0, Duration::from_secs(86_400));
+        assert_eq!(Period::parse("7d").unwrap().0, Duration::from_secs(604_800));
+        let unit = Period::parse("24x").unwrap_err().to_string();
+        assert!(unit.contains("valid units: s, m, h, d"), "{unit}");
+        assert!(Period::parse("0h").is_err());
+        assert!(Period::parse("h").is_err());
+        assert!(Period::parse("1.5h").is_err());
+    }
+
+    fn scored(message: &str, anomaly: bool) -> Event {
+        let mut event = Event::from_str(message, chrono::Utc::now(), Origin::new("in", "x"));
+        event.fields.insert(keys::IS_ANOMALY, Value::Bool(anomaly));
+        event
+    }
+
+    #[test]
+    fn recent_lines_keep_the_latest_normal_lines_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recent = RecentLines::new(dir.path().join("recent"), 400);
+        let mut end = scored("end of a session", false);
+        end.fields.insert(SESSION_END_FIELD, Value::Bool(true));
+        recent.record(&[scored("flagged line", true), end]);
+        for n in 0..100 {
+            recent.record(&[scored(&format!("normal line {n:03}"), false)]);
+        }
+        let job = dir.path().join("job");
+        let files = recent.take(&job).unwrap();
+        let kept: Vec<String> = files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let bytes: usize = kept.iter().map(|l| l.len() + 1).sum();
+        assert!(bytes <= 400, "{bytes} bytes kept");
+        assert!(kept.len() >= 15, "{} lines kept", kept.len());
+        let expected: Vec<String> = (100 - kept.len()..100)
+            .map(|n| format!("normal line {n:03}"))
+            .collect();
+        assert_eq!(kept, expected, "the latest lines, in order, nothing else");
+
+        // Taking starts a new period.
+        recent.record(&[scored("after", false)]);
+        let again = recent.take(&dir.path().join("job2")).unwrap();
+        assert_eq!(std::fs::read_to_string(&again[0]).unwrap(), "after\n");
+    }
+
+    #[test]
+    fn promoting_replaces_the_retrained_model_and_records_its_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("retrain");
+        for (name, content) in [("first", "1"), ("second", "2")] {
+            let candidate = dir.path().join(name);
+            std::fs::create_dir_all(&candidate).unwrap();
+            std::fs::write(candidate.join("model.yml"), content).unwrap();
+            std::fs::create_dir_all(&root).unwrap();
+            promote(&root, &candidate, "base-fingerprint").unwrap();
+            assert!(!candidate.exists());
+        }
+        assert_eq!(
+            std::fs::read_to_string(root.join("model/model.yml")).unwrap(),
+            "2"
+        );
+        assert!(!root.join("model.old").exists());
+        assert_eq!(load_state(&root).base.as_deref(), Some("base-fingerprint"));
+    }
+}
