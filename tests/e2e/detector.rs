@@ -640,6 +640,26 @@ fn train_from_keeps_the_known_templates_and_learns_the_new_ones() {
     );
     assert!(after["training"]["earlier_lines"].as_u64().unwrap() >= 6000);
 
+    // Both bundles keep a sample of their training lines; the update's holds new lines and
+    // some of the old sample, which it trained on again.
+    let replay = |dir: &Path| -> Vec<String> {
+        std::fs::read_to_string(dir.join("replay.log"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let (old_sample, new_sample) = (replay(model()), replay(&out));
+    assert!(!old_sample.is_empty() && new_sample.len() <= 2000);
+    assert!(
+        new_sample.iter().any(|l| l.contains("Heartbeat sent")),
+        "the new logs are in the update's sample"
+    );
+    assert!(
+        new_sample.iter().any(|l| old_sample.contains(l)),
+        "and so are some of the old ones"
+    );
+
     // The updated model knows the new message: it is never new, and the stream stays quiet.
     let fresh: Vec<String> = HdfsGenerator::new(18, 0.0, 8)
         .take(2000)

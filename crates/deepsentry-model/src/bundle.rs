@@ -30,6 +30,9 @@ pub const NORMALIZER_VERSION: u32 = 2;
 
 const METADATA_FILE: &str = "model.yml";
 const AUTOENCODER_FILE: &str = "autoencoder.bpk";
+/// Training lines a bundle keeps so that an update (`train --from`) trains on some of the
+/// old logs next to the new ones, and does not forget sequences only the old logs held.
+pub const REPLAY_FILE: &str = "replay.log";
 const DETECTOR_FILE: &str = "detector.bpk";
 
 /// Sizes of both models.
@@ -220,6 +223,8 @@ pub struct LoadedModel {
     pub device: Device,
     /// The backend the device resolved to.
     pub backend: BackendKind,
+    /// A sample of the training lines, kept in the bundle for updates (see [`REPLAY_FILE`]).
+    pub replay: Vec<String>,
     vocabulary: HashMap<String, usize>,
     /// The training templates' classes by their number of words (to find the training
     /// template a new one is a variant of).
@@ -251,6 +256,7 @@ impl LoadedModel {
             detector,
             device,
             backend,
+            replay: Vec::new(),
             vocabulary,
             by_length: HashMap::new(),
         };
@@ -430,7 +436,12 @@ impl LoadedModel {
                     metadata.templates.len()
                 )
             })?;
-        Ok(Self::new(metadata, autoencoder, detector, device, backend))
+        let mut model = Self::new(metadata, autoencoder, detector, device, backend);
+        // Older bundles have no replay sample: an update then trains on the new logs alone.
+        if let Ok(text) = std::fs::read_to_string(dir.join(REPLAY_FILE)) {
+            model.replay = text.lines().map(String::from).collect();
+        }
+        Ok(model)
     }
 
     /// Writes the bundle into `dir` (created if needed).
@@ -459,6 +470,15 @@ impl LoadedModel {
         ];
         for (path, result) in files {
             result.with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let replay = dir.join(REPLAY_FILE);
+        if self.replay.is_empty() {
+            let _ = std::fs::remove_file(&replay);
+        } else {
+            let mut text = self.replay.join("\n");
+            text.push('\n');
+            std::fs::write(&replay, text)
+                .with_context(|| format!("cannot write {}", replay.display()))?;
         }
         Ok(())
     }

@@ -198,6 +198,29 @@ fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::Result<Corpu
     Ok(corpus)
 }
 
+/// Most lines a bundle keeps as its replay sample.
+pub const REPLAY_LINES: usize = 2000;
+
+/// The replay sample a bundle keeps: the last lines of each input, an equal share each, so
+/// sequences stay whole and, after updates, the old logs' share shrinks but never vanishes.
+fn replay_sample(corpus: &Corpus) -> Vec<String> {
+    let files = corpus.origins.len().max(1);
+    let share = REPLAY_LINES / files;
+    let mut sample = Vec::new();
+    for file in 0..files {
+        let lines: Vec<&str> = corpus
+            .lines
+            .iter()
+            .zip(&corpus.line_origin)
+            .filter(|(_, &origin)| usize::from(origin) == file)
+            .map(|(line, _)| line.text.as_str())
+            .collect();
+        let from = lines.len().saturating_sub(share);
+        sample.extend(lines[from..].iter().map(|l| l.to_string()));
+    }
+    sample
+}
+
 /// Groups the corpus's lines into sessions by `key` (lines it does not name stay in their
 /// file's session), and measures the longest pause inside a session.
 fn assign_sessions(corpus: &mut Corpus, key: &SessionKey) {
@@ -393,6 +416,26 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         None => None,
     };
     let known_before = base.as_ref().map_or(&[][..], |b| &b.metadata.templates[..]);
+    // An update trains on the bundle's replay sample of its old logs too (read first, as the
+    // older lines).
+    let replay = options
+        .from
+        .as_ref()
+        .map(|dir| dir.join(crate::bundle::REPLAY_FILE))
+        .filter(|path| path.is_file());
+    let with_replay;
+    let options = match replay {
+        Some(path) => {
+            with_replay = TrainOptions {
+                inputs: std::iter::once(path)
+                    .chain(options.inputs.iter().cloned())
+                    .collect(),
+                ..options.clone()
+            };
+            &with_replay
+        }
+        None => options,
+    };
     let mut corpus = read_corpus(options, known_before)?;
     let (key, found_key) = match &base {
         // An update keeps the bundle's sessions unless told otherwise.
@@ -669,6 +712,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         None => Vec::new(),
     };
     let mut model = LoadedModel::new(metadata, autoencoder, detector, device, backend);
+    model.replay = replay_sample(&corpus);
     learn_prior(
         &mut model,
         &carried,
