@@ -532,7 +532,7 @@ fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it
     );
     let out = s.path("model");
     let output = Command::new(bin())
-        .args(["train", "--input"])
+        .args(["train", "--no-replay", "--input"])
         .arg(s.path("normal.log"))
         .arg("--out")
         .arg(&out)
@@ -540,6 +540,10 @@ fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
+    assert!(
+        !out.join("replay.log").exists() && out.join("detector.bpk").exists(),
+        "--no-replay keeps no training lines in the bundle"
+    );
     let model_yml = std::fs::read_to_string(out.join("model.yml")).unwrap();
     assert!(
         model_yml.contains("session_key_found: program[pid]"),

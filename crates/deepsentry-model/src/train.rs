@@ -84,6 +84,9 @@ pub struct TrainOptions {
     pub floor_margin: f64,
     /// Whether to mine count invariants.
     pub invariants: bool,
+    /// Whether the bundle keeps a replay sample of the training lines for later updates
+    /// (see [`crate::bundle::REPLAY_FILE`]).
+    pub replay: bool,
     /// Show progress bars (on a terminal).
     pub progress: bool,
     /// A bundle to update instead of starting afresh (`train --from`): its templates keep
@@ -110,6 +113,7 @@ impl Default for TrainOptions {
             holdout: 0.1,
             floor_margin: 200.0,
             invariants: true,
+            replay: true,
             progress: false,
             from: None,
         }
@@ -712,7 +716,9 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         None => Vec::new(),
     };
     let mut model = LoadedModel::new(metadata, autoencoder, detector, device, backend);
-    model.replay = replay_sample(&corpus);
+    if options.replay {
+        model.replay = replay_sample(&corpus);
+    }
     learn_prior(
         &mut model,
         &carried,

@@ -173,6 +173,11 @@ struct TrainArgs {
     /// session ends).
     #[arg(long)]
     no_invariants: bool,
+    /// Keep no sample of the training lines in the bundle (`replay.log`, up to 2,000 raw
+    /// lines that a later `--from` update trains on again): for bundles shared beyond the
+    /// logs' audience. Updates of such a bundle train on the new logs alone.
+    #[arg(long)]
+    no_replay: bool,
 }
 
 fn main() -> ExitCode {
@@ -273,6 +278,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         floor_margin: args.floor_margin,
         detector_hidden: args.detector_hidden,
         invariants: !args.no_invariants,
+        replay: !args.no_replay,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         from: args.from,
         ..Default::default()
