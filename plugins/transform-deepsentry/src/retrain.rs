@@ -463,6 +463,75 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&again[0]).unwrap(), "after\n");
     }
 
+    /// A small model trained on a two-message worker log, and a job for it over `lines`
+    /// recent lines.
+    fn job(dir: &Path, lines: usize, base: &Path) -> RetrainJob {
+        let log = dir.join("normal.log");
+        let text: String = (0..400)
+            .map(|i| {
+                format!(
+                    "worker {} started job {i}\nworker {} finished job {i}\n",
+                    i % 4,
+                    i % 4
+                )
+            })
+            .collect();
+        std::fs::write(&log, text).unwrap();
+        let trained = deepsentry_model::train(&TrainOptions {
+            inputs: vec![log],
+            session_key: deepsentry_model::session_key::SessionKeySpec::Stream,
+            epochs: 1,
+            progress: false,
+            ..TrainOptions::default()
+        })
+        .unwrap();
+        trained.save(&dir.join("model")).unwrap();
+        let running =
+            Arc::new(LoadedModel::load(&dir.join("model"), BackendKind::default()).unwrap());
+        let recent = dir.join("job").join("recent.0.log");
+        std::fs::create_dir_all(recent.parent().unwrap()).unwrap();
+        let text: String = (0..lines)
+            .map(|i| format!("worker 1 started job {i}\n"))
+            .collect();
+        std::fs::write(&recent, text).unwrap();
+        RetrainJob {
+            running_dir: base.to_path_buf(),
+            running,
+            config: DeepsentryTransformConfig::for_model(dir.join("model")),
+            online: OnlineState::default(),
+            dir: dir.join("job"),
+            inputs: vec![recent],
+        }
+    }
+
+    #[test]
+    fn a_period_with_too_few_lines_is_skipped_and_one_whose_training_fails_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let few = job(dir.path(), MIN_RETRAIN_LINES - 1, &dir.path().join("model"));
+        assert!(matches!(
+            few.run().unwrap(),
+            Outcome::Skipped { lines } if lines == MIN_RETRAIN_LINES - 1
+        ));
+
+        let missing = dir.path().join("gone");
+        let failing = job(dir.path(), 2 * MIN_RETRAIN_LINES, &missing);
+        let receiver = failing.spawn().unwrap();
+        match receiver.blocking_recv().unwrap() {
+            Outcome::Failed(e) => {
+                let message = format!("{e:#}");
+                assert!(
+                    message.contains("cannot load the model to update"),
+                    "{message}"
+                );
+            }
+            _ => panic!("a retraining without its base model must fail"),
+        }
+        assert!(
+            !dir.path().join("job/candidate").exists(),
+            "no candidate is left"
+        );
+    }
+
     #[test]
     fn promoting_replaces_the_retrained_model_and_records_its_base() {
         let dir = tempfile::tempdir().unwrap();
