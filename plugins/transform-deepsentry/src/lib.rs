@@ -306,6 +306,28 @@ pub struct DeepsentryTransform {
     base_fingerprint: String,
 }
 
+/// Publishes `deepsentry_model_info` for the model loaded from `dir`.
+fn publish_model_info(metrics: &ComponentMetrics, dir: &std::path::Path, model: &LoadedModel) {
+    metrics.info(
+        "model",
+        vec![
+            ("path".into(), dir.display().to_string()),
+            (
+                "backend".into(),
+                format!("{:?}", model.backend).to_lowercase(),
+            ),
+            (
+                "sequence_length".into(),
+                model.sequence_length().to_string(),
+            ),
+            (
+                "templates".into(),
+                model.metadata.templates.len().to_string(),
+            ),
+        ],
+    );
+}
+
 /// Continual retraining while the transform runs (`retrain_every`).
 struct Retraining {
     every: Duration,
@@ -315,6 +337,8 @@ struct Retraining {
     refused: Counter,
     failed: Counter,
     skipped: Counter,
+    /// Where `deepsentry_model_info` is published again after a swap.
+    metrics: ComponentMetrics,
 }
 
 impl DeepsentryTransform {
@@ -346,6 +370,7 @@ impl DeepsentryTransform {
             refused: metrics.counter_with_reason("model_retrains", "refused"),
             failed: metrics.counter_with_reason("model_retrains", "failed"),
             skipped: metrics.counter_with_reason("model_retrains", "skipped"),
+            metrics: metrics.clone(),
         })
     }
 
@@ -414,6 +439,11 @@ impl DeepsentryTransform {
                 match swapped {
                     Ok(()) => {
                         self.model_dir = self.retrain_root.join("model");
+                        publish_model_info(
+                            &retraining.metrics,
+                            &self.model_dir,
+                            self.scorer.model(),
+                        );
                         retraining.swapped.inc();
                         tracing::info!(
                             trained_on,
@@ -572,24 +602,7 @@ impl TransformConfig for DeepsentryTransformConfig {
             floor = model.score_floor(),
             "anomaly model loaded"
         );
-        cx.component_metrics().info(
-            "model",
-            vec![
-                ("path".into(), self.model.display().to_string()),
-                (
-                    "backend".into(),
-                    format!("{:?}", model.backend).to_lowercase(),
-                ),
-                (
-                    "sequence_length".into(),
-                    model.sequence_length().to_string(),
-                ),
-                (
-                    "templates".into(),
-                    model.metadata.templates.len().to_string(),
-                ),
-            ],
-        );
+        publish_model_info(&cx.component_metrics(), &model_dir, model);
         Ok(Box::new(DeepsentryTransform {
             config: self.clone(),
             scorer,
