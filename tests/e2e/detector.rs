@@ -766,4 +766,22 @@ fn a_model_retrained_in_the_background_is_swapped_in_without_losing_reordering_o
         retrained.contains("Heartbeat sent to the namenode"),
         "the retrained model learned the new message from the recent lines"
     );
+
+    // A restart goes on with the retrained model.
+    let before = s.stderr().len();
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let loaded = |s: &Scratch| {
+        s.stderr()[before..]
+            .lines()
+            .find(|l| l.contains("anomaly model loaded"))
+            .map(String::from)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || loaded(&s).is_some()),
+        "{}",
+        s.stderr()
+    );
+    stop(&s, &mut child);
+    let line = loaded(&s).unwrap();
+    assert!(line.contains("retrain/model"), "{line}");
 }
