@@ -223,7 +223,9 @@ pub struct LoadedModel {
     pub device: Device,
     /// The backend the device resolved to.
     pub backend: BackendKind,
-    /// A sample of the training lines, kept in the bundle for updates (see [`REPLAY_FILE`]).
+    /// A sample of the training lines, for the bundle to keep for updates (see
+    /// [`REPLAY_FILE`]); set by training, empty after loading (the file is read by an
+    /// update only).
     pub replay: Vec<String>,
     vocabulary: HashMap<String, usize>,
     /// The training templates' classes by their number of words (to find the training
@@ -436,15 +438,13 @@ impl LoadedModel {
                     metadata.templates.len()
                 )
             })?;
-        let mut model = Self::new(metadata, autoencoder, detector, device, backend);
-        // Older bundles have no replay sample: an update then trains on the new logs alone.
-        if let Ok(text) = std::fs::read_to_string(dir.join(REPLAY_FILE)) {
-            model.replay = text.lines().map(String::from).collect();
-        }
-        Ok(model)
+        // The replay sample stays on disk: only an update reads it (`train --from`), and
+        // scoring never needs it.
+        Ok(Self::new(metadata, autoencoder, detector, device, backend))
     }
 
-    /// Writes the bundle into `dir` (created if needed).
+    /// Writes the bundle into `dir` (created if needed), with the replay sample when the
+    /// model has one; a sample left in `dir` by an earlier bundle is removed otherwise.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let yaml = serde_yaml::to_string(&self.metadata)?;
