@@ -144,6 +144,12 @@ impl Event {
         &self.message
     }
 
+    /// Whether the anomaly detector flagged the event (`is_anomaly: true`); false when it was
+    /// not scored.
+    pub fn is_anomaly(&self) -> bool {
+        self.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(true))
+    }
+
     /// Replaces the message text.
     pub fn set_message(&mut self, message: String) {
         self.message = Bytes::from(message);

@@ -244,7 +244,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
     let mut record = |events: Vec<Event>, line_flagged: &mut Vec<bool>| {
         for event in events {
-            let flagged = matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)));
+            let flagged = event.is_anomaly();
             let is_end = event.fields.get(SESSION_END_FIELD).is_some();
             alerts += u64::from(matches!(
                 event.fields.get(keys::ALERT),

@@ -210,7 +210,7 @@ impl Header {
                 out.push(b' ');
                 header_field(out, &self.app_name, 48);
                 let _ = write!(out, " {} ", self.proc_id);
-                let anomaly = matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)));
+                let anomaly = event.is_anomaly();
                 out.extend_from_slice(if anomaly { b"anomaly " } else { b"- " });
                 structured_data(out, event);
                 out.push(b' ');

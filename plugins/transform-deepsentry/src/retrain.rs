@@ -341,10 +341,7 @@ impl RetrainJob {
             .collect();
         let mut scored = scorer.process(events);
         scored.extend(scorer.finish());
-        Ok(scored
-            .iter()
-            .filter(|e| e.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(true)))
-            .count())
+        Ok(scored.iter().filter(|e| e.is_anomaly()).count())
     }
 }
 
