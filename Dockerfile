@@ -24,10 +24,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/deepsentry /out/deepsentry
 
 FROM debian:bookworm-slim
-# ca-certificates is left unpinned on purpose: an image rebuild should pick up new CA roots.
+# ca-certificates and libssl3 (Kafka over TLS) are left unpinned on purpose: an image rebuild
+# should pick up new CA roots and OpenSSL fixes.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 999 deepsentry \
     && useradd --system --uid 999 --gid deepsentry --home-dir /var/lib/deepsentry \

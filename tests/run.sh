@@ -6,10 +6,11 @@
 #
 # It installs what the tests need first, so it works on a fresh Debian machine: rustfmt and
 # clippy; Mesa's software Vulkan driver (lavapipe), so the GPU backend's test has a wgpu
-# adapter to run on even where the machine has no GPU; the C toolchain that builds the bundled
-# librdkafka; Tansu, the Kafka-protocol broker the Kafka tests start (tests/kafka-broker.sh;
-# set KAFKA_BOOTSTRAP=host:port to run them against your own Kafka instead); and rsyslog, the
-# syslog daemon the syslog tests start on loopback ports with their own configuration. Before
+# adapter to run on even where the machine has no GPU; the C toolchain and OpenSSL headers that
+# build the bundled librdkafka with TLS; Tansu, the Kafka-protocol broker the Kafka tests start
+# (tests/kafka-broker.sh; set KAFKA_BOOTSTRAP=host:port to run them against your own Kafka
+# instead); and rsyslog, the syslog daemon the syslog tests start on loopback ports with their
+# own configuration. Before
 # the Rust checks, tests/lint-deploy.sh checks the Dockerfile, the Kubernetes manifests, the
 # systemd unit, the Grafana dashboard and the shell scripts.
 #
@@ -32,18 +33,21 @@ if ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
   fi
 fi
 
-# The bundled librdkafka is compiled from C with make; its configure script needs these.
+# The bundled librdkafka is compiled from C with make; its configure script needs these, and
+# OpenSSL's headers for TLS and SASL. The Kafka-over-TLS test makes its certificate with the
+# `openssl` tool.
 missing=()
-for tool in gcc g++ make pkg-config; do
+for tool in gcc g++ make pkg-config openssl; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+[ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing build tools for librdkafka: ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config \
-      zlib1g-dev >/dev/null
+      zlib1g-dev libssl-dev openssl >/dev/null
   else
     echo "missing for the librdkafka build: ${missing[*]}" >&2
   fi

@@ -44,6 +44,12 @@ impl Broker {
     }
 
     fn start_tansu(port: u16) -> Self {
+        Self::start_tansu_advertising(port, port)
+    }
+
+    /// Tansu listening on `port` and telling clients (in its metadata) that it is at
+    /// `advertised`: where a TLS listener in front of it accepts them.
+    fn start_tansu_advertising(port: u16, advertised: u16) -> Self {
         let bin = tansu_bin();
         assert!(
             bin.exists(),
@@ -51,14 +57,13 @@ impl Broker {
              KAFKA_BOOTSTRAP=host:port to use your own Kafka",
             bin.display()
         );
-        let url = format!("tcp://127.0.0.1:{port}");
         let process = Command::new(&bin)
             .args([
                 "broker",
                 "--listener-url",
-                &url,
+                &format!("tcp://127.0.0.1:{port}"),
                 "--advertised-listener-url",
-                &url,
+                &format!("tcp://127.0.0.1:{advertised}"),
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
@@ -525,4 +530,135 @@ fn messages_kafka_refuses_are_counted_and_the_rest_flows() {
         log.contains("events_dropped{reason=delivery_failed}=50"),
         "the 50 refused messages are counted\n{log}"
     );
+}
+
+/// A self-signed certificate for 127.0.0.1 (its own CA), made with the `openssl` tool.
+fn self_signed_certificate(s: &Scratch) -> (PathBuf, PathBuf) {
+    let (cert, key) = (s.path("broker.pem"), s.path("broker.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl (the `openssl` package)");
+    assert!(made.success(), "openssl could not make a certificate");
+    (cert, key)
+}
+
+/// The TLS listener of `tests/tls-front.py` on `listen`, in front of `target`.
+struct TlsFront(Child);
+
+impl TlsFront {
+    fn start(cert: &Path, key: &Path, listen: u16, target: u16) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tls-front.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .args([cert, key])
+            .args([listen.to_string(), target.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3 tests/tls-front.py");
+        let up = wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok()
+        });
+        assert!(up, "the TLS listener did not come up on {listen}");
+        TlsFront(child)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Production Kafka speaks TLS. A broker reachable only through a TLS listener (its metadata
+/// names the TLS port, so every connection of the client goes through it): the kafka sink
+/// writes to it and the kafka source reads back every line, both with `security.protocol:
+/// SSL` and the broker's certificate as the CA; a sink that does not trust the certificate
+/// delivers nothing and says why. This test starts its own Tansu even where
+/// `KAFKA_BOOTSTRAP` names another Kafka.
+#[test]
+fn kafka_over_tls_writes_and_reads_through_a_tls_listener() {
+    let s = Scratch::new();
+    let (cert, key) = self_signed_certificate(&s);
+    let (plain, tls) = (free_port(), free_port());
+    let _broker = Broker::start_tansu_advertising(plain, tls);
+    let _front = TlsFront::start(&cert, &key, tls, plain);
+    let bootstrap = format!("127.0.0.1:{tls}");
+    let topic = unique("tls");
+    let lines: Vec<String> = (0..500).map(|i| format!("line {i} over tls")).collect();
+    write_lines(&s.path("in.log"), &lines, false);
+    let tls_options = format!(
+        "    librdkafka_options:\n      security.protocol: SSL\n      \
+         ssl.ca.location: {}\n",
+        cert.display()
+    );
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  lines:\n    type: file\n    include: ['{{dir}}/in.log']\n  \
+             in:\n    type: kafka\n    bootstrap_servers: {bootstrap}\n    topics: [{topic}]\n    \
+             group_id: {group}\n    auto_offset_reset: earliest\n{tls_options}\
+             sinks:\n  to_kafka:\n    type: kafka\n    inputs: [lines]\n    \
+             bootstrap_servers: {bootstrap}\n    topic: {topic}\n    encoding: text\n\
+             {tls_options}  \
+             back:\n    type: file\n    inputs: [in]\n    path: '{{dir}}/out.log'\n",
+            group = unique("g"),
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    let read_back = || -> HashSet<String> {
+        std::fs::read_to_string(s.path("out.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let all = wait_until(Duration::from_secs(120), || {
+        lines.iter().all(|l| read_back().contains(l))
+    });
+    stop(&s, &mut child);
+    assert!(
+        all,
+        "{} of {} lines came back over TLS\n{}",
+        lines.iter().filter(|l| read_back().contains(*l)).count(),
+        lines.len(),
+        s.stderr()
+    );
+
+    // The same sink without the CA: the handshake fails, it is said, and nothing is written.
+    let untrusting = Scratch::new();
+    write_lines(&untrusting.path("in.log"), &lines, false);
+    let config = untrusting.pipeline(
+        "p.yml",
+        &format!(
+            "data_dir: {{dir}}/data\n\
+             sources:\n  lines:\n    type: file\n    include: ['{{dir}}/in.log']\n\
+             sinks:\n  to_kafka:\n    type: kafka\n    inputs: [lines]\n    \
+             bootstrap_servers: {bootstrap}\n    topic: {}\n    \
+             librdkafka_options:\n      security.protocol: SSL\n",
+            unique("untrusted")
+        ),
+    );
+    let mut child = untrusting.start(&config, Stdio::null(), Stdio::null());
+    let said = wait_until(Duration::from_secs(30), || {
+        untrusting.stderr().contains("certificate verify failed")
+    });
+    signal(&child, "TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, "TERM");
+    let _ = wait_exit(&untrusting, &mut child, Duration::from_secs(30));
+    assert!(said, "{}", untrusting.stderr());
 }

@@ -121,4 +121,33 @@ mod tests {
         assert_eq!(config.get("acks"), Some("1"));
         assert_eq!(config.get("linger.ms"), Some("5"));
     }
+
+    /// The client library is built with TLS and SASL: librdkafka refuses, when the client is
+    /// created, a protocol or mechanism it was built without ("No provider for SASL
+    /// mechanism", "Unsupported value ... SSL"). Creating a client connects to nothing.
+    #[test]
+    fn tls_and_sasl_mechanisms_are_built_in() {
+        use rdkafka::producer::BaseProducer;
+        for (protocol, mechanism) in [
+            ("SSL", None),
+            ("SASL_SSL", Some("PLAIN")),
+            ("SASL_SSL", Some("SCRAM-SHA-256")),
+            ("SASL_SSL", Some("SCRAM-SHA-512")),
+            ("SASL_PLAINTEXT", Some("SCRAM-SHA-512")),
+        ] {
+            let mut options = BTreeMap::new();
+            options.insert("security.protocol".to_owned(), protocol.to_owned());
+            if let Some(mechanism) = mechanism {
+                options.insert("sasl.mechanism".to_owned(), mechanism.to_owned());
+                options.insert("sasl.username".to_owned(), "user".to_owned());
+                options.insert("sasl.password".to_owned(), "secret".to_owned());
+            }
+            let created = client_config("127.0.0.1:1", &[], &options).create::<BaseProducer>();
+            assert!(
+                created.is_ok(),
+                "{protocol} {mechanism:?}: {:?}",
+                created.err()
+            );
+        }
+    }
 }
