@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::autoencoder::{TextAutoencoder, TextAutoencoderConfig};
 use crate::backend::{self, BackendKind};
 use crate::detector::{
-    message_vector, message_vector_width, window_input, SequenceDetector, SequenceDetectorConfig,
+    message_code, message_vector_width, window_input, DetectorKind, SequenceDetector,
+    SequenceDetectorConfig, WindowTables,
 };
 use crate::features::hashed_features;
 use crate::invariants::Invariant;
@@ -45,10 +46,20 @@ pub struct ModelSizes {
     pub autoencoder_hidden: usize,
     /// Embedding size.
     pub embedding_size: usize,
-    /// Detector GRU state size.
+    /// Width of the detector's layers (the GRU's state size).
     pub detector_hidden: usize,
     /// Previous events per window.
     pub sequence_length: usize,
+    /// Which network the detector is.
+    #[serde(default = "DetectorKind::unspecified")]
+    pub detector: DetectorKind,
+    /// Window networks the detector averages (1 for a GRU).
+    #[serde(default = "one")]
+    pub detector_members: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The largest size of any one dimension a bundle may declare: far above what training
@@ -64,6 +75,7 @@ impl ModelSizes {
             ("embedding_size", self.embedding_size, MAX_DIMENSION),
             ("detector_hidden", self.detector_hidden, MAX_DIMENSION),
             ("sequence_length", self.sequence_length, 64),
+            ("detector_members", self.detector_members, 64),
         ] {
             anyhow::ensure!(
                 (1..=max).contains(&value),
@@ -202,11 +214,14 @@ impl ModelMetadata {
     }
 
     fn detector_config(&self) -> SequenceDetectorConfig {
-        SequenceDetectorConfig::new(
-            self.message_vector_width() + 1,
-            self.sizes.detector_hidden,
-            self.classes(),
-        )
+        SequenceDetectorConfig {
+            kind: self.sizes.detector,
+            input: self.message_vector_width() + 1,
+            steps: self.sizes.sequence_length,
+            hidden: self.sizes.detector_hidden,
+            classes: self.classes(),
+            members: self.sizes.detector_members,
+        }
     }
 }
 
@@ -227,6 +242,8 @@ pub struct LoadedModel {
     /// [`REPLAY_FILE`]); set by training, empty after loading (the file is read by an
     /// update only).
     pub replay: Vec<String>,
+    /// The window network's first layer, split for scoring (absent for a GRU).
+    window_tables: Option<WindowTables>,
     vocabulary: HashMap<String, usize>,
     /// The training templates' classes by their number of words (to find the training
     /// template a new one is a variant of).
@@ -252,6 +269,12 @@ impl LoadedModel {
             .enumerate()
             .map(|(i, t)| (t.clone(), i))
             .collect();
+        let window_tables = match &detector {
+            SequenceDetector::Window(window) => {
+                Some(WindowTables::new(window, metadata.sizes.embedding_size))
+            }
+            SequenceDetector::Gru(_) => None,
+        };
         let mut model = Self {
             metadata,
             autoencoder,
@@ -259,6 +282,7 @@ impl LoadedModel {
             device,
             backend,
             replay: Vec::new(),
+            window_tables,
             vocabulary,
             by_length: HashMap::new(),
         };
@@ -423,21 +447,29 @@ impl LoadedModel {
                     sizes.embedding_size
                 )
             })?;
-        let detector = metadata
-            .detector_config()
-            .init(&device)
-            .try_load_file(dir.join(DETECTOR_FILE))
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: the weights do not match model.yml (embedding_size {}, detector_hidden \
-                     {}, {} classes = {} templates + end + unknown): {e}",
-                    dir.join(DETECTOR_FILE).display(),
-                    sizes.embedding_size,
-                    sizes.detector_hidden,
-                    metadata.classes(),
-                    metadata.templates.len()
-                )
-            })?;
+        let config = metadata.detector_config();
+        let path = dir.join(DETECTOR_FILE);
+        let detector = match config.init(&device) {
+            SequenceDetector::Gru(gru) => gru.try_load_file(&path).map(SequenceDetector::Gru),
+            SequenceDetector::Window(window) => {
+                window.try_load_file(&path).map(SequenceDetector::Window)
+            }
+        }
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the weights do not match model.yml (detector {:?} x{}, embedding_size {}, \
+                 detector_hidden {}, sequence_length {}, {} classes = {} templates + end + \
+                 unknown): {e}",
+                path.display(),
+                sizes.detector,
+                sizes.detector_members,
+                sizes.embedding_size,
+                sizes.detector_hidden,
+                sizes.sequence_length,
+                metadata.classes(),
+                metadata.templates.len()
+            )
+        })?;
         // The replay sample stays on disk: only an update reads it (`train --from`), and
         // scoring never needs it.
         Ok(Self::new(metadata, autoencoder, detector, device, backend))
@@ -462,10 +494,15 @@ impl LoadedModel {
             ),
             (
                 dir.join(DETECTOR_FILE),
-                self.detector
-                    .clone()
-                    .save_file(dir.join(DETECTOR_FILE))
-                    .map_err(|e| anyhow::anyhow!("{e}")),
+                // The network itself, not the enum around it: a GRU bundle's record stays
+                // what it was before the window network existed.
+                match &self.detector {
+                    SequenceDetector::Gru(gru) => gru.clone().save_file(dir.join(DETECTOR_FILE)),
+                    SequenceDetector::Window(window) => {
+                        window.clone().save_file(dir.join(DETECTOR_FILE))
+                    }
+                }
+                .map_err(|e| anyhow::anyhow!("{e}")),
             ),
         ];
         for (path, result) in files {
@@ -496,7 +533,6 @@ impl SequenceModel for LoadedModel {
     fn embed(&self, templates: &[&str]) -> Vec<Embedded> {
         let (embedding, error) = self.encode(templates);
         let size = self.metadata.sizes.embedding_size;
-        let known = self.metadata.templates.len();
         embedding
             .chunks(size)
             .zip(templates)
@@ -513,7 +549,7 @@ impl SequenceModel for LoadedModel {
                     },
                 };
                 Embedded {
-                    vector: message_vector(embedding, class, known),
+                    vector: message_code(embedding, class),
                     error,
                     class,
                     variant,
@@ -524,13 +560,18 @@ impl SequenceModel for LoadedModel {
 
     fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
         let sizes = &self.metadata.sizes;
-        let input = window_input(
-            windows,
-            sizes.sequence_length,
-            self.metadata.message_vector_width(),
-            &self.device,
-        );
-        let logits = self.detector.forward(input);
+        let logits = match (&self.detector, &self.window_tables) {
+            (SequenceDetector::Window(window), Some(tables)) => {
+                tables.log_probs(window, windows, &self.device)
+            }
+            (detector, _) => detector.forward(window_input(
+                windows,
+                sizes.sequence_length,
+                sizes.embedding_size,
+                self.metadata.templates.len(),
+                &self.device,
+            )),
+        };
         let classes = self.metadata.classes();
         log_softmax(logits, 1)
             .into_data()
@@ -578,6 +619,8 @@ mod tests {
             embedding_size: 16,
             detector_hidden: 128,
             sequence_length: 10,
+            detector: DetectorKind::Window,
+            detector_members: 5,
         };
         assert!(good.check().is_ok());
         let zero = ModelSizes {

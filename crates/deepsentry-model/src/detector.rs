@@ -1,36 +1,137 @@
-//! The sequence anomaly detector: a GRU over the vectors of a session's previous events
+//! The sequence anomaly detector: a network over the vectors of a session's previous events
 //! (autoencoder embedding + template identity) that predicts which template comes next
-//! (DeepLog's idea, on learned embeddings). Its
-//! classes are the training templates, then "the session ends", then "a template never seen".
+//! (DeepLog's idea, on learned embeddings). Its classes are the training templates, then "the
+//! session ends", then "a template never seen".
+//!
+//! Two networks read the same windows. The window network (the default) lays the window's
+//! steps side by side and runs two ReLU layers over them. Its first layer is a sum over
+//! positions, each position's part a function of that step's message alone, so scoring a
+//! window costs one small matrix product over the embeddings, one row per step looked up for
+//! the template's identity, and two small layers: no step-by-step recurrence. Several such
+//! networks, trained side by side from different initializations, form the detector; their
+//! predictions are averaged (see [`WindowEnsemble`]). The GRU reads the steps one after the
+//! other; bundles trained before the window network keep it.
 
 use burn::module::Param;
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{GateController, Gru, GruConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, relu};
+use serde::{Deserialize, Serialize};
+
+/// Which network a detector is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// A GRU over the window's steps (what bundles without a `detector` entry hold).
+    Gru,
+    /// Two ReLU layers over the window's steps side by side (see the module docs).
+    #[default]
+    Window,
+}
+
+impl DetectorKind {
+    /// The kind of a bundle that does not say (it predates the window network).
+    pub fn unspecified() -> Self {
+        Self::Gru
+    }
+}
+
+impl std::str::FromStr for DetectorKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "window" => Ok(Self::Window),
+            "gru" => Ok(Self::Gru),
+            other => Err(format!(
+                "unknown detector `{other}`; valid detectors: window, gru"
+            )),
+        }
+    }
+}
 
 /// Sizes of the sequence detector.
-#[derive(Config, Debug)]
+#[derive(Debug, Clone)]
 pub struct SequenceDetectorConfig {
-    /// Width of one step of input: a message's vector (see [`message_vector`]) plus one
+    /// Which network.
+    pub kind: DetectorKind,
+    /// Width of one step of input: a message's vector (see [`message_vector_width`]) plus one
     /// padding flag.
     pub input: usize,
-    /// GRU state size.
+    /// Steps per window.
+    pub steps: usize,
+    /// GRU state size, or the width of each of the window network's layers.
     pub hidden: usize,
     /// Number of output classes.
     pub classes: usize,
+    /// Window networks averaged (ignored by a GRU).
+    pub members: usize,
 }
 
 /// GRU + linear head.
 #[derive(Module, Debug)]
-pub struct SequenceDetector {
+pub struct GruDetector {
     gru: Gru,
     head: Linear,
     hidden: usize,
 }
 
+/// The window network: `head(relu(second(relu(first(steps side by side)))))`.
+#[derive(Module, Debug)]
+pub struct WindowDetector {
+    first: Linear,
+    second: Linear,
+    head: Linear,
+    steps: usize,
+    input: usize,
+    hidden: usize,
+}
+
+/// Window networks trained side by side from different initializations, whose predicted
+/// distributions are averaged (a mixture). Where one network is overconfident about a rare
+/// but normal order, the others vote it down, so the scores, and the floor learned from
+/// them, move less from one training seed to the next.
+#[derive(Module, Debug)]
+pub struct WindowEnsemble {
+    members: Vec<WindowDetector>,
+}
+
+/// A sequence detector of either kind.
+// One per loaded model, never in a collection: the GRU's size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum SequenceDetector {
+    /// See [`GruDetector`].
+    Gru(GruDetector),
+    /// See [`WindowEnsemble`].
+    Window(WindowEnsemble),
+}
+
 impl SequenceDetectorConfig {
     /// A freshly initialized detector on `device`.
     pub fn init(&self, device: &Device) -> SequenceDetector {
-        SequenceDetector {
+        match self.kind {
+            DetectorKind::Gru => SequenceDetector::Gru(self.init_gru(device)),
+            DetectorKind::Window => SequenceDetector::Window(WindowEnsemble {
+                members: (0..self.members.max(1))
+                    .map(|_| WindowDetector {
+                        first: LinearConfig::new(self.steps * self.input, self.hidden).init(device),
+                        second: LinearConfig::new(self.hidden, self.hidden).init(device),
+                        head: LinearConfig::new(self.hidden, self.classes).init(device),
+                        steps: self.steps,
+                        input: self.input,
+                        hidden: self.hidden,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    /// A freshly initialized GRU detector (whatever `kind` says): the record type of bundles
+    /// that hold one.
+    pub fn init_gru(&self, device: &Device) -> GruDetector {
+        GruDetector {
             gru: GruConfig::new(self.input, self.hidden, true).init(device),
             head: LinearConfig::new(self.hidden, self.classes).init(device),
             hidden: self.hidden,
@@ -39,6 +140,150 @@ impl SequenceDetectorConfig {
 }
 
 impl SequenceDetector {
+    /// Which network this is.
+    pub fn kind(&self) -> DetectorKind {
+        match self {
+            Self::Gru(_) => DetectorKind::Gru,
+            Self::Window(_) => DetectorKind::Window,
+        }
+    }
+
+    /// Windows `[batch, steps, input]` -> next-template logits `[batch, classes]` (for an
+    /// ensemble, the log of the averaged distribution, which is its own logits).
+    pub fn forward(&self, windows: Tensor<3>) -> Tensor<2> {
+        match self {
+            Self::Gru(gru) => gru.forward(windows),
+            Self::Window(ensemble) => mixture(
+                ensemble
+                    .members
+                    .iter()
+                    .map(|member| log_softmax(member.forward(windows.clone()), 1))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The training loss on windows and their next classes: the cross-entropy of the GRU, or
+    /// the sum of the window networks' own cross-entropies (each learns on its own; the
+    /// average is taken when scoring). Divide by [`SequenceDetector::members`] for a mean.
+    pub fn loss(&self, windows: Tensor<3>, targets: Tensor<1, Int>) -> Tensor<1> {
+        let cross_entropy = CrossEntropyLossConfig::new().init(&windows.device());
+        match self {
+            Self::Gru(gru) => cross_entropy.forward(gru.forward(windows), targets),
+            Self::Window(ensemble) => ensemble
+                .members
+                .iter()
+                .map(|member| {
+                    cross_entropy.forward(member.forward(windows.clone()), targets.clone())
+                })
+                .reduce(|a, b| a + b)
+                .expect("an ensemble has members"),
+        }
+    }
+
+    /// How many networks the detector averages.
+    pub fn members(&self) -> usize {
+        match self {
+            Self::Gru(_) => 1,
+            Self::Window(ensemble) => ensemble.members.len(),
+        }
+    }
+
+    /// The same detector for `added` more templates, appended after the `templates` it knows
+    /// (`train --from`): the one-hot part of its input grows by `added` columns after the
+    /// `embedding` ones, with zero weights, so every known window reads exactly as before;
+    /// the head gains `added` classes before "end" and "unseen", with zero weights and the
+    /// known templates' mean bias, so a new template starts as likely anywhere as an average
+    /// one until fine-tuning says where it comes.
+    pub fn grow(self, embedding: usize, templates: usize, added: usize) -> Self {
+        if added == 0 {
+            return self;
+        }
+        let at = embedding + templates;
+        match self {
+            Self::Gru(mut detector) => {
+                let widen = |mut gate: GateController| {
+                    let weight = gate.input_transform.weight.val();
+                    gate.input_transform.weight =
+                        Param::from_tensor(insert(weight, 0, at, added, 0.0));
+                    gate
+                };
+                detector.gru.update_gate = widen(detector.gru.update_gate);
+                detector.gru.reset_gate = widen(detector.gru.reset_gate);
+                detector.gru.new_gate = widen(detector.gru.new_gate);
+                detector.head = grow_head(detector.head, templates, added);
+                Self::Gru(detector)
+            }
+            Self::Window(ensemble) => Self::Window(WindowEnsemble {
+                members: ensemble
+                    .members
+                    .into_iter()
+                    .map(|mut member| {
+                        // Each step's block of the first layer's rows widens at the same
+                        // place; from the last step back, so the earlier blocks' offsets
+                        // still hold.
+                        let mut weight = member.first.weight.val();
+                        for step in (0..member.steps).rev() {
+                            weight = insert(weight, 0, step * member.input + at, added, 0.0);
+                        }
+                        member.first.weight = Param::from_tensor(weight);
+                        member.input += added;
+                        member.head = grow_head(member.head, templates, added);
+                        member
+                    })
+                    .collect(),
+            }),
+        }
+    }
+}
+
+/// The log of the average of distributions given as log-probabilities `[batch, classes]`.
+fn mixture(mut log_probs: Vec<Tensor<2>>) -> Tensor<2> {
+    if log_probs.len() == 1 {
+        return log_probs.pop().expect("one member");
+    }
+    let members = log_probs.len();
+    let stacked: Tensor<3> = Tensor::stack(log_probs, 0);
+    let max = stacked.clone().max_dim(0);
+    let sum = (stacked - max.clone()).exp().sum_dim(0);
+    (sum.log() + max).squeeze_dim::<2>(0) - (members as f32).ln()
+}
+
+/// Inserts `added` copies of `fill` at `at` along `dim` of a parameter.
+fn insert<const D: usize>(
+    value: Tensor<D>,
+    dim: usize,
+    at: usize,
+    added: usize,
+    fill: f32,
+) -> Tensor<D> {
+    let mut shape = value.dims();
+    let len = shape[dim];
+    shape[dim] = added;
+    let device = value.device();
+    let before = value.clone().narrow(dim, 0, at);
+    let after = value.narrow(dim, at, len - at);
+    let middle = Tensor::<D>::full(shape, fill, &device);
+    Tensor::cat(vec![before, middle, after], dim)
+}
+
+/// The head for `added` more templates after the `templates` it knows (see
+/// [`SequenceDetector::grow`]).
+fn grow_head(mut head: Linear, templates: usize, added: usize) -> Linear {
+    head.weight = Param::from_tensor(insert(head.weight.val(), 1, templates, added, 0.0));
+    if let Some(bias) = head.bias.take() {
+        let bias = bias.val();
+        let mean = bias
+            .clone()
+            .narrow(0, 0, templates)
+            .mean()
+            .into_scalar::<f32>();
+        head.bias = Some(Param::from_tensor(insert(bias, 0, templates, added, mean)));
+    }
+    head
+}
+
+impl GruDetector {
     /// Windows `[batch, steps, input]` -> next-template logits `[batch, classes]`.
     pub fn forward(&self, windows: Tensor<3>) -> Tensor<2> {
         let states = self.gru.forward(windows, None);
@@ -50,93 +295,175 @@ impl SequenceDetector {
     }
 }
 
-impl SequenceDetector {
-    /// The same detector for `added` more templates, appended after the `templates` it knows
-    /// (`train --from`): the one-hot part of its input grows by `added` columns after the
-    /// `embedding` ones, with zero weights, so every known window reads exactly as before;
-    /// the head gains `added` classes before "end" and "unseen", with zero weights and the
-    /// known templates' mean bias, so a new template starts as likely anywhere as an average
-    /// one until fine-tuning says where it comes.
-    pub fn grow(self, embedding: usize, templates: usize, added: usize) -> Self {
-        if added == 0 {
-            return self;
-        }
-        // Inserts `added` copies of `fill` at `at` along `dim` of a parameter.
-        fn insert<const D: usize>(
-            value: Tensor<D>,
-            dim: usize,
-            at: usize,
-            added: usize,
-            fill: f32,
-        ) -> Tensor<D> {
-            let mut shape = value.dims();
-            let len = shape[dim];
-            shape[dim] = added;
-            let device = value.device();
-            let before = value.clone().narrow(dim, 0, at);
-            let after = value.narrow(dim, at, len - at);
-            let middle = Tensor::<D>::full(shape, fill, &device);
-            Tensor::cat(vec![before, middle, after], dim)
-        }
-        let at = embedding + templates;
-        let widen = |mut gate: GateController| {
-            let weight = gate.input_transform.weight.val();
-            gate.input_transform.weight = Param::from_tensor(insert(weight, 0, at, added, 0.0));
-            gate
-        };
-        let mut gru = self.gru;
-        gru.update_gate = widen(gru.update_gate);
-        gru.reset_gate = widen(gru.reset_gate);
-        gru.new_gate = widen(gru.new_gate);
-        let mut head = self.head;
-        head.weight = Param::from_tensor(insert(head.weight.val(), 1, templates, added, 0.0));
-        if let Some(bias) = head.bias.take() {
-            let bias = bias.val();
-            let mean = bias
-                .clone()
-                .narrow(0, 0, templates)
-                .mean()
-                .into_scalar::<f32>();
-            head.bias = Some(Param::from_tensor(insert(bias, 0, templates, added, mean)));
-        }
-        Self {
-            gru,
-            head,
-            hidden: self.hidden,
-        }
+impl WindowDetector {
+    /// Windows `[batch, steps, input]` -> next-template logits `[batch, classes]`.
+    pub fn forward(&self, windows: Tensor<3>) -> Tensor<2> {
+        let [batch, steps, input] = windows.dims();
+        let flat = windows.reshape([batch, steps * input]);
+        self.layers_after_first(self.first.forward(flat))
+    }
+
+    fn layers_after_first(&self, first: Tensor<2>) -> Tensor<2> {
+        self.head.forward(relu(self.second.forward(relu(first))))
     }
 }
 
-/// Width of the vector [`message_vector`] builds.
+/// The window networks' first layers split by what each step brings (see the module docs):
+/// per network, the rows that multiply the embeddings, gathered into one matrix, and a table
+/// with one row per (step, template identity) and per (step, padding).
+#[derive(Debug, Clone)]
+pub struct WindowTables {
+    members: Vec<MemberTables>,
+    embedding: usize,
+}
+
+#[derive(Debug, Clone)]
+struct MemberTables {
+    /// `[steps * embedding, hidden]`: the first layer's rows for the embedding part of each
+    /// step.
+    embedding_rows: Tensor<2>,
+    /// `[steps * input + 1, hidden]`: the first layer's rows, then a zero row (a step whose
+    /// template has no identity).
+    identity_rows: Tensor<2>,
+    bias: Option<Tensor<1>>,
+}
+
+impl WindowTables {
+    /// The tables of `ensemble`, whose message codes hold `embedding` embedding values.
+    pub fn new(ensemble: &WindowEnsemble, embedding: usize) -> Self {
+        let members = ensemble
+            .members
+            .iter()
+            .map(|member| {
+                let weight = member.first.weight.val();
+                let [_, hidden] = weight.dims();
+                let device = weight.device();
+                let rows: Vec<i64> = (0..member.steps)
+                    .flat_map(|step| (0..embedding).map(move |e| (step * member.input + e) as i64))
+                    .collect();
+                let count = rows.len();
+                let embedding_rows = weight.clone().select(
+                    0,
+                    Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), &device),
+                );
+                MemberTables {
+                    embedding_rows,
+                    identity_rows: Tensor::cat(
+                        vec![weight, Tensor::zeros([1, hidden], &device)],
+                        0,
+                    ),
+                    bias: member.first.bias.as_ref().map(|b| b.val()),
+                }
+            })
+            .collect();
+        Self { members, embedding }
+    }
+
+    /// Log-probabilities `[windows, classes]`, the same as [`SequenceDetector::forward`] on
+    /// [`window_input`]'s layout of these windows (message codes as [`message_code`] makes
+    /// them, up to `steps` each, oldest first).
+    pub fn log_probs<W: AsRef<[f32]>>(
+        &self,
+        ensemble: &WindowEnsemble,
+        windows: &[Vec<W>],
+        device: &Device,
+    ) -> Tensor<2> {
+        let Some(shape) = ensemble.members.first() else {
+            unreachable!("an ensemble has members")
+        };
+        let (steps, input, hidden, embedding) =
+            (shape.steps, shape.input, shape.hidden, self.embedding);
+        let zero_row = (steps * input) as i64;
+        let mut embeddings = vec![0.0f32; windows.len() * steps * embedding];
+        let mut identities = Vec::with_capacity(windows.len() * steps);
+        for (b, window) in windows.iter().enumerate() {
+            let window = &window[window.len().saturating_sub(steps)..];
+            let pad = steps - window.len();
+            for step in 0..steps {
+                let block = step * input;
+                if step < pad {
+                    identities.push((block + input - 1) as i64);
+                    continue;
+                }
+                let code = window[step - pad].as_ref();
+                let at = (b * steps + step) * embedding;
+                embeddings[at..at + embedding].copy_from_slice(&code[..embedding]);
+                identities.push(match code_class(code, embedding) {
+                    Some(class) => (block + embedding + class) as i64,
+                    None => zero_row,
+                });
+            }
+        }
+        let batch = windows.len();
+        let embeddings = Tensor::<2>::from_data(
+            TensorData::new(embeddings, [batch, steps * embedding]),
+            device,
+        );
+        let identities =
+            Tensor::<1, Int>::from_data(TensorData::new(identities, [batch * steps]), device);
+        mixture(
+            ensemble
+                .members
+                .iter()
+                .zip(&self.members)
+                .map(|(member, tables)| {
+                    let mut first = embeddings.clone().matmul(tables.embedding_rows.clone())
+                        + tables
+                            .identity_rows
+                            .clone()
+                            .select(0, identities.clone())
+                            .reshape([batch, steps, hidden])
+                            .sum_dim(1)
+                            .reshape([batch, hidden]);
+                    if let Some(bias) = &tables.bias {
+                        first = first + bias.clone().unsqueeze::<2>();
+                    }
+                    log_softmax(member.layers_after_first(first), 1)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Width of the vector the detector reads per message: the embedding, then one column per
+/// training template.
 pub fn message_vector_width(embedding: usize, templates: usize) -> usize {
     embedding + templates
 }
 
-/// How the detector sees one message: the autoencoder's embedding of its template, then the
-/// template's identity (one-hot over the `templates` training templates; all zero for a
-/// template never seen in training). The embedding lets similar messages share what was
-/// learned; the identity keeps templates whose words overlap (`added to invalidSet` and
-/// `added to blockMap`) apart, so a rare but exact order in training is learned sharply.
-pub fn message_vector(embedding: &[f32], class: Option<usize>, templates: usize) -> Vec<f32> {
-    let mut vector = Vec::with_capacity(message_vector_width(embedding.len(), templates));
-    vector.extend_from_slice(embedding);
-    vector.resize(embedding.len() + templates, 0.0);
-    if let Some(class) = class.filter(|&c| c < templates) {
-        vector[embedding.len() + class] = 1.0;
+/// How the detector sees one message, compactly: the autoencoder's embedding of its template,
+/// then its class plus one (0: a template never seen in training). [`window_input`] expands
+/// the class into the template's identity, one-hot over the training templates. The
+/// embedding lets similar messages share what was learned; the identity keeps templates
+/// whose words overlap (`added to invalidSet` and `added to blockMap`) apart, so a rare but
+/// exact order in training is learned sharply. Classes are exact in an `f32` up to 2^24.
+pub fn message_code(embedding: &[f32], class: Option<usize>) -> Vec<f32> {
+    let mut code = Vec::with_capacity(embedding.len() + 1);
+    code.extend_from_slice(embedding);
+    code.push(class.map_or(0.0, |c| (c + 1) as f32));
+    code
+}
+
+/// The class a [`message_code`] holds.
+fn code_class(code: &[f32], embedding: usize) -> Option<usize> {
+    match code.get(embedding) {
+        Some(&c) if c >= 1.0 => Some(c as usize - 1),
+        _ => None,
     }
-    vector
 }
 
 /// Lays out windows for [`SequenceDetector::forward`]: each window (up to `steps` message
-/// vectors of `vector_width`, oldest first) is left-padded to `steps`; a real step is
-/// `[vector, 0]`, a padding step `[0, ..., 0, 1]`, so the detector knows where a session
-/// starts.
+/// codes, oldest first) is left-padded to `steps`; a real step is `[embedding, one-hot over
+/// the templates, 0]`, a padding step `[0, ..., 0, 1]`, so the detector knows where a session
+/// starts. A class at or past `templates` reads as no identity.
 pub fn window_input<W: AsRef<[f32]>>(
     windows: &[Vec<W>],
     steps: usize,
-    vector_width: usize,
+    embedding: usize,
+    templates: usize,
     device: &Device,
 ) -> Tensor<3> {
+    let vector_width = message_vector_width(embedding, templates);
     let width = vector_width + 1;
     let mut data = vec![0.0f32; windows.len() * steps * width];
     for (b, window) in windows.iter().enumerate() {
@@ -147,7 +474,11 @@ pub fn window_input<W: AsRef<[f32]>>(
             if t < pad {
                 row[vector_width] = 1.0;
             } else {
-                row[..vector_width].copy_from_slice(window[t - pad].as_ref());
+                let code = window[t - pad].as_ref();
+                row[..embedding].copy_from_slice(&code[..embedding]);
+                if let Some(class) = code_class(code, embedding).filter(|&c| c < templates) {
+                    row[embedding + class] = 1.0;
+                }
             }
         }
     }
@@ -159,47 +490,135 @@ mod tests {
     use super::*;
     use crate::backend::{self, BackendKind};
 
+    const STEPS: usize = 5;
+
+    fn config(kind: DetectorKind, embedding: usize, templates: usize) -> SequenceDetectorConfig {
+        SequenceDetectorConfig {
+            kind,
+            input: message_vector_width(embedding, templates) + 1,
+            steps: STEPS,
+            hidden: 8,
+            classes: templates + 2,
+            members: 3,
+        }
+    }
+
+    fn logits(
+        detector: &SequenceDetector,
+        windows: &[Vec<&[f32]>],
+        embedding: usize,
+        templates: usize,
+        device: &Device,
+    ) -> Vec<f32> {
+        detector
+            .forward(window_input(windows, STEPS, embedding, templates, device))
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    /// Each network's logits (before the ensemble's averaging, which normalizes).
+    fn network_logits(
+        detector: &SequenceDetector,
+        windows: &[Vec<&[f32]>],
+        embedding: usize,
+        templates: usize,
+        device: &Device,
+    ) -> Vec<Vec<f32>> {
+        let input = window_input(windows, STEPS, embedding, templates, device);
+        let logits: Vec<Tensor<2>> = match detector {
+            SequenceDetector::Gru(gru) => vec![gru.forward(input)],
+            SequenceDetector::Window(ensemble) => ensemble
+                .members
+                .iter()
+                .map(|member| member.forward(input.clone()))
+                .collect(),
+        };
+        logits
+            .into_iter()
+            .map(|l| l.into_data().try_into_vec::<f32>().unwrap())
+            .collect()
+    }
+
     #[test]
     fn a_grown_detector_reads_known_windows_as_before() {
         let (device, _) = backend::device(BackendKind::Flex).unwrap();
         let (embedding, templates, added) = (3, 4, 2);
-        let width = message_vector_width(embedding, templates);
-        let detector = SequenceDetectorConfig::new(width + 1, 8, templates + 2).init(&device);
-        let vectors: Vec<Vec<f32>> = (0..templates)
-            .map(|class| message_vector(&[0.5, -0.25, class as f32 / 4.0], Some(class), templates))
-            .collect();
-        let window: Vec<&[f32]> = vec![&vectors[2], &vectors[0], &vectors[3]];
-        let logits = |detector: &SequenceDetector, window: &[&[f32]], width: usize| {
-            detector
-                .forward(window_input(&[window.to_vec()], 5, width, &device))
-                .into_data()
-                .try_into_vec::<f32>()
-                .unwrap()
+        for kind in [DetectorKind::Window, DetectorKind::Gru] {
+            let detector = config(kind, embedding, templates).init(&device);
+            let codes: Vec<Vec<f32>> = (0..templates)
+                .map(|class| message_code(&[0.5, -0.25, class as f32 / 4.0], Some(class)))
+                .collect();
+            let window: Vec<&[f32]> = vec![&codes[2], &codes[0], &codes[3]];
+            let before = network_logits(
+                &detector,
+                std::slice::from_ref(&window),
+                embedding,
+                templates,
+                &device,
+            );
+
+            let grown = detector.grow(embedding, templates, added);
+            let after = network_logits(&grown, &[window], embedding, templates + added, &device);
+
+            assert_eq!(after.len(), before.len());
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+            for (before, after) in before.iter().zip(&after) {
+                assert_eq!(after.len(), before.len() + added);
+                assert!(
+                    close(&after[..templates], &before[..templates]),
+                    "{kind:?}: {before:?} {after:?}"
+                );
+                assert!(
+                    close(&after[templates + added..], &before[templates..]),
+                    "{kind:?}: end and unseen keep their logits after the added classes"
+                );
+            }
+        }
+    }
+
+    /// The tables compute what the dense forward pass computes, for windows that are short
+    /// (padded), full, longer than a window, and hold templates without an identity.
+    #[test]
+    fn the_window_tables_give_the_dense_log_probabilities() {
+        let (device, _) = backend::device(BackendKind::Flex).unwrap();
+        let (embedding, templates) = (3, 4);
+        let SequenceDetector::Window(detector) =
+            config(DetectorKind::Window, embedding, templates).init(&device)
+        else {
+            unreachable!("a window detector")
         };
-        let before = logits(&detector, &window, width);
-
-        let grown = detector.grow(embedding, templates, added);
-        let grown_width = message_vector_width(embedding, templates + added);
-        let widened: Vec<Vec<f32>> = window
-            .iter()
-            .map(|v| {
-                let mut v = v.to_vec();
-                v.splice(width..width, vec![0.0; added]);
-                v
-            })
-            .collect();
-        let widened: Vec<&[f32]> = widened.iter().map(Vec::as_slice).collect();
-        let after = logits(&grown, &widened, grown_width);
-
-        assert_eq!(after.len(), before.len() + added);
-        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
-        assert!(
-            close(&after[..templates], &before[..templates]),
-            "{before:?} {after:?}"
+        let code = |class: Option<usize>, x: f32| message_code(&[x, -0.5 * x, 0.25], class);
+        let codes = [
+            code(Some(0), 0.1),
+            code(Some(3), -0.7),
+            code(None, 0.9),
+            code(Some(1), 0.3),
+            code(None, -0.2),
+            code(Some(2), 0.6),
+        ];
+        let windows: Vec<Vec<&[f32]>> = vec![
+            vec![&codes[0]],
+            vec![&codes[2], &codes[1]],
+            codes[..5].iter().map(Vec::as_slice).collect(),
+            codes.iter().map(Vec::as_slice).collect(),
+        ];
+        let tables = WindowTables::new(&detector, embedding);
+        let fast = tables
+            .log_probs(&detector, &windows, &device)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let dense = logits(
+            &SequenceDetector::Window(detector),
+            &windows,
+            embedding,
+            templates,
+            &device,
         );
-        assert!(
-            close(&after[templates + added..], &before[templates..]),
-            "end and unseen keep their logits after the added classes"
-        );
+        assert_eq!(fast.len(), dense.len());
+        for (f, d) in fast.iter().zip(&dense) {
+            assert!((f - d).abs() < 1e-4, "{fast:?}\n{dense:?}");
+        }
     }
 }

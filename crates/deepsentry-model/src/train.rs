@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use deepsentry_core::rng::SplitMix64;
@@ -35,7 +34,9 @@ use crate::bundle::{
     ClassPrior, LoadedModel, ModelMetadata, ModelSizes, TrainingSummary, FORMAT_VERSION,
     NORMALIZER_VERSION,
 };
-use crate::detector::{message_vector, message_vector_width, window_input, SequenceDetectorConfig};
+use crate::detector::{
+    message_code, message_vector_width, window_input, DetectorKind, SequenceDetectorConfig,
+};
 use crate::features::hashed_features;
 use crate::invariants::{mine, MiningOptions};
 use crate::normalize::template_into;
@@ -64,8 +65,12 @@ pub struct TrainOptions {
     pub feature_dims: usize,
     /// Autoencoder hidden width.
     pub autoencoder_hidden: usize,
-    /// Detector GRU state size.
+    /// Width of the detector's layers (the GRU's state size).
     pub detector_hidden: usize,
+    /// Which network the detector is (an update keeps the one of the bundle it updates).
+    pub detector: DetectorKind,
+    /// Window networks trained side by side and averaged.
+    pub detector_members: usize,
     /// Passes over the windows of the distinct training sessions.
     pub epochs: usize,
     /// Seed for initialization, shuffling and the held-out split.
@@ -105,6 +110,8 @@ impl Default for TrainOptions {
             feature_dims: 512,
             autoencoder_hidden: 64,
             detector_hidden: 128,
+            detector: DetectorKind::default(),
+            detector_members: 3,
             epochs: 40,
             seed: 42,
             backend: BackendKind::default(),
@@ -480,6 +487,11 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             embedding_size: options.embedding_size,
             detector_hidden: options.detector_hidden,
             sequence_length: options.sequence_length,
+            detector: options.detector,
+            detector_members: match options.detector {
+                DetectorKind::Gru => 1,
+                DetectorKind::Window => options.detector_members.max(1),
+            },
         },
     };
     let features: Vec<Vec<f32>> = corpus
@@ -541,7 +553,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
         .chunks(sizes.embedding_size)
         .enumerate()
-        .map(|(class, embedding)| message_vector(embedding, Some(class), known))
+        .map(|(class, embedding)| message_code(embedding, Some(class)))
         .collect();
     let vector_width = message_vector_width(sizes.embedding_size, known);
     let mut errors = errors
@@ -592,8 +604,14 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         "no training session left after the hold-out"
     );
     let classes = corpus.templates.len() + 2;
-    let detector_config =
-        SequenceDetectorConfig::new(vector_width + 1, sizes.detector_hidden, classes);
+    let detector_config = SequenceDetectorConfig {
+        kind: sizes.detector,
+        input: vector_width + 1,
+        steps,
+        hidden: sizes.detector_hidden,
+        classes,
+        members: sizes.detector_members,
+    };
     let mut detector = match &base {
         Some(base) => {
             let known = base.metadata.templates.len();
@@ -606,7 +624,6 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         None => detector_config.init(&train_device),
     };
     let mut optimizer = AdamConfig::new().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let batches_per_epoch = samples.len().div_ceil(options.batch_size);
     let bar = progress_bar(
         options.progress,
@@ -629,14 +646,15 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
                         .collect()
                 })
                 .collect();
-            let input = window_input(&windows, steps, vector_width, &train_device);
+            let input = window_input(&windows, steps, sizes.embedding_size, known, &train_device);
             let targets: Vec<i64> = chunk.iter().map(|&(_, _, t)| i64::from(t)).collect();
             let targets =
                 Tensor::<1, Int>::from_data(TensorData::new(targets, [chunk.len()]), &train_device);
-            let loss = loss_fn.forward(detector.forward(input), targets);
+            let loss = detector.loss(input, targets);
             let grads = GradientsParams::from_grads(loss.backward(), &detector);
             detector = optimizer.step(options.learning_rate, detector, grads);
-            epoch_loss += f64::from(loss.into_scalar::<f32>()) * chunk.len() as f64;
+            epoch_loss += f64::from(loss.into_scalar::<f32>()) * chunk.len() as f64
+                / detector.members() as f64;
             bar.inc(1);
         }
         detector_loss = epoch_loss / samples.len() as f64;

@@ -166,9 +166,19 @@ struct TrainArgs {
     /// session (99th percentile) an event must be to pass the threshold floor.
     #[arg(long, default_value_t = 200.0)]
     floor_margin: f64,
-    /// GRU state size of the sequence detector.
+    /// Width of the sequence detector's layers (the state size of a GRU detector).
     #[arg(long, default_value_t = 128)]
     detector_hidden: usize,
+    /// The sequence detector's network: `window` (two layers over the window's steps side by
+    /// side; fast to score) or `gru` (a GRU over the steps). An update (`--from`) keeps the
+    /// network of the bundle it updates.
+    #[arg(long, default_value = "window")]
+    detector: deepsentry_model::detector::DetectorKind,
+    /// Window networks trained side by side from different initializations and averaged:
+    /// more make scores, and the floor learned from them, steadier from one seed to the next,
+    /// at the cost of training and scoring time.
+    #[arg(long, default_value_t = 3)]
+    detector_members: usize,
     /// Do not mine count invariants (relations between template counts checked when a
     /// session ends).
     #[arg(long)]
@@ -277,6 +287,8 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         holdout: args.holdout,
         floor_margin: args.floor_margin,
         detector_hidden: args.detector_hidden,
+        detector: args.detector,
+        detector_members: args.detector_members,
         invariants: !args.no_invariants,
         replay: !args.no_replay,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
