@@ -320,12 +320,14 @@ pub struct WindowTables {
 #[derive(Debug, Clone)]
 struct MemberTables {
     /// `[steps * embedding, hidden]`: the first layer's rows for the embedding part of each
-    /// step.
+    /// step, on the device (one matrix product per batch).
     embedding_rows: Tensor<2>,
-    /// `[steps * input + 1, hidden]`: the first layer's rows, then a zero row (a step whose
-    /// template has no identity).
-    identity_rows: Tensor<2>,
-    bias: Option<Tensor<1>>,
+    /// `[steps * input, hidden]`, row-major, in memory: the first layer's rows. A window adds
+    /// up one row per step (its template's identity, or padding) straight into its output,
+    /// which costs `steps * hidden` additions and no gathered copy of the rows.
+    identity_rows: Vec<f32>,
+    /// The first layer's bias (zero without one).
+    bias: Vec<f32>,
 }
 
 impl WindowTables {
@@ -348,11 +350,18 @@ impl WindowTables {
                 );
                 MemberTables {
                     embedding_rows,
-                    identity_rows: Tensor::cat(
-                        vec![weight, Tensor::zeros([1, hidden], &device)],
-                        0,
-                    ),
-                    bias: member.first.bias.as_ref().map(|b| b.val()),
+                    identity_rows: weight
+                        .into_data()
+                        .try_into_vec::<f32>()
+                        .expect("weights are f32"),
+                    bias: match &member.first.bias {
+                        Some(bias) => bias
+                            .val()
+                            .into_data()
+                            .try_into_vec::<f32>()
+                            .expect("weights are f32"),
+                        None => vec![0.0; hidden],
+                    },
                 }
             })
             .collect();
@@ -373,51 +382,49 @@ impl WindowTables {
         };
         let (steps, input, hidden, embedding) =
             (shape.steps, shape.input, shape.hidden, self.embedding);
-        let zero_row = (steps * input) as i64;
-        let mut embeddings = vec![0.0f32; windows.len() * steps * embedding];
-        let mut identities = Vec::with_capacity(windows.len() * steps);
+        let batch = windows.len();
+        let mut embeddings = vec![0.0f32; batch * steps * embedding];
+        // Per window and step, the first-layer row its identity (or padding) adds.
+        let mut identities: Vec<Option<usize>> = Vec::with_capacity(batch * steps);
         for (b, window) in windows.iter().enumerate() {
             let window = &window[window.len().saturating_sub(steps)..];
             let pad = steps - window.len();
             for step in 0..steps {
                 let block = step * input;
                 if step < pad {
-                    identities.push((block + input - 1) as i64);
+                    identities.push(Some(block + input - 1));
                     continue;
                 }
                 let code = window[step - pad].as_ref();
                 let at = (b * steps + step) * embedding;
                 embeddings[at..at + embedding].copy_from_slice(&code[..embedding]);
-                identities.push(match code_class(code, embedding) {
-                    Some(class) => (block + embedding + class) as i64,
-                    None => zero_row,
-                });
+                identities.push(code_class(code, embedding).map(|class| block + embedding + class));
             }
         }
-        let batch = windows.len();
         let embeddings = Tensor::<2>::from_data(
             TensorData::new(embeddings, [batch, steps * embedding]),
             device,
         );
-        let identities =
-            Tensor::<1, Int>::from_data(TensorData::new(identities, [batch * steps]), device);
         mixture(
             ensemble
                 .members
                 .iter()
                 .zip(&self.members)
                 .map(|(member, tables)| {
-                    let mut first = embeddings.clone().matmul(tables.embedding_rows.clone())
-                        + tables
-                            .identity_rows
-                            .clone()
-                            .select(0, identities.clone())
-                            .reshape([batch, steps, hidden])
-                            .sum_dim(1)
-                            .reshape([batch, hidden]);
-                    if let Some(bias) = &tables.bias {
-                        first = first + bias.clone().unsqueeze::<2>();
+                    let mut sums = Vec::with_capacity(batch * hidden);
+                    for rows in identities.chunks(steps) {
+                        let at = sums.len();
+                        sums.extend_from_slice(&tables.bias);
+                        let out = &mut sums[at..at + hidden];
+                        for row in rows.iter().flatten() {
+                            let row = &tables.identity_rows[row * hidden..(row + 1) * hidden];
+                            for (o, w) in out.iter_mut().zip(row) {
+                                *o += w;
+                            }
+                        }
                     }
+                    let first = embeddings.clone().matmul(tables.embedding_rows.clone())
+                        + Tensor::<2>::from_data(TensorData::new(sums, [batch, hidden]), device);
                     log_softmax(member.layers_after_first(first), 1)
                 })
                 .collect(),
