@@ -463,6 +463,15 @@ mod tests {
     /// A small model trained on a two-message worker log, and a job for it over `lines`
     /// recent lines.
     fn job(dir: &Path, lines: usize, base: &Path) -> RetrainJob {
+        let recent: String = (0..lines)
+            .map(|i| format!("worker 1 started job {i}\n"))
+            .collect();
+        job_over(dir, &recent, base, true, 1)
+    }
+
+    /// A small model trained for `epochs` on a log where each job starts and then finishes
+    /// (with a replay sample or not), and a job for it over the `recent` lines.
+    fn job_over(dir: &Path, recent: &str, base: &Path, replay: bool, epochs: usize) -> RetrainJob {
         let log = dir.join("normal.log");
         let text: String = (0..400)
             .map(|i| {
@@ -477,7 +486,8 @@ mod tests {
         let trained = deepsentry_model::train(&TrainOptions {
             inputs: vec![log],
             session_key: deepsentry_model::session_key::SessionKeySpec::Stream,
-            epochs: 1,
+            epochs,
+            replay,
             progress: false,
             ..TrainOptions::default()
         })
@@ -485,12 +495,10 @@ mod tests {
         trained.save(&dir.join("model")).unwrap();
         let running =
             Arc::new(LoadedModel::load(&dir.join("model"), BackendKind::default()).unwrap());
-        let recent = dir.join("job").join("recent.0.log");
-        std::fs::create_dir_all(recent.parent().unwrap()).unwrap();
-        let text: String = (0..lines)
-            .map(|i| format!("worker 1 started job {i}\n"))
-            .collect();
-        std::fs::write(&recent, text).unwrap();
+        let recent_file = dir.join("job").join("recent.0.log");
+        std::fs::create_dir_all(recent_file.parent().unwrap()).unwrap();
+        std::fs::write(&recent_file, recent).unwrap();
+        let recent = recent_file;
         RetrainJob {
             running_dir: base.to_path_buf(),
             running,
@@ -527,6 +535,41 @@ mod tests {
             !dir.path().join("job/candidate").exists(),
             "no candidate is left"
         );
+    }
+
+    /// A period that only ever starts jobs, then a held-out tail where jobs start and finish
+    /// again as they did in training: the update (with no replay sample to remind it) learns
+    /// that nothing finishes, flags the tail's `finished` lines the running model expects, and
+    /// is refused; nothing is promoted.
+    #[test]
+    fn a_candidate_that_flags_more_of_the_held_out_lines_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let total = 2 * MIN_RETRAIN_LINES;
+        let held_out = (total as f64 * HELD_OUT_SHARE).ceil() as usize;
+        let recent: String = (0..total)
+            .map(|i| {
+                if i < total - held_out || i % 2 == 0 {
+                    format!("worker 1 started job {i}\n")
+                } else {
+                    format!("worker 1 finished job {}\n", i - 1)
+                }
+            })
+            .collect();
+        let refused = job_over(dir.path(), &recent, &dir.path().join("model"), false, 10);
+        match refused.run().unwrap() {
+            Outcome::Refused {
+                running,
+                candidate,
+                held_out: judged,
+            } => {
+                assert_eq!(judged, held_out);
+                assert!(candidate > running, "{candidate} > {running}");
+            }
+            Outcome::Accepted {
+                running, candidate, ..
+            } => panic!("accepted: the candidate flagged {candidate}, the running model {running}"),
+            _ => panic!("the job neither refused nor accepted the candidate"),
+        }
     }
 
     #[test]
