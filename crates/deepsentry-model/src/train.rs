@@ -17,6 +17,8 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -98,6 +100,20 @@ pub struct TrainOptions {
     /// their classes, new ones are added, both networks are fine-tuned from its weights, and
     /// its sizes and session key are kept (the options' sizes are not used).
     pub from: Option<PathBuf>,
+    /// Set from elsewhere to stop the training at its next batch (it then fails with
+    /// "training was cancelled"): a background retraining whose transform stopped.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl TrainOptions {
+    fn check_cancelled(&self) -> anyhow::Result<()> {
+        match &self.cancel {
+            Some(cancel) if cancel.load(Ordering::Relaxed) => {
+                anyhow::bail!("training was cancelled")
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for TrainOptions {
@@ -123,6 +139,7 @@ impl Default for TrainOptions {
             replay: true,
             progress: false,
             from: None,
+            cancel: None,
         }
     }
 }
@@ -536,6 +553,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         autoencoder = optimizer.step(options.learning_rate, autoencoder, grads);
         ae_loss = f64::from(loss.into_scalar::<f32>());
         bar.inc(1);
+        options.check_cancelled()?;
     }
     bar.finish_and_clear();
     let autoencoder = autoencoder.valid();
@@ -656,6 +674,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             epoch_loss += f64::from(loss.into_scalar::<f32>()) * chunk.len() as f64
                 / detector.members() as f64;
             bar.inc(1);
+            options.check_cancelled()?;
         }
         detector_loss = epoch_loss / samples.len() as f64;
         tracing::debug!(loss = detector_loss, "detector epoch");

@@ -328,6 +328,22 @@ fn publish_model_info(metrics: &ComponentMetrics, dir: &std::path::Path, model: 
     );
 }
 
+/// A retraining in the background: where its outcome comes, its directory, and the flag that
+/// stops it. Dropping it (the transform stopped: a shutdown, a reload that replaced it) stops
+/// the training at its next batch, so a job nobody waits for does not use the CPU.
+struct RetrainInFlight {
+    outcome: tokio::sync::oneshot::Receiver<Outcome>,
+    dir: PathBuf,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for RetrainInFlight {
+    fn drop(&mut self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Continual retraining while the transform runs (`retrain_every`).
 struct Retraining {
     every: Duration,
@@ -376,10 +392,7 @@ impl DeepsentryTransform {
 
     /// Starts a retraining on the lines kept since the last one; `None` when it cannot start
     /// (said and counted).
-    fn start_retraining(
-        &self,
-        retraining: &mut Retraining,
-    ) -> Option<(tokio::sync::oneshot::Receiver<Outcome>, PathBuf)> {
+    fn start_retraining(&self, retraining: &mut Retraining) -> Option<RetrainInFlight> {
         retraining.next = tokio::time::Instant::now() + retraining.every;
         let now = chrono::Utc::now();
         let mut state = retrain::load_state(&self.retrain_root);
@@ -390,6 +403,7 @@ impl DeepsentryTransform {
         let dir = self
             .retrain_root
             .join(format!("job-{}", now.timestamp_millis()));
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let started = retraining.recent.take(&dir).and_then(|inputs| {
             RetrainJob {
                 running_dir: self.model_dir.clone(),
@@ -398,13 +412,18 @@ impl DeepsentryTransform {
                 online: self.scorer.online_state(),
                 dir: dir.clone(),
                 inputs,
+                cancel: cancel.clone(),
             }
             .spawn()
         });
         match started {
-            Ok(receiver) => {
+            Ok(outcome) => {
                 tracing::info!(model = %self.model_dir.display(), "retraining the model on recent lines in the background");
-                Some((receiver, dir))
+                Some(RetrainInFlight {
+                    outcome,
+                    dir,
+                    cancel,
+                })
             }
             Err(e) => {
                 tracing::warn!("cannot start retraining: {e:#}");
@@ -722,7 +741,7 @@ impl Transform for DeepsentryTransform {
         tokio::task::block_in_place(|| self.restore_state());
         let mut saved_at = Instant::now();
         let mut retraining = self.retraining(&cx.metrics);
-        let mut job: Option<(tokio::sync::oneshot::Receiver<Outcome>, PathBuf)> = None;
+        let mut job: Option<RetrainInFlight> = None;
         let mut waiting = Batch::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         // While the input is quiet, sessions still time out (see `Scorer::tick`).
@@ -744,7 +763,7 @@ impl Transform for DeepsentryTransform {
             };
             let retrain_done = async {
                 match job.as_mut() {
-                    Some((receiver, _)) => receiver.await.ok(),
+                    Some(in_flight) => (&mut in_flight.outcome).await.ok(),
                     None => std::future::pending().await,
                 }
             };
@@ -756,9 +775,9 @@ impl Transform for DeepsentryTransform {
                     }
                 }
                 outcome = retrain_done => {
-                    if let (Some((_, dir)), Some(retraining)) = (job.take(), retraining.as_ref()) {
+                    if let (Some(in_flight), Some(retraining)) = (job.take(), retraining.as_ref()) {
                         // Between two batches: nothing is in flight in the scorer.
-                        tokio::task::block_in_place(|| self.finish_retraining(retraining, outcome, &dir));
+                        tokio::task::block_in_place(|| self.finish_retraining(retraining, outcome, &in_flight.dir));
                     }
                 }
                 batch = cx.input.recv() => match batch {

@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -245,6 +246,9 @@ pub struct RetrainJob {
     pub dir: PathBuf,
     /// The recent lines, older files first.
     pub inputs: Vec<PathBuf>,
+    /// Set when nobody waits for the outcome any more (the transform stopped): the training
+    /// stops at its next batch instead of using the CPU for nothing.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl RetrainJob {
@@ -295,6 +299,7 @@ impl RetrainJob {
             // Training stays on the CPU thread it was given, whatever the scoring backend.
             backend: BackendKind::default(),
             progress: false,
+            cancel: Some(self.cancel.clone()),
             ..TrainOptions::default()
         };
         let trained = deepsentry_model::train(&options).context("retraining failed")?;
@@ -403,6 +408,7 @@ pub fn save_state(root: &Path, state: &RetrainState) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn periods_read_seconds_minutes_hours_and_days() {
@@ -506,6 +512,7 @@ mod tests {
             online: OnlineState::default(),
             dir: dir.join("job"),
             inputs: vec![recent],
+            cancel: Arc::default(),
         }
     }
 
@@ -570,6 +577,19 @@ mod tests {
             } => panic!("accepted: the candidate flagged {candidate}, the running model {running}"),
             _ => panic!("the job neither refused nor accepted the candidate"),
         }
+    }
+
+    /// A job whose transform stopped (the flag set) stops training and leaves no candidate.
+    #[test]
+    fn a_cancelled_job_stops_training() {
+        let dir = tempfile::tempdir().unwrap();
+        let cancelled = job(dir.path(), 2 * MIN_RETRAIN_LINES, &dir.path().join("model"));
+        cancelled.cancel.store(true, Ordering::Relaxed);
+        match cancelled.run() {
+            Err(e) => assert!(format!("{e:#}").contains("training was cancelled"), "{e:#}"),
+            Ok(_) => panic!("a cancelled job went on"),
+        }
+        assert!(!dir.path().join("job/candidate").exists());
     }
 
     #[test]
