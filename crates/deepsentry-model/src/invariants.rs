@@ -35,6 +35,12 @@ impl Invariant {
     /// The relation in words, with the session's counts: `count(A) = 3 x count(B) (here 2 vs
     /// 3 x 1)`. Templates lose their line prefix and are cut, to keep alerts readable.
     pub fn describe(&self, templates: &[String], count: impl Fn(usize) -> u32) -> String {
+        format!("{} {}", self.relation(templates), self.counts(count))
+    }
+
+    /// The relation in words, `count(A) = 3 x count(B)`: the same for every session, so a
+    /// scorer words it once.
+    pub fn relation(&self, templates: &[String]) -> String {
         let name = |class: usize| {
             let text = templates.get(class).map_or("?", String::as_str);
             // Lines usually lead with a timestamp, a level and a component (`<NUM> INFO
@@ -48,33 +54,64 @@ impl Invariant {
                 None => format!("`{text}`"),
             }
         };
-        let side = |positive: bool, with_counts: bool| {
-            let parts: Vec<String> = self
+        format!(
+            "{} = {}",
+            self.side(true, |factor, class| format!(
+                "{factor}count({})",
+                name(class)
+            )),
+            self.side(false, |factor, class| format!(
+                "{factor}count({})",
+                name(class)
+            ))
+        )
+    }
+
+    /// A session's counts in the relation's terms: `(here 2 vs 3 x 1)`. Written straight
+    /// into one string: every session that ends out of balance pays for it.
+    pub fn counts(&self, count: impl Fn(usize) -> u32) -> String {
+        use std::fmt::Write;
+        let mut out = String::from("(here ");
+        for (n, positive) in [true, false].into_iter().enumerate() {
+            if n == 1 {
+                out.push_str(" vs ");
+            }
+            for (i, &(class, c)) in self
                 .terms
                 .iter()
                 .filter(|(_, c)| (*c > 0) == positive)
-                .map(|&(class, c)| {
-                    let factor = if c.abs() == 1 {
-                        String::new()
-                    } else {
-                        format!("{} x ", c.abs())
-                    };
-                    if with_counts {
-                        format!("{factor}{}", count(class))
-                    } else {
-                        format!("{factor}count({})", name(class))
-                    }
-                })
-                .collect();
-            parts.join(" + ")
-        };
-        format!(
-            "{} = {} (here {} vs {})",
-            side(true, false),
-            side(false, false),
-            side(true, true),
-            side(false, true)
-        )
+                .enumerate()
+            {
+                if i > 0 {
+                    out.push_str(" + ");
+                }
+                if c.abs() != 1 {
+                    let _ = write!(out, "{} x ", c.abs());
+                }
+                let _ = write!(out, "{}", count(class));
+            }
+        }
+        out.push(')');
+        out
+    }
+
+    /// The terms of one side (positive or negative coefficients), each worded by `term`
+    /// from its factor (`3 x `, or nothing for 1) and class, joined by ` + `.
+    fn side(&self, positive: bool, term: impl Fn(&str, usize) -> String) -> String {
+        let parts: Vec<String> = self
+            .terms
+            .iter()
+            .filter(|(_, c)| (*c > 0) == positive)
+            .map(|&(class, c)| {
+                let factor = if c.abs() == 1 {
+                    String::new()
+                } else {
+                    format!("{} x ", c.abs())
+                };
+                term(&factor, class)
+            })
+            .collect();
+        parts.join(" + ")
     }
 }
 

@@ -197,13 +197,16 @@ struct Session {
 /// names are counted, so a session costs a few bytes more, not one counter per template.
 struct InvariantCheck {
     invariants: Vec<Invariant>,
+    /// Each invariant in words (see [`Invariant::relation`]), worded once: a session that
+    /// ends out of balance only adds its counts.
+    relations: Vec<String>,
     /// Counter slot of each template class (`None`: no invariant names it).
     slot_of: Vec<Option<u16>>,
     slots: usize,
 }
 
 impl InvariantCheck {
-    fn new(invariants: &[Invariant]) -> Self {
+    fn new(invariants: &[Invariant], templates: &[String]) -> Self {
         let classes = invariants
             .iter()
             .flat_map(|i| i.terms.iter().map(|t| t.0 + 1))
@@ -221,6 +224,7 @@ impl InvariantCheck {
         }
         Self {
             invariants: invariants.to_vec(),
+            relations: invariants.iter().map(|i| i.relation(templates)).collect(),
             slot_of,
             slots: usize::from(slots),
         }
@@ -238,7 +242,7 @@ impl InvariantCheck {
 
     /// The broken relations of a session, in words; none for a session whose counters are
     /// not this check's (it was opened under an earlier model).
-    fn broken(&self, counts: &[u16], templates: &[String]) -> Vec<String> {
+    fn broken(&self, counts: &[u16]) -> Vec<String> {
         if counts.len() != self.slots {
             return Vec::new();
         }
@@ -251,8 +255,9 @@ impl InvariantCheck {
         };
         self.invariants
             .iter()
-            .filter(|i| i.residual(count) != 0)
-            .map(|i| i.describe(templates, count))
+            .zip(&self.relations)
+            .filter(|(i, _)| i.residual(count) != 0)
+            .map(|(i, relation)| format!("{relation} {}", i.counts(count)))
             .collect()
     }
 }
@@ -374,7 +379,7 @@ where
             settings.exclude_anomalies,
         );
         Self {
-            invariants: InvariantCheck::new(model.invariants()),
+            invariants: InvariantCheck::new(model.invariants(), model.templates()),
             sequence_length: model.sequence_length(),
             model,
             sessions: SessionStore::new(settings.session_ttl_secs, settings.max_sessions),
@@ -460,7 +465,7 @@ where
         self.model = model;
         self.vocabulary.forget_all();
         self.windows.clear();
-        self.invariants = InvariantCheck::new(self.model.invariants());
+        self.invariants = InvariantCheck::new(self.model.invariants(), self.model.templates());
         let floor = self
             .settings
             .threshold_floor
@@ -585,9 +590,7 @@ where
     /// A session is over: its end becomes an event, scored against its last window.
     fn end_event(&mut self, key: Arc<str>, session: Session, at: i64, why: &str) -> Pending {
         self.stats.sessions_ended += 1;
-        let broken = self
-            .invariants
-            .broken(&session.counts, self.model.templates());
+        let broken = self.invariants.broken(&session.counts);
         self.stats.broken_invariants += u64::from(!broken.is_empty());
         let mut message = format!("session {key} ended ({why}) after {} lines", session.lines);
         if !broken.is_empty() {
@@ -733,11 +736,19 @@ where
 
     /// End of input: every open session ends now.
     pub fn finish(&mut self) -> Vec<Event> {
-        let mut pending = Vec::new();
+        self.finish_some(usize::MAX)
+    }
+
+    /// End of input, a chunk at a time: up to `max` open sessions (the least recently active)
+    /// end now; an empty result means none is left. A caller that sends each chunk before
+    /// asking for the next holds the events of `max` session ends at most, however many
+    /// sessions were open.
+    pub fn finish_some(&mut self, max: usize) -> Vec<Event> {
         let at = self
             .clock
             .map_or_else(|| chrono::Utc::now().timestamp(), |(latest, _)| latest);
-        for (key, session) in self.sessions.drain() {
+        let mut pending = Vec::new();
+        for (key, session) in self.sessions.drain_oldest(max) {
             pending.push(self.end_event(key, session, at, "end of input"));
         }
         self.score(pending)

@@ -127,12 +127,24 @@ impl<V> SessionStore<V> {
 
     /// Removes and returns every session, least recently active first (end of input).
     pub fn drain(&mut self) -> Vec<(Arc<str>, V)> {
-        let mut all = Vec::with_capacity(self.map.len());
-        while let Some(oldest) = self.pop_oldest() {
-            all.push(oldest);
+        self.drain_oldest(usize::MAX)
+    }
+
+    /// Removes and returns up to `max` sessions, least recently active first: the end of
+    /// input a chunk at a time, so ending many sessions does not hold all their events at
+    /// once.
+    pub fn drain_oldest(&mut self, max: usize) -> Vec<(Arc<str>, V)> {
+        let mut some = Vec::with_capacity(self.map.len().min(max));
+        while some.len() < max {
+            match self.pop_oldest() {
+                Some(oldest) => some.push(oldest),
+                None => break,
+            }
         }
-        self.order.clear();
-        all
+        if self.map.is_empty() {
+            self.order.clear();
+        }
+        some
     }
 
     fn compact(&mut self) {

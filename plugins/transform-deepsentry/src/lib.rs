@@ -842,11 +842,17 @@ impl Transform for DeepsentryTransform {
             );
             return Ok(());
         }
-        // The input ended (end of a replay, of standard input): every open session ends here.
-        let ends = self.scorer.finish();
-        reporter.report(self.scorer.stats(), self.scorer.session_count());
-        if !ends.is_empty() {
-            let _ = cx.out.send(Batch::new(ends)).await;
+        // The input ended (end of a replay, of standard input): every open session ends here,
+        // a batch at a time, so a hundred thousand open sessions do not become a hundred
+        // thousand events in memory at once.
+        loop {
+            let scorer = &mut self.scorer;
+            let batch_size = self.config.batch_size.max(1);
+            let ends = tokio::task::block_in_place(|| scorer.finish_some(batch_size));
+            reporter.report(self.scorer.stats(), self.scorer.session_count());
+            if ends.is_empty() || cx.out.send(Batch::new(ends)).await.is_err() {
+                break;
+            }
         }
         Ok(())
     }
