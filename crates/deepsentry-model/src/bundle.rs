@@ -36,6 +36,56 @@ const AUTOENCODER_FILE: &str = "autoencoder.bpk";
 pub const REPLAY_FILE: &str = "replay.log";
 const DETECTOR_FILE: &str = "detector.bpk";
 
+/// The model name that selects the bundle built into the binary: the shipped
+/// `models/default`, so the default pipeline runs from any directory. A directory of that name
+/// is `./builtin`.
+pub const BUILTIN: &str = "builtin";
+
+/// The files of the built-in bundle.
+const BUILTIN_FILES: [(&str, &[u8]); 3] = [
+    (
+        METADATA_FILE,
+        include_bytes!("../../../models/default/model.yml"),
+    ),
+    (
+        AUTOENCODER_FILE,
+        include_bytes!("../../../models/default/autoencoder.bpk"),
+    ),
+    (
+        DETECTOR_FILE,
+        include_bytes!("../../../models/default/detector.bpk"),
+    ),
+];
+
+/// Whether `dir` names the built-in bundle (see [`BUILTIN`]).
+pub fn is_builtin(dir: &Path) -> bool {
+    dir == Path::new(BUILTIN)
+}
+
+/// The built-in bundle's files, in a fixed order (to fingerprint it).
+pub fn builtin_files() -> impl Iterator<Item = (&'static str, &'static [u8])> {
+    BUILTIN_FILES.into_iter()
+}
+
+/// Loads a module's weights from the bundle file `name` in `dir` (or the built-in one).
+fn load_weights<M: Module>(module: M, dir: &Path, name: &str) -> Result<M, String> {
+    if is_builtin(dir) {
+        let bytes = BUILTIN_FILES
+            .iter()
+            .find(|(file, _)| *file == name)
+            .map(|(_, bytes)| bytes.to_vec())
+            .expect("every bundle file is built in");
+        let record =
+            burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| e.to_string())?;
+        module.try_load_record(record).map_err(|e| e.to_string())
+    } else {
+        module
+            .try_load_file(dir.join(name))
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Sizes of both models.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,13 +416,17 @@ impl LoadedModel {
     /// Loads the bundle in `dir` onto `backend`.
     pub fn load(dir: &Path, backend: BackendKind) -> anyhow::Result<Self> {
         let metadata_path = dir.join(METADATA_FILE);
-        let text = std::fs::read_to_string(&metadata_path).with_context(|| {
-            format!(
-                "cannot read {} (is `{}` a model directory made by `deepsentry train`?)",
-                metadata_path.display(),
-                dir.display()
-            )
-        })?;
+        let text = if is_builtin(dir) {
+            String::from_utf8_lossy(BUILTIN_FILES[0].1).into_owned()
+        } else {
+            std::fs::read_to_string(&metadata_path).with_context(|| {
+                format!(
+                    "cannot read {} (is `{}` a model directory made by `deepsentry train`?)",
+                    metadata_path.display(),
+                    dir.display()
+                )
+            })?
+        };
         let metadata: ModelMetadata = serde_yaml::from_str(&text).with_context(|| {
             format!(
                 "{} is not a valid model description",
@@ -433,26 +487,29 @@ impl LoadedModel {
         }
         let (device, backend) = backend::device(backend)?;
         let sizes = &metadata.sizes;
-        let autoencoder = metadata
-            .autoencoder_config()
-            .init(&device)
-            .try_load_file(dir.join(AUTOENCODER_FILE))
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: the weights do not match model.yml (feature_dims {}, autoencoder_hidden \
+        let autoencoder = load_weights(
+            metadata.autoencoder_config().init(&device),
+            dir,
+            AUTOENCODER_FILE,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the weights do not match model.yml (feature_dims {}, autoencoder_hidden \
                      {}, embedding_size {}): {e}",
-                    dir.join(AUTOENCODER_FILE).display(),
-                    sizes.feature_dims,
-                    sizes.autoencoder_hidden,
-                    sizes.embedding_size
-                )
-            })?;
+                dir.join(AUTOENCODER_FILE).display(),
+                sizes.feature_dims,
+                sizes.autoencoder_hidden,
+                sizes.embedding_size
+            )
+        })?;
         let config = metadata.detector_config();
         let path = dir.join(DETECTOR_FILE);
         let detector = match config.init(&device) {
-            SequenceDetector::Gru(gru) => gru.try_load_file(&path).map(SequenceDetector::Gru),
+            SequenceDetector::Gru(gru) => {
+                load_weights(gru, dir, DETECTOR_FILE).map(SequenceDetector::Gru)
+            }
             SequenceDetector::Window(window) => {
-                window.try_load_file(&path).map(SequenceDetector::Window)
+                load_weights(window, dir, DETECTOR_FILE).map(SequenceDetector::Window)
             }
         }
         .map_err(|e| {
@@ -610,6 +667,23 @@ impl SequenceModel for LoadedModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `builtin` loads the shipped bundle from the binary: the same model as the files, found
+    /// from any directory.
+    #[test]
+    fn the_builtin_bundle_is_the_shipped_one() {
+        let builtin = LoadedModel::load(Path::new(BUILTIN), BackendKind::Flex).unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/default");
+        let files = LoadedModel::load(&shipped, BackendKind::Flex).unwrap();
+        assert_eq!(builtin.metadata, files.metadata);
+        let codes = |model: &LoadedModel| {
+            model
+                .embed(&["<NUM> INFO dfs.DataNode: Receiving block <BLK>"])
+                .remove(0)
+                .vector
+        };
+        assert_eq!(codes(&builtin), codes(&files));
+    }
 
     #[test]
     fn zero_or_absurd_sizes_are_refused() {

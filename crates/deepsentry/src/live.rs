@@ -50,7 +50,8 @@ pub struct LiveConfig {
     /// Seconds between scoring rounds. Omitted: the transform's default (1.0).
     #[serde(default)]
     pub batch_interval: Option<f64>,
-    /// The model bundle directory. `ANOMALY_MODEL` overrides it. Default `models/default`.
+    /// The model bundle directory, or `builtin`. `ANOMALY_MODEL` overrides it. Default
+    /// `builtin`: the shipped model, built into the binary.
     #[serde(default)]
     pub model: Option<PathBuf>,
     /// A regex whose match is a line's session (`blk_-?\d+` for HDFS blocks); `none`: the
@@ -105,7 +106,7 @@ impl LiveConfig {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .or_else(|| self.model.clone())
-            .unwrap_or_else(|| PathBuf::from("models/default"));
+            .unwrap_or_else(|| PathBuf::from(deepsentry_model::bundle::BUILTIN));
         let map = |pairs: Vec<(&str, Value)>| {
             Value::Mapping(
                 pairs
@@ -275,7 +276,7 @@ mod tests {
         assert_eq!(detect["window_size"], 200);
         assert_eq!(detect["sequence_length"], 10);
         assert_eq!(detect["batch_interval"], 0.5);
-        assert_eq!(detect["model"], "models/default");
+        assert_eq!(detect["model"], "builtin");
         assert_eq!(p["sinks"]["console"]["format"], "deepsentry");
         assert_eq!(p["sinks"]["alerts"]["format"], "alert");
         assert_eq!(p["sinks"]["alerts"]["path"], "/tmp/alerts.log");

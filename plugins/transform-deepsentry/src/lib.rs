@@ -30,7 +30,9 @@ use retrain::{Outcome, Period, RecentLines, RetrainJob};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeepsentryTransformConfig {
-    /// Directory of a model bundle made by `deepsentry train` (e.g. `models/default`).
+    /// Directory of a model bundle made by `deepsentry train`, or `builtin` (the default): the
+    /// shipped model, built into the binary.
+    #[serde(default = "builtin_model")]
     pub model: PathBuf,
     /// `flex` (default), `ndarray`, `wgpu` (GPU builds) or `auto`.
     #[serde(default)]
@@ -151,6 +153,9 @@ fn default_true() -> bool {
 }
 fn default_batch_interval() -> f64 {
     1.0
+}
+fn builtin_model() -> PathBuf {
+    PathBuf::from(deepsentry_model::bundle::BUILTIN)
 }
 fn default_batch_size() -> usize {
     1024
@@ -560,6 +565,13 @@ impl TransformConfig for DeepsentryTransformConfig {
     fn fingerprint(&self) -> Option<String> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        if deepsentry_model::bundle::is_builtin(&self.model) {
+            for (name, bytes) in deepsentry_model::bundle::builtin_files() {
+                name.hash(&mut hasher);
+                bytes.hash(&mut hasher);
+            }
+            return Some(format!("builtin-{:016x}", hasher.finish()));
+        }
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(&self.model) {
             Ok(dir) => dir.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             // Unreadable now: a reload rebuilds the transform and says why it cannot load.
