@@ -76,3 +76,42 @@ fn filtered_out_lines_move_the_file_checkpoint() {
     stop(&s, &mut restarted);
     assert_eq!(read_lines(&s.path("out.log")), expected, "nothing re-read");
 }
+
+/// An alert pipeline paced by `throttle`: at most three alerts per template in the window
+/// reach the sink, the rest are counted and said, and nothing else is lost.
+#[test]
+fn throttle_lets_a_bounded_number_of_alerts_per_template_through() {
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        "data_dir: {dir}/data\n\
+         sources:\n  demo:\n    type: demo\n    rate: 0\n    count: 20000\n    seed: 7\n    \
+         fault_rate: 0.1\n\
+         transforms:\n  detect:\n    type: deepsentry\n    inputs: [demo]\n    \
+         session_key: 'blk_-?\\d+'\n  \
+         alerts:\n    type: filter\n    inputs: [detect]\n    condition:\n      is_anomaly: true\n  \
+         paced:\n    type: throttle\n    inputs: [alerts]\n    threshold: 3\n    window_secs: 3600\n    \
+         key_field: template\n\
+         sinks:\n  out:\n    type: file\n    inputs: [paced]\n    path: '{dir}/alerts.jsonl'\n    \
+         format: json\n",
+    );
+    let (code, stderr) = run_to_end(&config);
+    assert_eq!(code, Some(0), "{stderr}");
+    let alerts = read_lines(&s.path("alerts.jsonl"));
+    let mut per_template = std::collections::HashMap::new();
+    for line in &alerts {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(event["is_anomaly"], true, "{line}");
+        *per_template
+            .entry(event["template"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert!(!per_template.is_empty(), "{stderr}");
+    assert!(per_template.values().all(|&n| n <= 3), "{per_template:?}");
+    let flagged = logged_counter(&stderr, "anomalies").expect("the detector's counters") as usize;
+    let throttled = logged_counter(&stderr, "events_discarded{reason=throttled}")
+        .expect("the throttle's counter") as usize;
+    assert!(throttled > 0, "{stderr}");
+    assert_eq!(alerts.len() + throttled, flagged, "{stderr}");
+    assert!(stderr.contains("throttled: events over the threshold were dropped"));
+}

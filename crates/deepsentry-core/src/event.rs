@@ -154,6 +154,22 @@ impl Event {
     pub fn set_message(&mut self, message: String) {
         self.message = Bytes::from(message);
     }
+
+    /// Runs `read` on the text of `field`: `message`, `source` and `stream` (the origin), or a
+    /// field set by a source or transform; `None` when the event has no such field. Text is
+    /// read in place; numbers and flags are formatted first.
+    pub fn with_field_text<R>(&self, field: &str, read: impl FnOnce(&str) -> R) -> Option<R> {
+        match field {
+            "message" => return Some(read(self.message())),
+            "source" => return Some(read(&self.origin.source)),
+            "stream" => return Some(read(&self.origin.stream)),
+            _ => {}
+        }
+        Some(match self.fields.get(field)? {
+            Value::Str(text) => read(text),
+            other => read(&other.to_string()),
+        })
+    }
 }
 
 #[cfg(test)]

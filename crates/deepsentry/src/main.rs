@@ -26,6 +26,7 @@ use deepsentry_source_stdin as _;
 use deepsentry_source_tcp as _;
 use deepsentry_transform_deepsentry as _;
 use deepsentry_transform_filter as _;
+use deepsentry_transform_throttle as _;
 
 mod api;
 mod eval;

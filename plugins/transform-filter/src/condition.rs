@@ -135,34 +135,19 @@ impl Condition {
                 let set = matches!(event.fields.get(key), Some(Value::Bool(true)));
                 set == *flag
             }
-            Condition::Equals(field, value) => {
-                with_field_text(event, field, |text| text == value).unwrap_or(false)
-            }
-            Condition::NotEquals(field, value) => {
-                with_field_text(event, field, |text| text != value).unwrap_or(true)
-            }
-            Condition::Matches(field, regex) => {
-                with_field_text(event, field, |text| regex.is_match(text)).unwrap_or(false)
-            }
+            Condition::Equals(field, value) => event
+                .with_field_text(field, |text| text == value)
+                .unwrap_or(false),
+            Condition::NotEquals(field, value) => event
+                .with_field_text(field, |text| text != value)
+                .unwrap_or(true),
+            Condition::Matches(field, regex) => event
+                .with_field_text(field, |text| regex.is_match(text))
+                .unwrap_or(false),
             Condition::All(list) => list.iter().all(|c| c.matches(event)),
             Condition::Any(list) => list.iter().any(|c| c.matches(event)),
         }
     }
-}
-
-/// Runs `test` on the text of `field` (the message, origin or a field); `None` if it is
-/// missing. Text fields are tested in place; numbers and flags are formatted first.
-fn with_field_text(event: &Event, field: &str, test: impl Fn(&str) -> bool) -> Option<bool> {
-    match field {
-        "message" => return Some(test(event.message())),
-        "source" => return Some(test(&event.origin.source)),
-        "stream" => return Some(test(&event.origin.stream)),
-        _ => {}
-    }
-    Some(match event.fields.get(field)? {
-        Value::Str(text) => test(text),
-        other => test(&other.to_string()),
-    })
 }
 
 #[cfg(test)]
