@@ -35,9 +35,8 @@ invoked_from=$PWD
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-absolute() {
-    case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$2/$1" ;; esac
-}
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
 
 # --- work directory --------------------------------------------------------------------------
 if [[ -n "${BENCH_DIR:-}" ]]; then
@@ -77,15 +76,6 @@ else
         "install it with \`apt-get install time\`" >&2
 fi
 
-# A YAML double-quoted scalar for a path; `$` is doubled so interpolation leaves it alone.
-yaml_str() {
-    local s=$1
-    s=${s//\\/\\\\}
-    s=${s//\"/\\\"}
-    s=${s//\$/\$\$}
-    printf '"%s"' "$s"
-}
-
 # measure OUTFILE CMD...: runs CMD (stdout to OUTFILE, stderr to the log) and sets `secs` (wall
 # time, ms resolution from bash's `time`) and `rss_kb` (peak RSS from GNU time, or n/a).
 measure() {
@@ -117,23 +107,7 @@ count_lines() { wc -l <"$1" | tr -d ' '; }
 
 # --- input -----------------------------------------------------------------------------------
 input="$work/hdfs.log"
-cat >"$work/generate.yml" <<EOF
-data_dir: $(yaml_str "$work/data-generate")
-sources:
-  demo:
-    type: demo
-    rate: 0
-    count: $LINES
-    seed: 42
-    fault_rate: 0.02
-sinks:
-  out:
-    type: file
-    inputs: [demo]
-    path: $(yaml_str "$input")
-    format: text
-    append: false
-EOF
+demo_pipeline "$work/data-generate" "$input" "$LINES" >"$work/generate.yml"
 echo "generating $LINES lines into $input" >&2
 measure /dev/null "$bin" run -c "$work/generate.yml"
 input_lines=$(count_lines "$input")

@@ -33,9 +33,8 @@ set -euo pipefail
 invoked_from=$PWD
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-absolute() {
-    case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$2/$1" ;; esac
-}
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
 LINES=${LINES:-500000}
 BGL_LINES=${BGL_LINES:-500000}
 SESSIONS=${SESSIONS:-1000000}
@@ -66,14 +65,6 @@ if ! /usr/bin/time -f '%M' -o /dev/null true 2>/dev/null; then
     exit 1
 fi
 
-# A YAML double-quoted scalar for a path; `$` is doubled so interpolation leaves it alone.
-yaml_str() {
-    local s=$1
-    s=${s//\\/\\\\}
-    s=${s//\"/\\\"}
-    s=${s//\$/\$\$}
-    printf '"%s"' "$s"
-}
 
 # run_pipeline INPUT MODEL SESSION_KEY|passthrough: runs the pipeline over INPUT once and sets
 # `secs`, `rss_kb` and `windows`.
@@ -133,23 +124,7 @@ missing_row() { rows+=("| $1 | - | - | - | - | - | $2 |"); }
 
 # --- inputs ----------------------------------------------------------------------------------
 demo="$work/demo.log"
-cat >"$work/generate.yml" <<EOF
-data_dir: $(yaml_str "$work/data-generate")
-sources:
-  demo:
-    type: demo
-    rate: 0
-    count: $LINES
-    seed: 42
-    fault_rate: 0.02
-sinks:
-  out:
-    type: file
-    inputs: [demo]
-    path: $(yaml_str "$demo")
-    format: text
-    append: false
-EOF
+demo_pipeline "$work/data-generate" "$demo" "$LINES" >"$work/generate.yml"
 DEEPSENTRY_LOG=warn "$bin" run -c "$work/generate.yml" 2>>"$log"
 row demo "$demo" "$model" 'blk_-?\d+'
 

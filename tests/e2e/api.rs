@@ -183,11 +183,8 @@ fn a_failed_component_turns_health_to_503_and_names_it() {
         "{}",
         s.stderr()
     );
-    // Draining would wait out the grace period for the silent server; two signals end it.
-    signal(&child, "TERM");
-    std::thread::sleep(Duration::from_millis(200));
-    signal(&child, "TERM");
-    let status = wait_exit(&s, &mut child, Duration::from_secs(30));
+    // Draining would wait out the grace period for the silent server.
+    let status = stop_without_draining(&s, &mut child);
     assert!(
         !status.success(),
         "a failed component makes the exit status non-zero"

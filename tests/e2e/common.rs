@@ -183,6 +183,15 @@ pub fn run_to_end(config: &Path) -> (Option<i32>, String) {
 }
 
 /// Sends SIGTERM and checks that the pipeline drains and exits 0 within 30 s.
+/// Ends a run whose drain would wait out the grace period (a sink that cannot deliver): a
+/// SIGTERM starts the drain, a second one exits at once.
+pub fn stop_without_draining(scratch: &Scratch, child: &mut Child) -> ExitStatus {
+    signal(child, "TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(child, "TERM");
+    wait_exit(scratch, child, Duration::from_secs(30))
+}
+
 pub fn stop(scratch: &Scratch, child: &mut Child) {
     signal(child, "TERM");
     let status = wait_exit(scratch, child, Duration::from_secs(30));

@@ -656,9 +656,6 @@ fn kafka_over_tls_writes_and_reads_through_a_tls_listener() {
     let said = wait_until(Duration::from_secs(30), || {
         untrusting.stderr().contains("certificate verify failed")
     });
-    signal(&child, "TERM");
-    std::thread::sleep(Duration::from_millis(200));
-    signal(&child, "TERM");
-    let _ = wait_exit(&untrusting, &mut child, Duration::from_secs(30));
+    stop_without_draining(&untrusting, &mut child);
     assert!(said, "{}", untrusting.stderr());
 }

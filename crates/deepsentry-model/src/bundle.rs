@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::module::Module;
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::autoencoder::{TextAutoencoder, TextAutoencoderConfig};
@@ -617,7 +616,8 @@ impl SequenceModel for LoadedModel {
 
     fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
         let sizes = &self.metadata.sizes;
-        let logits = match (&self.detector, &self.window_tables) {
+        // Both give log-probabilities already.
+        let log_probs = match (&self.detector, &self.window_tables) {
             (SequenceDetector::Window(window), Some(tables)) => {
                 tables.log_probs(window, windows, &self.device)
             }
@@ -630,7 +630,7 @@ impl SequenceModel for LoadedModel {
             )),
         };
         let classes = self.metadata.classes();
-        log_softmax(logits, 1)
+        log_probs
             .into_data()
             .try_into_vec::<f32>()
             .expect("log-probabilities are f32")

@@ -148,11 +148,11 @@ impl SequenceDetector {
         }
     }
 
-    /// Windows `[batch, steps, input]` -> next-template logits `[batch, classes]` (for an
-    /// ensemble, the log of the averaged distribution, which is its own logits).
+    /// Windows `[batch, steps, input]` -> next-template log-probabilities `[batch, classes]`
+    /// (for an ensemble, the log of the averaged distribution).
     pub fn forward(&self, windows: Tensor<3>) -> Tensor<2> {
         match self {
-            Self::Gru(gru) => gru.forward(windows),
+            Self::Gru(gru) => log_softmax(gru.forward(windows), 1),
             Self::Window(ensemble) => mixture(
                 ensemble
                     .members

@@ -104,18 +104,22 @@ impl Budgets {
 
     /// Whether an event of `key` arriving at `now` is let through.
     pub fn admit(&mut self, key: &str, now: Instant) -> Verdict {
-        if !self.windows.contains_key(key) && self.windows.len() >= self.max_keys {
-            self.forget_one(now);
+        // A known key is looked up without allocating; only a new one is copied.
+        if !self.windows.contains_key(key) {
+            if self.windows.len() >= self.max_keys {
+                self.forget_one(now);
+            }
+            self.windows.insert(
+                key.to_owned(),
+                Window {
+                    started: now,
+                    passed: 0,
+                    dropped: 0,
+                    reported: None,
+                },
+            );
         }
-        let window = self
-            .windows
-            .entry(key.to_owned())
-            .or_insert_with(|| Window {
-                started: now,
-                passed: 0,
-                dropped: 0,
-                reported: None,
-            });
+        let window = self.windows.get_mut(key).expect("inserted above");
         if now.duration_since(window.started) >= self.window {
             window.started = now;
             window.passed = 0;
@@ -218,17 +222,14 @@ impl Transform for ThrottleTransform {
             let now = Instant::now();
             let (budgets, key_field) = (&mut self.budgets, &self.key_field);
             batch.events.retain(|event| {
-                let key = key_field
-                    .as_deref()
-                    .and_then(|field| event.with_field_text(field, str::to_owned))
-                    .unwrap_or_default();
-                match budgets.admit(&key, now) {
+                // The key is read in place: no copy per event.
+                let mut judge = |key: &str| match budgets.admit(key, now) {
                     Verdict::Pass => true,
                     Verdict::Drop => false,
                     Verdict::DropAndReport { dropped } => {
                         tracing::warn!(
                             transform = %cx.id,
-                            key = %key,
+                            key,
                             dropped,
                             threshold = budgets.threshold,
                             window_secs = self.window_secs,
@@ -236,6 +237,12 @@ impl Transform for ThrottleTransform {
                         );
                         false
                     }
+                };
+                match key_field {
+                    Some(field) => event
+                        .with_field_text(field, &mut judge)
+                        .unwrap_or_else(|| judge("")),
+                    None => judge(""),
                 }
             });
             discarded.add((before - batch.len()) as u64);
