@@ -72,7 +72,7 @@ fn config_errors_name_file_line_key_and_choices() {
         (
             "unknown type",
             "sources:\n  in:\n    type: stdn\nsinks:\n  out:\n    type: console\n    inputs: [in]\n",
-            &["p.yml:3:5", "sources.in", "unknown source type `stdn`", "did you mean `stdin`", "`file`, `kafka`, `stdin`, `tcp`"],
+            &["p.yml:3:5", "sources.in", "unknown source type `stdn`", "did you mean `stdin`", "`file`, `http`, `kafka`, `stdin`, `syslog`, `tcp`"],
         ),
         (
             "unknown key",

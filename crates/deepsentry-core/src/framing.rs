@@ -10,6 +10,9 @@ pub struct Frame {
     /// The line was longer than the limit; this is its first `max_line_bytes` bytes and the rest
     /// was discarded.
     pub truncated: bool,
+    /// Where the line starts in the stream: its byte offset from the framer's start offset.
+    /// A source that holds lines back (a multiline event being joined) resumes from here.
+    pub start: u64,
 }
 
 /// Cuts lines out of a growing buffer without copying them: each [`Frame`] is a slice of the
@@ -26,6 +29,8 @@ pub struct LineFramer {
     scanned: usize,
     /// Inside the tail of an over-long line.
     discarding: bool,
+    /// Stream offset of the first byte of `buf`.
+    consumed: u64,
 }
 
 /// How many bytes a read asks for at least.
@@ -34,12 +39,27 @@ pub const READ_CHUNK: usize = 128 * 1024;
 impl LineFramer {
     /// A framer that truncates lines longer than `max_line_bytes` (at least 1).
     pub fn new(max_line_bytes: usize) -> Self {
+        Self::at_offset(max_line_bytes, 0)
+    }
+
+    /// A framer whose first byte is at `offset` of the stream (a file read from a checkpoint),
+    /// so that [`Frame::start`] is an offset in the file.
+    pub fn at_offset(max_line_bytes: usize, offset: u64) -> Self {
         Self {
             buf: BytesMut::with_capacity(READ_CHUNK),
             max_line_bytes: max_line_bytes.max(1),
             scanned: 0,
             discarding: false,
+            consumed: offset,
         }
+    }
+
+    /// Takes the first `len` bytes of the buffer, moving the stream offset past them; returns
+    /// them with the offset they started at.
+    fn take(&mut self, len: usize) -> (BytesMut, u64) {
+        let start = self.consumed;
+        self.consumed += len as u64;
+        (self.buf.split_to(len), start)
     }
 
     /// The buffer to read more bytes into (append only), e.g. with `AsyncReadExt::read_buf`.
@@ -72,7 +92,7 @@ impl LineFramer {
         loop {
             if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
                 let end = self.scanned + pos;
-                let mut line = self.buf.split_to(end + 1);
+                let (mut line, start) = self.take(end + 1);
                 self.scanned = 0;
                 if self.discarding {
                     self.discarding = false;
@@ -89,20 +109,23 @@ impl LineFramer {
                 return Some(Frame {
                     line: line.freeze(),
                     truncated,
+                    start,
                 });
             }
             if self.discarding {
+                self.consumed += self.buf.len() as u64;
                 self.buf.clear();
                 self.scanned = 0;
                 return None;
             }
             if self.buf.len() > self.max_line_bytes {
-                let line = self.buf.split_to(self.max_line_bytes).freeze();
+                let (line, start) = self.take(self.max_line_bytes);
                 self.discarding = true;
                 self.scanned = 0;
                 return Some(Frame {
-                    line,
+                    line: line.freeze(),
                     truncated: true,
+                    start,
                 });
             }
             self.scanned = self.buf.len();
@@ -118,13 +141,15 @@ impl LineFramer {
         self.scanned = 0;
         if self.discarding || self.buf.is_empty() {
             self.discarding = false;
+            self.consumed += self.buf.len() as u64;
             self.buf.clear();
             return None;
         }
-        let line = self.buf.split().freeze();
+        let (line, start) = self.take(self.buf.len());
         Some(Frame {
-            line,
+            line: line.freeze(),
             truncated: false,
+            start,
         })
     }
 }
@@ -167,6 +192,19 @@ mod tests {
             frames(&mut framer),
             vec![("1234".into(), true), ("xy".into(), false)]
         );
+    }
+
+    #[test]
+    fn frames_know_where_they_start() {
+        let mut framer = LineFramer::at_offset(4, 100);
+        framer
+            .buffer_mut()
+            .extend_from_slice(b"ab\r\nabcdefgh\nxy\nlast");
+        let starts: Vec<u64> = std::iter::from_fn(|| framer.next_frame())
+            .map(|f| f.start)
+            .collect();
+        assert_eq!(starts, [100, 104, 113]);
+        assert_eq!(framer.finish().unwrap().start, 116);
     }
 
     #[test]

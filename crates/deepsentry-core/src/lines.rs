@@ -1,48 +1,126 @@
 //! Turning a byte stream into batches of events: shared by the sources that read lines.
+//! Lines may be joined into multiline events, decoded (JSON, logfmt, syslog) and dated by
+//! their own timestamps on the way.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::batch::Batch;
+use crate::decode::{decode_event, Decoding};
 use crate::event::{Event, Origin};
 use crate::framing::{Frame, LineFramer};
 use crate::metrics::{ComponentMetrics, Counter};
+use crate::multiline::{Joiner, MultilineConfig, Step};
 use crate::output::{Output, OutputClosed};
 use crate::ratelimit::LogRateLimit;
 use crate::shutdown::ShutdownSignal;
+use crate::timestamp::{self, EventTime};
 use crate::MAX_BATCH_EVENTS;
 
 /// Default limit on one line: longer lines are truncated to this many bytes and counted.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 102_400;
 
-/// Builds events from frames, counting truncated and invalid-UTF-8 lines.
+/// How a line-reading source turns lines into events: the settings every such source shares.
+#[derive(Debug, Clone)]
+pub struct LineSettings {
+    /// Lines longer than this are truncated; a multiline event is split at this size.
+    pub max_line_bytes: usize,
+    /// Joins the lines of one event (stack traces), when set.
+    pub multiline: Option<MultilineConfig>,
+    /// How each event's text is decoded into a message and fields.
+    pub decoding: Decoding,
+    /// The decoded field holding the message (else the first of `message`, `msg`, `log`).
+    pub message_field: Option<String>,
+    /// Where the event's time comes from.
+    pub timestamp: EventTime,
+}
+
+impl LineSettings {
+    /// Plain lines with the given limit: no joining, no decoding, the line's own time.
+    pub fn plain(max_line_bytes: usize) -> Self {
+        Self {
+            max_line_bytes,
+            multiline: None,
+            decoding: Decoding::Text,
+            message_field: None,
+            timestamp: EventTime::Auto,
+        }
+    }
+}
+
+/// A multiline event being joined.
+#[derive(Debug)]
+struct OpenEvent {
+    text: BytesMut,
+    /// Stream offset of its first line: a source resumes here while it is open.
+    start: u64,
+    arrived: DateTime<Utc>,
+}
+
+/// Counts of one drain, added to the metrics once.
+#[derive(Debug, Default)]
+struct Tally {
+    truncated: u64,
+    invalid_utf8: u64,
+    decode_failed: u64,
+    split: u64,
+    bytes: u64,
+    events: u64,
+}
+
+/// Builds events from frames: joins multiline events, decodes, reads the event's time, and
+/// counts truncated, invalid-UTF-8, undecodable and split lines. One per stream (a file, a
+/// connection), since a multiline event in progress belongs to its stream.
 #[derive(Debug)]
 pub struct LineDecoder {
     origin: Arc<Origin>,
+    settings: LineSettings,
+    joiner: Option<Joiner>,
+    open: Option<OpenEvent>,
     truncated: Counter,
     invalid_utf8: Counter,
+    decode_failed: Counter,
+    split: Counter,
     received: Counter,
     bytes: Counter,
-    max_line_bytes: usize,
     /// A stream of bad lines warns once per interval, not once per batch.
     warnings: LogRateLimit,
+    /// The last reason a line did not decode, for the rate-limited warning.
+    last_decode_error: Option<String>,
+    /// A fixed arrival time (reading a file as a whole), else the wall clock.
+    clock: Option<DateTime<Utc>>,
 }
 
 impl LineDecoder {
     /// A decoder for lines of `origin`, reporting into `metrics`.
-    pub fn new(origin: Arc<Origin>, metrics: &ComponentMetrics, max_line_bytes: usize) -> Self {
+    pub fn new(origin: Arc<Origin>, metrics: &ComponentMetrics, settings: &LineSettings) -> Self {
         Self {
             origin,
+            joiner: settings.multiline.clone().map(Joiner::new),
+            settings: settings.clone(),
+            open: None,
             truncated: metrics.counter_with_reason("lines_modified", "truncated"),
             invalid_utf8: metrics.counter_with_reason("lines_modified", "invalid_utf8"),
+            decode_failed: metrics.counter_with_reason("lines_modified", "decode_failed"),
+            split: metrics.counter_with_reason("lines_modified", "multiline_split"),
             received: metrics.counter("events_received"),
             bytes: metrics.counter("bytes_received"),
-            max_line_bytes,
             warnings: LogRateLimit::new(Duration::from_secs(10)),
+            last_decode_error: None,
+            clock: None,
         }
+    }
+
+    /// Dates every event without a time of its own at `clock` instead of its arrival: for
+    /// reading a whole file, where the arrival means nothing and an undated event must be
+    /// told from a dated one.
+    pub fn with_clock(mut self, clock: DateTime<Utc>) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// The origin stamped on the events.
@@ -50,60 +128,255 @@ impl LineDecoder {
         &self.origin
     }
 
-    /// Moves every complete line of `framer` (and with `at_eof`, the unterminated last one)
-    /// into `events`, at most `limit` of them. Returns how many were added.
+    /// Stamps later events with `origin` (the stream was renamed); an event being joined
+    /// stays open.
+    pub fn set_origin(&mut self, origin: Arc<Origin>) {
+        self.origin = origin;
+    }
+
+    /// Where the multiline event being joined starts in the stream, if one is open: a
+    /// checkpoint must not pass it, since its lines are not sent yet.
+    pub fn open_event_start(&self) -> Option<u64> {
+        self.open.as_ref().map(|open| open.start)
+    }
+
+    /// When the open multiline event is due to be sent as it is, if one is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.open.as_ref()?;
+        self.joiner.as_ref()?.deadline()
+    }
+
+    /// Moves every complete event of `framer` (and with `at_eof`, the unterminated last line
+    /// and an open multiline event) into `events`: about `limit` of them (one more where a
+    /// line both ends an open event and stands alone). Returns how many were added.
     pub fn drain(
-        &self,
+        &mut self,
         framer: &mut LineFramer,
         events: &mut Vec<Event>,
         limit: usize,
         at_eof: bool,
     ) -> usize {
-        let now = Utc::now();
-        let (mut truncated, mut lossy, mut added, mut bytes) = (0u64, 0u64, 0usize, 0u64);
-        while added < limit {
+        let now = self.clock.unwrap_or_else(Utc::now);
+        let instant = Instant::now();
+        let before = events.len();
+        let mut tally = Tally::default();
+        while events.len() - before < limit {
             let frame = if at_eof {
                 framer.finish()
             } else {
                 framer.next_frame()
             };
-            let Some(Frame {
-                line,
-                truncated: cut,
-            }) = frame
-            else {
+            let Some(frame) = frame else {
                 break;
             };
-            bytes += line.len() as u64;
-            let (event, was_lossy) = Event::from_bytes(line, now, self.origin.clone());
-            truncated += u64::from(cut);
-            lossy += u64::from(was_lossy);
-            events.push(event);
-            added += 1;
-        }
-        self.received.add(added as u64);
-        self.bytes.add(bytes);
-        if truncated > 0 {
-            self.truncated.add(truncated);
-        }
-        if lossy > 0 {
-            self.invalid_utf8.add(lossy);
-        }
-        if truncated + lossy > 0 {
-            if let Some(held_back) = self.warnings.check() {
-                tracing::warn!(
-                    stream = %self.origin.stream,
-                    truncated,
-                    invalid_utf8 = lossy,
-                    max_line_bytes = self.max_line_bytes,
-                    earlier_warnings_not_logged = held_back,
-                    "lines modified on the way in: longer than max_line_bytes were truncated (the \
-                     rest of each dropped), invalid UTF-8 kept with U+FFFD replacement \
-                     characters; totals in lines_modified{{reason=...}}"
-                );
+            tally.bytes += frame.line.len() as u64;
+            tally.truncated += u64::from(frame.truncated);
+            if self.joiner.is_some() {
+                self.join(frame, now, instant, events, &mut tally);
+            } else {
+                events.push(self.event(frame.line, now, &mut tally));
             }
         }
-        added
+        if at_eof && events.len() - before < limit {
+            self.close_open(events, &mut tally);
+        }
+        self.report(tally);
+        events.len() - before
+    }
+
+    /// Adds one event per message to `events`, for sources whose transport frames messages
+    /// itself (datagrams, octet counting, request bodies): each is decoded and dated like a
+    /// line, never joined. `truncated` counts the messages the transport already cut.
+    pub fn messages(
+        &mut self,
+        messages: impl IntoIterator<Item = Bytes>,
+        truncated: u64,
+        events: &mut Vec<Event>,
+    ) {
+        let now = self.clock.unwrap_or_else(Utc::now);
+        let mut tally = Tally {
+            truncated,
+            ..Tally::default()
+        };
+        for message in messages {
+            tally.bytes += message.len() as u64;
+            events.push(self.event(message, now, &mut tally));
+        }
+        self.report(tally);
+    }
+
+    /// Sends the open multiline event as it is if no line came for its timeout.
+    pub fn flush_expired(&mut self, now: Instant, events: &mut Vec<Event>) -> usize {
+        if self.deadline().is_none_or(|deadline| deadline > now) {
+            return 0;
+        }
+        let mut tally = Tally::default();
+        self.close_open(events, &mut tally);
+        self.report(tally);
+        1
+    }
+
+    /// Sends the open multiline event as it is (the stream ended). Returns how many events
+    /// were added (0 or 1).
+    pub fn finish_open(&mut self, events: &mut Vec<Event>) -> usize {
+        let before = events.len();
+        let mut tally = Tally::default();
+        self.close_open(events, &mut tally);
+        self.report(tally);
+        events.len() - before
+    }
+
+    fn close_open(&mut self, events: &mut Vec<Event>, tally: &mut Tally) {
+        if let Some(open) = self.open.take() {
+            events.push(self.event(open.text.freeze(), open.arrived, tally));
+        }
+        if let Some(joiner) = &mut self.joiner {
+            joiner.close();
+        }
+    }
+
+    /// Puts `frame` where the joiner says: alone, opening an event, or joining the open one.
+    fn join(
+        &mut self,
+        frame: Frame,
+        now: DateTime<Utc>,
+        instant: Instant,
+        events: &mut Vec<Event>,
+        tally: &mut Tally,
+    ) {
+        let joiner = self.joiner.as_mut().expect("joining needs a joiner");
+        let step = joiner.push(&frame.line, instant);
+        let open_new = |frame: Frame| OpenEvent {
+            text: BytesMut::from(&frame.line[..]),
+            start: frame.start,
+            arrived: now,
+        };
+        match step {
+            Step::Alone => events.push(self.event(frame.line, now, tally)),
+            Step::Opened { closed } => {
+                if closed {
+                    if let Some(open) = self.open.take() {
+                        events.push(self.event(open.text.freeze(), open.arrived, tally));
+                    }
+                }
+                self.open = Some(open_new(frame));
+            }
+            Step::Joined | Step::Completed => {
+                let max = self.settings.max_line_bytes;
+                match self.open.as_mut() {
+                    Some(open) if open.text.len() + 1 + frame.line.len() <= max => {
+                        open.text.extend_from_slice(b"\n");
+                        open.text.extend_from_slice(&frame.line);
+                    }
+                    // Too long to join: what is joined so far goes as one event and this
+                    // line starts the next part, so nothing is lost.
+                    Some(_) => {
+                        tally.split += 1;
+                        let full = self.open.replace(open_new(frame)).expect("open");
+                        events.push(self.event(full.text.freeze(), full.arrived, tally));
+                    }
+                    None => self.open = Some(open_new(frame)),
+                }
+                if step == Step::Completed {
+                    let done = self.open.take().expect("a completed event is open");
+                    events.push(self.event(done.text.freeze(), done.arrived, tally));
+                }
+            }
+            Step::ClosedThenAlone => {
+                if let Some(open) = self.open.take() {
+                    events.push(self.event(open.text.freeze(), open.arrived, tally));
+                }
+                events.push(self.event(frame.line, now, tally));
+            }
+        }
+    }
+
+    /// One event from its text: decoded, and dated by its own time where it has one.
+    fn event(&mut self, text: Bytes, arrived: DateTime<Utc>, tally: &mut Tally) -> Event {
+        let (mut event, lossy) = Event::from_bytes(text, arrived, self.origin.clone());
+        tally.invalid_utf8 += u64::from(lossy);
+        tally.events += 1;
+        let decoded = decode_event(
+            &mut event,
+            self.settings.decoding,
+            self.settings.message_field.as_deref(),
+            arrived,
+        );
+        let dated = match decoded {
+            Ok(dated) => dated,
+            Err(why) => {
+                tally.decode_failed += 1;
+                self.last_decode_error = Some(why);
+                false
+            }
+        };
+        if dated && self.settings.timestamp == EventTime::Arrival {
+            event.timestamp = arrived;
+        }
+        if !dated && self.settings.timestamp == EventTime::Auto {
+            if let Some(at) = timestamp::leading(event.message_bytes(), arrived) {
+                event.timestamp = at;
+            }
+        }
+        event
+    }
+
+    fn report(&mut self, tally: Tally) {
+        self.received.add(tally.events);
+        self.bytes.add(tally.bytes);
+        for (counter, n) in [
+            (&self.truncated, tally.truncated),
+            (&self.invalid_utf8, tally.invalid_utf8),
+            (&self.decode_failed, tally.decode_failed),
+            (&self.split, tally.split),
+        ] {
+            if n > 0 {
+                counter.add(n);
+            }
+        }
+        if tally.truncated + tally.invalid_utf8 + tally.decode_failed + tally.split == 0 {
+            return;
+        }
+        if let Some(held_back) = self.warnings.check() {
+            tracing::warn!(
+                stream = %self.origin.stream,
+                truncated = tally.truncated,
+                invalid_utf8 = tally.invalid_utf8,
+                decode_failed = tally.decode_failed,
+                multiline_split = tally.split,
+                max_line_bytes = self.settings.max_line_bytes,
+                decoding = ?self.settings.decoding,
+                last_decode_error = self.last_decode_error.as_deref().unwrap_or("-"),
+                earlier_warnings_not_logged = held_back,
+                "lines modified on the way in: longer than max_line_bytes were truncated (the \
+                 rest of each dropped), invalid UTF-8 kept with U+FFFD replacement \
+                 characters, lines that did not decode passed on as text, multiline events \
+                 over max_line_bytes sent in parts; totals in lines_modified{{reason=...}}"
+            );
+        }
+    }
+}
+
+/// Reads a blocking `reader` to its end the way a source reads a stream (lines joined,
+/// decoded and dated by `decoder`), handing each event to `each`: how `train` and `eval` read
+/// their inputs, so a model sees the events a pipeline would give it.
+pub fn read_all(
+    mut reader: impl std::io::Read,
+    decoder: &mut LineDecoder,
+    mut each: impl FnMut(Event),
+) -> std::io::Result<()> {
+    let mut framer = LineFramer::new(decoder.settings.max_line_bytes);
+    let mut events = Vec::new();
+    loop {
+        let read = match framer.read_from(&mut reader) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            read => read?,
+        };
+        decoder.drain(&mut framer, &mut events, usize::MAX, read == 0);
+        events.drain(..).for_each(&mut each);
+        if read == 0 {
+            return Ok(());
+        }
     }
 }
 
@@ -118,21 +391,36 @@ pub enum PumpEnd {
     ReadError(std::io::Error),
 }
 
-/// Reads `reader` to its end (or until shutdown), sending every line as events through `out`
-/// in batches of at most [`MAX_BATCH_EVENTS`]. One read becomes at most one or a few batches,
-/// so a slow trickle is forwarded at once and a fast stream in large batches.
+/// Reads `reader` to its end (or until shutdown), sending every event through `out` in
+/// batches of about [`MAX_BATCH_EVENTS`]. One read becomes at most one or a few batches, so a
+/// slow trickle is forwarded at once and a fast stream in large batches. A multiline event
+/// left open goes out when its timeout passes, and whenever the stream ends.
 pub async fn pump<R: AsyncRead + Unpin>(
     mut reader: R,
     framer: &mut LineFramer,
-    decoder: &LineDecoder,
+    decoder: &mut LineDecoder,
     out: &mut Output,
     shutdown: &ShutdownSignal,
 ) -> Result<PumpEnd, OutputClosed> {
     loop {
+        let deadline = decoder.deadline();
         let read = tokio::select! {
             biased;
             _ = shutdown.wait() => None,
+            // Cancel-safe: a read cut short by the timer has taken no bytes.
             read = reader.read_buf(framer.buffer_mut()) => Some(read),
+            _ = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut events = Vec::new();
+                if decoder.flush_expired(Instant::now(), &mut events) > 0 {
+                    out.send(Batch::new(events)).await?;
+                }
+                continue;
+            }
         };
         let (end, at_eof) = match read {
             None => (Some(PumpEnd::Shutdown), false),
@@ -148,6 +436,11 @@ pub async fn pump<R: AsyncRead + Unpin>(
             out.send(Batch::new(events)).await?;
         }
         if let Some(end) = end {
+            // The stream is over: an event still being joined is complete as it is.
+            let mut events = Vec::new();
+            if decoder.finish_open(&mut events) > 0 {
+                out.send(Batch::new(events)).await?;
+            }
             return Ok(end);
         }
     }

@@ -33,7 +33,6 @@ pub mod session_key;
 pub mod sessions;
 pub mod severity;
 pub mod threshold;
-pub mod timestamp;
 pub mod train;
 
 pub use backend::BackendKind;

@@ -218,9 +218,28 @@ fn push_token(out: &mut String, placeholder: &str) {
     }
 }
 
-/// Masks the variable parts of `line` and writes the template into `out` (cleared first).
-/// Tokens are separated by single spaces in the template; other separators are kept.
-pub fn template_into(line: &str, out: &mut String) {
+/// Masks the variable parts of `text` and writes the template into `out` (cleared first).
+/// Tokens are separated by single spaces in the template; other separators are kept. A
+/// multiline event (a logged line with its stack trace) is templated by its first line plus
+/// the exception its trace names, so every occurrence of one failure shares one template
+/// whatever its frames.
+pub fn template_into(text: &str, out: &mut String) {
+    match text.split_once('\n') {
+        None => template_line(text, out),
+        Some((first, rest)) => {
+            template_line(first.trim_end_matches('\r'), out);
+            if let Some(exception) = deepsentry_core::multiline::trace_exception(rest) {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(exception);
+            }
+        }
+    }
+}
+
+/// [`template_into`] for one line.
+fn template_line(line: &str, out: &mut String) {
     out.clear();
     let bytes = line.as_bytes();
     let mut i = 0;
@@ -317,6 +336,26 @@ pub fn tokens(template: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stack_trace_is_its_first_line_and_its_exception() {
+        let one = "2024-01-15 14:23:48,001 ERROR Request 17 failed\n\
+                   java.lang.IllegalStateException: connection 10.0.0.1:80 reset\n\
+                   \tat com.acme.Client.send(Client.java:42)\n\
+                   Caused by: java.io.IOException: broken pipe";
+        let two = "2024-01-16 09:00:00,500 ERROR Request 99 failed\n\
+                   java.lang.IllegalStateException: connection 10.0.0.2:80 reset\n\
+                   \tat com.acme.Pool.take(Pool.java:7)\n\
+                   \tat com.acme.Client.send(Client.java:40)";
+        assert_eq!(template(one), template(two));
+        assert!(
+            template(one).ends_with("failed java.lang.IllegalStateException"),
+            "{}",
+            template(one)
+        );
+        let other = two.replace("IllegalStateException", "TimeoutException");
+        assert_ne!(template(one), template(&other));
+    }
 
     #[test]
     fn hdfs_lines_share_a_template() {

@@ -48,7 +48,6 @@ use crate::novelty::{
 use crate::sessions::SessionStore;
 use crate::severity::{severity_of, Severity};
 use crate::threshold::AdaptiveThreshold;
-use crate::timestamp::leading_timestamp;
 
 /// Field naming the session an event belongs to.
 pub const SESSION_FIELD: &str = "session";
@@ -148,13 +147,13 @@ pub struct ScorerSettings {
     /// Bounds of the online vocabulary.
     pub vocabulary: VocabularyLimits,
     /// Name of a field holding the event's level (decoded by a source), read before the line's
-    /// own words.
+    /// own words; `None` reads the first of [`crate::severity::LEVEL_FIELDS`] the event has.
     pub level_field: Option<String>,
     /// The floor for the surprise of templates learned online (nats): a new template is
     /// alarming when this system's normal logs bring one as rarely as `e^-floor` per line.
     pub novelty_floor: f64,
-    /// A line dated more than this many seconds after it arrived does not move the log clock
-    /// (which ends idle sessions).
+    /// A line dated more than this many seconds after the time it is scored does not move the
+    /// log clock (which ends idle sessions).
     pub max_clock_skew_secs: i64,
 }
 
@@ -620,12 +619,7 @@ where
     /// The severity of an event: its decoded level field where the settings name one and the
     /// event has it, else what its template says.
     fn severity(&self, event: &Event, template: &TemplateInfo) -> Severity {
-        let level = self
-            .settings
-            .level_field
-            .as_deref()
-            .and_then(|name| event.fields.get(name));
-        match level {
+        match crate::severity::level_of(event, self.settings.level_field.as_deref()) {
             Some(level) => crate::severity::severity_with_level(&template.text, &level.to_string()),
             None => template.severity,
         }
@@ -636,13 +630,18 @@ where
     pub fn process(&mut self, events: Vec<Event>) -> Vec<Event> {
         let templates = self.intern(&events);
         let mut pending = Vec::with_capacity(events.len());
+        let wall = chrono::Utc::now().timestamp();
         for (event, template) in events.into_iter().zip(templates) {
-            let arrived = event.timestamp.timestamp();
-            let stamped = leading_timestamp(event.message()).unwrap_or(arrived);
-            // A line dated far ahead of its arrival (a wrong clock, a mistyped year) would end
+            // The line's own time where it leads with one; else the event's time, which a
+            // source sets from the line or a decoded field, or to the arrival.
+            let stamped =
+                deepsentry_core::timestamp::leading(event.message_bytes(), event.timestamp)
+                    .unwrap_or(event.timestamp)
+                    .timestamp();
+            // A line dated far ahead of the clock (a wrong clock, a mistyped year) would end
             // every open session as idle: its time does not move the log clock.
-            let now = if stamped > arrived.saturating_add(self.settings.max_clock_skew_secs) {
-                self.clock.map_or(arrived, |(latest, _)| latest)
+            let now = if stamped > wall.saturating_add(self.settings.max_clock_skew_secs) {
+                self.clock.map_or(wall, |(latest, _)| latest)
             } else {
                 stamped
             };

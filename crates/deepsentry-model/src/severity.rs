@@ -136,6 +136,22 @@ pub fn severity_of(line: &str) -> Severity {
     }
 }
 
+/// Fields read as a decoded event's level when no `level_field` is named, first present wins.
+pub const LEVEL_FIELDS: [&str; 3] = ["level", "severity", "lvl"];
+
+/// The level a source decoded for `event`: the field `level_field`, or the first of
+/// [`LEVEL_FIELDS`] it has.
+pub fn level_of<'e>(
+    event: &'e deepsentry_core::Event,
+    level_field: Option<&str>,
+) -> Option<&'e deepsentry_core::Value> {
+    match level_field {
+        Some(name) => event.fields.get(name),
+        None if event.fields.is_empty() => None,
+        None => LEVEL_FIELDS.iter().find_map(|name| event.fields.get(name)),
+    }
+}
+
 /// The severity of a line whose level a source decoded into a field (`level: warning`): the
 /// field's level, raised by what the line's words say.
 pub fn severity_with_level(line: &str, level: &str) -> Severity {

@@ -15,7 +15,6 @@
 //! 5. Count invariants are mined from all sessions (see [`crate::invariants`]).
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,14 +46,18 @@ use crate::scorer::{
     Scorer, ScorerSettings, SequenceModel, SessionKey, SESSION_END_FIELD, SESSION_FIELD,
 };
 use crate::session_key::{find_session_key, SessionKeySpec};
-use crate::severity::severity_of;
-use crate::timestamp::leading_timestamp;
+use crate::severity::{level_of, severity_of, severity_with_level, Severity};
+use deepsentry_core::lines::{read_all, LineDecoder, LineSettings, DEFAULT_MAX_LINE_BYTES};
+use deepsentry_core::timestamp::yearless_clock;
 
 /// Everything `deepsentry train` can set.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     /// Files of normal logs.
     pub inputs: Vec<PathBuf>,
+    /// How the inputs' lines become events (multiline joining, decoding), as a source's
+    /// settings would make them.
+    pub lines: LineSettings,
     /// How lines are grouped into sessions: a regex whose first capture group (or match) is
     /// the session id, one session per file, or (the default) a key found in the data (see
     /// [`crate::session_key`]).
@@ -120,6 +123,7 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             inputs: Vec::new(),
+            lines: LineSettings::plain(DEFAULT_MAX_LINE_BYTES),
             session_key: SessionKeySpec::Auto,
             sequence_length: 10,
             embedding_size: 16,
@@ -151,6 +155,8 @@ struct Line {
     session: u32,
     /// The line's own timestamp, if it leads with one.
     at: Option<i64>,
+    /// How serious it is: its decoded level or its template's words, as the scorer reads it.
+    severity: Severity,
 }
 
 /// The training data after normalization.
@@ -179,20 +185,22 @@ fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::Result<Corpu
     let mut origins = Vec::new();
     let mut line_origin = Vec::new();
     let mut scratch = String::new();
+    let metrics = deepsentry_core::metrics::Metrics::default();
+    let clock = yearless_clock();
     for (file_index, path) in options.inputs.iter().enumerate() {
         let file = std::fs::File::open(path)
             .with_context(|| format!("cannot open training input {}", path.display()))?;
         let stream = path.display().to_string();
-        origins.push(Origin::new("train", stream.as_str()));
-        for raw in std::io::BufReader::new(file).split(b'\n') {
-            let raw = raw.with_context(|| format!("cannot read {}", path.display()))?;
-            let text = String::from_utf8_lossy(&raw)
-                .trim_end_matches('\r')
-                .to_string();
+        let origin = Origin::new("train", stream.as_str());
+        origins.push(origin.clone());
+        let mut decoder =
+            LineDecoder::new(origin, &metrics.component("train"), &options.lines).with_clock(clock);
+        read_all(file, &mut decoder, |event| {
+            let text = event.message();
             if text.is_empty() {
-                continue;
+                return;
             }
-            template_into(&text, &mut scratch);
+            template_into(text, &mut scratch);
             let template = match template_ids.get(scratch.as_str()) {
                 Some(&id) => id,
                 None => {
@@ -202,15 +210,22 @@ fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::Result<Corpu
                     id
                 }
             };
-            let at = leading_timestamp(&text);
+            // Dated at the clock: the event has no time of its own.
+            let at = (event.timestamp != clock).then(|| event.timestamp.timestamp());
+            let severity = match level_of(&event, None) {
+                Some(level) => severity_with_level(&scratch, &level.to_string()),
+                None => severity_of(&scratch),
+            };
             lines.push(Line {
-                text,
+                text: text.to_owned(),
                 template,
                 session: 0,
                 at,
+                severity,
             });
             line_origin.push(file_index as u16);
-        }
+        })
+        .with_context(|| format!("cannot read {}", path.display()))?;
     }
     anyhow::ensure!(!lines.is_empty(), "the training inputs hold no lines");
     let mut corpus = Corpus {
@@ -693,12 +708,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             &corpus
                 .lines
                 .iter()
-                .map(|l| {
-                    (
-                        l.template,
-                        severity_of(&corpus.templates[l.template as usize]),
-                    )
-                })
+                .map(|l| (l.template, l.severity))
                 .collect::<Vec<_>>(),
         ),
         training: TrainingSummary {

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use deepsentry_core::event::keys;
+use deepsentry_core::lines::{read_all, LineDecoder};
 use deepsentry_core::{Event, Origin, Value};
 use deepsentry_model::scorer::{SESSION_END_FIELD, SESSION_FIELD};
 use deepsentry_model::BackendKind;
@@ -33,6 +34,8 @@ pub struct EvalArgs {
     /// Labelled log to replay.
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
+    #[command(flatten)]
+    format: crate::input_format::InputFormat,
     /// Session labels, loghub's `BlockId,Label` CSV (`Normal`/`Anomaly`); needs --session-key.
     #[arg(long, value_name = "CSV", conflicts_with = "line_labels")]
     labels: Option<PathBuf>,
@@ -285,17 +288,34 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
     };
     let started = Instant::now();
-    let now = chrono::Utc::now();
-    let mut batch = Vec::with_capacity(config.batch_size);
-    for line in text.lines() {
-        let message = if args.line_labels {
+    let settings = args.format.line_settings();
+    anyhow::ensure!(
+        !(args.line_labels && settings.multiline.is_some()),
+        "--line-labels labels each line: it cannot be combined with --multiline"
+    );
+    // With line labels, each line's label is read off before the line is decoded.
+    let unlabelled: String;
+    let input = if args.line_labels {
+        let mut rest_of_lines = String::with_capacity(text.len());
+        for line in text.lines() {
             let (label, rest) = line.split_once(' ').unwrap_or((line, ""));
             line_truth.push(label != "-");
-            rest
-        } else {
-            line
-        };
-        batch.push(Event::from_str(message, now, Arc::clone(&origin)));
+            rest_of_lines.push_str(rest);
+            rest_of_lines.push('\n');
+        }
+        unlabelled = rest_of_lines;
+        unlabelled.as_str()
+    } else {
+        &text
+    };
+    let mut decoder = LineDecoder::new(
+        Arc::clone(&origin),
+        &deepsentry_core::metrics::Metrics::default().component("eval"),
+        &settings,
+    );
+    let mut batch = Vec::with_capacity(config.batch_size);
+    read_all(input.as_bytes(), &mut decoder, |event| {
+        batch.push(event);
         if batch.len() == config.batch_size {
             record(
                 scorer.process(std::mem::take(&mut batch)),
@@ -303,7 +323,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             );
             bar.inc(config.batch_size as u64);
         }
-    }
+    })
+    .with_context(|| format!("cannot read {}", args.input.display()))?;
     record(scorer.process(batch), &mut line_flagged);
     record(scorer.finish(), &mut line_flagged);
     bar.finish_and_clear();

@@ -21,8 +21,10 @@ use deepsentry_sink_syslog as _;
 use deepsentry_sink_webhook as _;
 use deepsentry_source_demo as _;
 use deepsentry_source_file as _;
+use deepsentry_source_http as _;
 use deepsentry_source_kafka as _;
 use deepsentry_source_stdin as _;
+use deepsentry_source_syslog as _;
 use deepsentry_source_tcp as _;
 use deepsentry_transform_deepsentry as _;
 use deepsentry_transform_filter as _;
@@ -30,6 +32,7 @@ use deepsentry_transform_throttle as _;
 
 mod api;
 mod eval;
+mod input_format;
 mod live;
 
 /// The pipeline `deepsentry run` uses when no `-c` is given (a copy of
@@ -130,6 +133,8 @@ struct TrainArgs {
     /// Files of normal logs (several allowed).
     #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
     input: Vec<PathBuf>,
+    #[command(flatten)]
+    format: input_format::InputFormat,
     /// Directory to write the model bundle to.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -293,6 +298,7 @@ fn report_error(result: anyhow::Result<()>) -> ExitCode {
 fn train(args: TrainArgs) -> anyhow::Result<()> {
     let options = deepsentry_model::TrainOptions {
         inputs: args.input,
+        lines: args.format.line_settings(),
         session_key: deepsentry_model::session_key::SessionKeySpec::parse(Some(&args.session_key)),
         sequence_length: args.sequence_length,
         embedding_size: args.embedding_size,

@@ -20,7 +20,10 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use deepsentry_core::ack::{ordered_acks, AckStatus};
-use deepsentry_core::lines::DEFAULT_MAX_LINE_BYTES;
+use deepsentry_core::decode::Decoding;
+use deepsentry_core::lines::{LineSettings, DEFAULT_MAX_LINE_BYTES};
+use deepsentry_core::multiline::MultilineConfig;
+use deepsentry_core::timestamp::EventTime;
 use deepsentry_core::{BuildContext, Source, SourceConfig, SourceContext};
 use serde::Deserialize;
 
@@ -54,6 +57,21 @@ pub struct FileSourceConfig {
     /// Lines longer than this many bytes are truncated (and counted). Default 102400.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// Joins the lines of one event, such as a stack trace: a preset (`java`, `python`, `go`,
+    /// `ruby`) or `{start_pattern, condition_pattern, mode, timeout_ms}`. Default: off.
+    #[serde(default)]
+    pub multiline: Option<MultilineConfig>,
+    /// How each line (or joined event) is decoded: `text` (default), `json`, `logfmt` or
+    /// `syslog` (RFC 5424 and 3164).
+    #[serde(default)]
+    pub decoding: Decoding,
+    /// The decoded field holding the message. Default: the first of `message`, `msg`, `log`.
+    #[serde(default)]
+    pub message_field: Option<String>,
+    /// Where an event's time comes from: `auto` (default: a decoded `timestamp`, `time`, `ts`
+    /// or `@timestamp` field, else a timestamp leading the line, else arrival) or `arrival`.
+    #[serde(default)]
+    pub timestamp: EventTime,
     /// How often files at their end are checked for new data, in milliseconds. Default 100.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
@@ -155,7 +173,13 @@ impl Source for FileSource {
             patterns: self.patterns,
             excludes: self.excludes,
             read_from: self.config.read_from,
-            max_line_bytes: self.config.max_line_bytes,
+            lines: LineSettings {
+                max_line_bytes: self.config.max_line_bytes,
+                multiline: self.config.multiline.clone(),
+                decoding: self.config.decoding,
+                message_field: self.config.message_field.clone(),
+                timestamp: self.config.timestamp,
+            },
             poll_interval: Duration::from_millis(self.config.poll_interval_ms.max(1)),
             glob_interval: Duration::from_millis(self.config.glob_interval_ms.max(1)),
             rotate_wait: Duration::from_secs_f64(self.config.rotate_wait_secs.max(0.0)),

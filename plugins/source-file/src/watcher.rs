@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use deepsentry_core::ack::AckRegistrar;
 use deepsentry_core::framing::LineFramer;
-use deepsentry_core::lines::LineDecoder;
+use deepsentry_core::lines::{LineDecoder, LineSettings};
 use deepsentry_core::metrics::ComponentMetrics;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{Batch, Event, Origin, Output, ShutdownSignal, MAX_BATCH_EVENTS};
@@ -30,7 +30,7 @@ pub struct ReaderSettings {
     pub patterns: Vec<glob::Pattern>,
     pub excludes: Vec<glob::Pattern>,
     pub read_from: ReadFrom,
-    pub max_line_bytes: usize,
+    pub lines: LineSettings,
     pub poll_interval: Duration,
     pub glob_interval: Duration,
     pub rotate_wait: Duration,
@@ -257,8 +257,8 @@ impl Reader {
             pos: start,
             head_len,
             head_hash,
-            framer: LineFramer::new(self.settings.max_line_bytes),
-            decoder: LineDecoder::new(origin, &self.metrics, self.settings.max_line_bytes),
+            framer: LineFramer::at_offset(self.settings.lines.max_line_bytes, start),
+            decoder: LineDecoder::new(origin, &self.metrics, &self.settings.lines),
             rotated_at: None,
             idle_since: None,
             checked_at: None,
@@ -298,10 +298,16 @@ impl Reader {
             "{why}; reading it again from the start"
         );
         self.metrics.counter("files_truncated").inc();
+        // A multiline event being joined is complete as far as the old content goes.
+        let mut open = Vec::new();
+        if w.decoder.finish_open(&mut open) > 0 {
+            let _ = self.send(i, open);
+        }
+        let w = &mut self.watchers[i];
         let _ = w.file.seek(SeekFrom::Start(0));
         w.pos = 0;
         w.head_len = 0;
-        w.framer = LineFramer::new(self.settings.max_line_bytes);
+        w.framer = LineFramer::new(self.settings.lines.max_line_bytes);
         true
     }
 
@@ -351,7 +357,12 @@ impl Reader {
             key: w.key.clone(),
             entry: CheckpointEntry {
                 path: w.path.clone(),
-                offset: w.pos - w.framer.buffered() as u64,
+                // Not past a multiline event still being joined: its lines are not sent yet,
+                // so a restart reads them again.
+                offset: w
+                    .decoder
+                    .open_event_start()
+                    .unwrap_or(w.pos - w.framer.buffered() as u64),
                 head_len: w.head_len,
                 head_hash: w.head_hash,
             },
@@ -387,9 +398,9 @@ impl Reader {
             read_total += n;
             loop {
                 let w = &mut self.watchers[i];
-                let room = MAX_BATCH_EVENTS - events.len();
+                let room = MAX_BATCH_EVENTS.saturating_sub(events.len());
                 let added = w.decoder.drain(&mut w.framer, &mut events, room, false);
-                if events.len() == MAX_BATCH_EVENTS {
+                if events.len() >= MAX_BATCH_EVENTS {
                     let full = std::mem::replace(&mut events, Vec::with_capacity(MAX_BATCH_EVENTS));
                     self.send(i, full)?;
                 } else if added < room {
@@ -400,6 +411,8 @@ impl Reader {
                 break;
             }
         }
+        let w = &mut self.watchers[i];
+        w.decoder.flush_expired(Instant::now(), &mut events);
         if !events.is_empty() {
             self.send(i, events)?;
         }
@@ -458,8 +471,7 @@ impl Reader {
                         self.settings.source_id.as_str(),
                         renamed.to_string_lossy().as_ref(),
                     );
-                    w.decoder =
-                        LineDecoder::new(origin, &self.metrics, self.settings.max_line_bytes);
+                    w.decoder.set_origin(origin);
                     w.path = renamed;
                     rescan = true;
                     i += 1;

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use deepsentry_core::decode::Decoding;
 use deepsentry_core::framing::LineFramer;
-use deepsentry_core::lines::{pump, LineDecoder, PumpEnd, DEFAULT_MAX_LINE_BYTES};
+use deepsentry_core::lines::{pump, LineDecoder, LineSettings, PumpEnd, DEFAULT_MAX_LINE_BYTES};
 use deepsentry_core::metrics::ComponentMetrics;
+use deepsentry_core::multiline::MultilineConfig;
 use deepsentry_core::output::Output;
 use deepsentry_core::ratelimit::LogRateLimit;
+use deepsentry_core::timestamp::EventTime;
 use deepsentry_core::{BuildContext, Origin, ShutdownSignal, Source, SourceConfig, SourceContext};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +48,21 @@ pub struct TcpSourceConfig {
     /// Lines longer than this many bytes are truncated (and counted). Default 102400.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// Joins the lines of one event, such as a stack trace: a preset (`java`, `python`, `go`,
+    /// `ruby`) or `{start_pattern, condition_pattern, mode, timeout_ms}`. Default: off.
+    #[serde(default)]
+    pub multiline: Option<MultilineConfig>,
+    /// How each line (or joined event) is decoded: `text` (default), `json`, `logfmt` or
+    /// `syslog` (RFC 5424 and 3164).
+    #[serde(default)]
+    pub decoding: Decoding,
+    /// The decoded field holding the message. Default: the first of `message`, `msg`, `log`.
+    #[serde(default)]
+    pub message_field: Option<String>,
+    /// Where an event's time comes from: `auto` (default: a decoded `timestamp`, `time`, `ts`
+    /// or `@timestamp` field, else a timestamp leading the line, else arrival) or `arrival`.
+    #[serde(default)]
+    pub timestamp: EventTime,
     /// Client: the longest pause between reconnection attempts, in seconds (the pause starts
     /// at 0.1 s and doubles). Default 30.
     #[serde(default = "default_reconnect_max_secs")]
@@ -78,6 +96,17 @@ deepsentry_core::register_source!(
 );
 
 impl TcpSourceConfig {
+    /// How each connection's lines become events.
+    fn line_settings(&self) -> LineSettings {
+        LineSettings {
+            max_line_bytes: self.max_line_bytes,
+            multiline: self.multiline.clone(),
+            decoding: self.decoding,
+            message_field: self.message_field.clone(),
+            timestamp: self.timestamp,
+        }
+    }
+
     /// Every setting checked, without opening anything.
     fn checked_settings(&self) -> anyhow::Result<()> {
         let port = self
@@ -206,13 +235,13 @@ async fn read_connection(
     mut out: Output,
     shutdown: ShutdownSignal,
 ) -> PumpEnd {
-    let decoder = LineDecoder::new(
+    let mut decoder = LineDecoder::new(
         Origin::new(source_id, peer.as_str()),
         metrics,
-        config.max_line_bytes,
+        &config.line_settings(),
     );
     let mut framer = LineFramer::new(config.max_line_bytes);
-    match pump(reader, &mut framer, &decoder, &mut out, &shutdown).await {
+    match pump(reader, &mut framer, &mut decoder, &mut out, &shutdown).await {
         Ok(end) => end,
         // Nobody reads our output any more: treat like shutdown for this connection.
         Err(_) => PumpEnd::Shutdown,

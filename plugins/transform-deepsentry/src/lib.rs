@@ -70,7 +70,8 @@ pub struct DeepsentryTransformConfig {
     /// `auto`), else one session per stream.
     #[serde(default)]
     pub session_key: Option<String>,
-    /// Name of a field holding the session instead (set by an earlier transform).
+    /// Name of a field holding the session instead (decoded by a source, e.g. a syslog
+    /// message's `appname`, or set by an earlier transform).
     #[serde(default)]
     pub session_field: Option<String>,
     /// Seconds (in the events' own clock when lines carry a timestamp) after which an idle
@@ -94,8 +95,8 @@ pub struct DeepsentryTransformConfig {
     /// Most bytes the templates learned online may take. Default 32 MiB.
     #[serde(default = "default_max_template_bytes")]
     pub max_template_bytes: usize,
-    /// A field holding the event's level, decoded by a source (`level`); the line's own words
-    /// are read when it is missing. Default: none.
+    /// A field holding the event's level, decoded by a source; the line's own words are read
+    /// when it is missing. Default: the first of `level`, `severity`, `lvl` the event has.
     #[serde(default)]
     pub level_field: Option<String>,
     /// The floor for templates never seen in training (nats of surprise): one is flagged when
@@ -103,7 +104,7 @@ pub struct DeepsentryTransformConfig {
     /// `e^-novelty_floor` per line. Default 5.3 (one line in 200).
     #[serde(default = "default_novelty_floor")]
     pub novelty_floor: f64,
-    /// A line dated more than this many seconds after it arrived does not move the session
+    /// A line dated more than this many seconds after it is scored does not move the session
     /// clock, so one line with a wrong date cannot end every open session. Default 300.
     #[serde(default = "default_max_clock_skew_secs")]
     pub max_clock_skew_secs: u64,
