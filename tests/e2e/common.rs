@@ -41,6 +41,18 @@ impl Scratch {
 
     /// Starts `deepsentry run -c config` with stderr going to `stderr.log` (appended).
     pub fn start(&self, config: &Path, stdin: Stdio, stdout: Stdio) -> Child {
+        self.start_with_env(config, &[], stdin, stdout)
+    }
+
+    /// [`start`](Self::start) with `env` set for the process (what `${VAR}` in the config
+    /// reads).
+    pub fn start_with_env(
+        &self,
+        config: &Path,
+        env: &[(&str, &str)],
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -51,11 +63,46 @@ impl Scratch {
             .arg(config)
             .args(["--grace-period", "20"])
             .env("DEEPSENTRY_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(stdout)
             .stderr(log)
             .spawn()
             .expect("start deepsentry")
+    }
+
+    /// Starts the shipped `pipelines/NAME` with `env`, its console output going to
+    /// `console.log` and its data and API kept to this scratch directory and a free port.
+    pub fn start_shipped(&self, name: &str, env: &[(&str, &str)]) -> Child {
+        let pipeline = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../pipelines")
+            .join(name);
+        let data = self.path("data").display().to_string();
+        let api = format!("127.0.0.1:{}", free_port());
+        let mut all = vec![
+            ("DEEPSENTRY_DATA_DIR", data.as_str()),
+            ("DEEPSENTRY_API_ADDRESS", api.as_str()),
+        ];
+        all.extend_from_slice(env);
+        let console = std::fs::File::create(self.path("console.log")).expect("console log");
+        self.start_with_env(&pipeline, &all, Stdio::null(), Stdio::from(console))
+    }
+
+    /// What a run started with [`start_shipped`](Self::start_shipped) printed so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.path("console.log")).unwrap_or_default()
+    }
+
+    /// Runs `config` with `input` on its standard input to its end; the exit status.
+    pub fn run_with_input(&self, config: &Path, input: &[u8]) -> ExitStatus {
+        let mut child = self.start(config, Stdio::piped(), Stdio::null());
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+        wait_exit(self, &mut child, Duration::from_secs(30))
     }
 
     pub fn stderr(&self) -> String {

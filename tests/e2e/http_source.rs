@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
@@ -12,25 +12,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "e2e-s3cret-t0ken";
 
 /// Starts `deepsentry run -c config` the way [`Scratch::start`] does, with `env` set.
-fn start_with_env(s: &Scratch, config: &Path, env: &[(&str, &str)]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(s.path("stderr.log"))
-        .expect("stderr log");
-    Command::new(bin())
-        .args(["run", "-c"])
-        .arg(config)
-        .args(["--grace-period", "20"])
-        .env("DEEPSENTRY_LOG", "info")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start deepsentry")
-}
-
 /// Waits until something accepts connections on `port`.
 fn wait_listening(s: &Scratch, port: u16) {
     let ok = wait_until(WAIT, || {
@@ -104,7 +85,12 @@ fn curl_gets_200_once_the_events_are_written_and_a_clear_refusal_otherwise() {
              format: json\n"
         ),
     );
-    let mut child = start_with_env(&s, &config, &[("HTTP_SOURCE_TOKEN", TOKEN)]);
+    let mut child = s.start_with_env(
+        &config,
+        &[("HTTP_SOURCE_TOKEN", TOKEN)],
+        Stdio::null(),
+        Stdio::null(),
+    );
     wait_listening(&s, port);
     let url = format!("http://127.0.0.1:{port}/ingest");
     let auth = format!("Authorization: Bearer {TOKEN}");

@@ -171,14 +171,8 @@ fn json_and_logfmt_lines_decode_and_a_bad_line_is_passed_on_and_counted() {
     let input = "{\"time\":\"2024-05-31T10:00:00.250Z\",\"level\":\"error\",\"msg\":\"db down\",\"retries\":3}\n\
                  {\"message\":\"cache warm\",\"ts\":1700000000,\"user\":{\"id\":7}}\n\
                  {this is not json\n";
-    let mut child = s.start(&config, Stdio::piped(), Stdio::null());
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    assert!(wait_exit(&s, &mut child, WAIT).success(), "{}", s.stderr());
+    let status = s.run_with_input(&config, input.as_bytes());
+    assert!(status.success(), "{}", s.stderr());
     let events = json_events(&s.path("out.json"));
     assert_eq!(events.len(), 3, "{events:#?}");
     assert_eq!(events[0]["message"], "db down");
@@ -245,14 +239,8 @@ fn the_detector_dates_events_by_their_lines_and_templates_a_trace_once() {
         .replace("Request 17", "Request 99")
         .replace("Client.java:42", "Pool.java:3");
     let input = format!("{JAVA_LOG}{second_trace}");
-    let mut child = s.start(&config, Stdio::piped(), Stdio::null());
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    assert!(wait_exit(&s, &mut child, WAIT).success(), "{}", s.stderr());
+    let status = s.run_with_input(&config, input.as_bytes());
+    assert!(status.success(), "{}", s.stderr());
     let events = json_events(&s.path("out.json"));
     let scored: Vec<&serde_json::Value> = events
         .iter()
@@ -297,35 +285,28 @@ fn the_shipped_json_app_pipeline_scores_decoded_lines_and_whole_traces() {
         "{\"@timestamp\":\"2024-03-01T09:00:01Z\",\"level\":\"ERROR\",\"message\":\"payment gateway refused order 2\"}\n",
     );
     std::fs::write(s.path("app.json"), json).unwrap();
-    let pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/json-app.yml");
-    let api_port = free_port();
-    let mut child = Command::new(bin())
-        .args(["run", "-c", pipeline])
-        .env("APP_JSON_LOG", s.path("app.json"))
-        .env("APP_ERROR_LOG", s.path("stderr.log"))
-        .env("DEEPSENTRY_DATA_DIR", s.path("data"))
-        .env("DEEPSENTRY_API_ADDRESS", format!("127.0.0.1:{api_port}"))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(s.path("console.log")).unwrap())
-        .stderr(std::fs::File::create(s.path("stderr.log.out")).unwrap())
-        .spawn()
-        .unwrap();
-    let console = || std::fs::read_to_string(s.path("console.log")).unwrap_or_default();
+    let (json_log, error_log) = (
+        s.path("app.json").display().to_string(),
+        s.path("stderr.log.app").display().to_string(),
+    );
+    let mut child = s.start_shipped(
+        "json-app.yml",
+        &[("APP_JSON_LOG", &json_log), ("APP_ERROR_LOG", &error_log)],
+    );
     // The service's stack traces start after its usual lines were scored.
     let shown = wait_until(WAIT, || {
-        console().contains("payment gateway refused order 2")
+        s.console().contains("payment gateway refused order 2")
     }) && {
-        std::fs::write(s.path("stderr.log"), JAVA_LOG).unwrap();
+        std::fs::write(&error_log, JAVA_LOG).unwrap();
         wait_until(WAIT, || {
-            console().contains("java.lang.IllegalStateException")
+            s.console().contains("java.lang.IllegalStateException")
         })
     };
     signal(&child, "TERM");
     let status = child.wait().unwrap();
-    let stderr = std::fs::read_to_string(s.path("stderr.log.out")).unwrap_or_default();
-    assert!(shown, "console:\n{}\nstderr:\n{stderr}", console());
-    assert!(status.success(), "{stderr}");
-    let text = console();
+    assert!(shown, "console:\n{}\nstderr:\n{}", s.console(), s.stderr());
+    assert!(status.success(), "{}", s.stderr());
+    let text = s.console();
     // Decoded: the message alone, dated by its field; the trace as one event.
     assert!(text.contains("[09:00:01] ANOMALY"), "{text}");
     assert!(!text.contains("\"level\""), "{text}");

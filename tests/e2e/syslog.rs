@@ -16,15 +16,12 @@ pub struct Rsyslog {
 
 impl Rsyslog {
     pub fn start(dir: &Path, udp_port: u16, tcp_port: u16) -> Self {
-        let work = dir.join("rsyslog");
-        std::fs::create_dir_all(&work).unwrap();
         let received = dir.join("received.log");
-        let config = work.join("rsyslog.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "global(workDirectory=\"{work}\")\n\
-                 module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+        let work = dir.join("rsyslog");
+        let process = rsyslogd(
+            dir,
+            &format!(
+                "module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
                  input(type=\"imuxsock\" Socket=\"{work}/log.sock\" CreatePath=\"on\")\n\
                  module(load=\"imudp\")\n\
                  module(load=\"imtcp\")\n\
@@ -35,21 +32,7 @@ impl Rsyslog {
                 work = work.display(),
                 received = received.display(),
             ),
-        )
-        .unwrap();
-        let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("rsyslogd is not installed: apt-get install rsyslog (tests/run.sh does)");
-        let process = Command::new(bin)
-            .args(["-n", "-f"])
-            .arg(&config)
-            .arg("-i")
-            .arg(work.join("rsyslogd.pid"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.join("rsyslogd.err")).unwrap())
-            .spawn()
-            .expect("start rsyslogd");
+        );
         let up = wait_until(Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", tcp_port)).is_ok()
         });
@@ -64,6 +47,32 @@ impl Rsyslog {
     pub fn lines(&self) -> Vec<String> {
         read_lines(&self.received)
     }
+}
+
+/// Starts rsyslogd in the foreground with `rules` after a `global()` naming its work
+/// directory (`DIR/rsyslog`, which also holds its pid file and its stderr, `rsyslogd.err`).
+pub fn rsyslogd(dir: &Path, rules: &str) -> Child {
+    let work = dir.join("rsyslog");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = work.join("rsyslog.conf");
+    std::fs::write(
+        &config,
+        format!("global(workDirectory=\"{}\")\n{rules}", work.display()),
+    )
+    .unwrap();
+    let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("rsyslogd is not installed: apt-get install rsyslog (tests/run.sh does)");
+    Command::new(bin)
+        .args(["-n", "-f"])
+        .arg(&config)
+        .arg("-i")
+        .arg(work.join("rsyslogd.pid"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("rsyslogd.err")).unwrap())
+        .spawn()
+        .expect("start rsyslogd")
 }
 
 impl Drop for Rsyslog {

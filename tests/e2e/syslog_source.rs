@@ -168,36 +168,18 @@ struct Relay {
 
 impl Relay {
     fn start(dir: &Path, socket: &Path, target_port: u16) -> Self {
-        let work = dir.join("rsyslog");
-        std::fs::create_dir_all(&work).unwrap();
-        let config = work.join("rsyslog.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "global(workDirectory=\"{work}\")\n\
-                 module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+        let process = crate::syslog::rsyslogd(
+            dir,
+            &format!(
+                "module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
                  input(type=\"imuxsock\" Socket=\"{socket}\" CreatePath=\"on\")\n\
                  *.* action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{target_port}\" \
                  protocol=\"tcp\" TCP_Framing=\"octet-counted\" \
                  template=\"RSYSLOG_SyslogProtocol23Format\")\n",
-                work = work.display(),
                 socket = socket.display(),
             ),
-        )
-        .unwrap();
-        let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("rsyslogd is not installed: apt-get install rsyslog (tests/run.sh does)");
-        let process = Command::new(bin)
-            .args(["-n", "-f"])
-            .arg(&config)
-            .arg("-i")
-            .arg(work.join("rsyslogd.pid"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.join("rsyslogd.err")).unwrap())
-            .spawn()
-            .expect("start rsyslogd");
+        );
+        let work = dir.join("rsyslog");
         assert!(
             wait_until(Duration::from_secs(10), || socket.exists()),
             "rsyslogd did not open its socket: {}",
@@ -267,23 +249,8 @@ fn rsyslog_forwards_to_the_source_over_tcp() {
 fn the_shipped_syslog_server_pipeline_scores_what_logger_sends() {
     let s = Scratch::new();
     let port = free_port();
-    let pipeline = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../pipelines/syslog-server.yml"
-    );
-    let mut child = Command::new(bin())
-        .args(["run", "-c", pipeline])
-        .env("SYSLOG_LISTEN", format!("127.0.0.1:{port}"))
-        .env("DEEPSENTRY_DATA_DIR", s.path("data"))
-        .env(
-            "DEEPSENTRY_API_ADDRESS",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(s.path("console.log")).unwrap())
-        .stderr(std::fs::File::create(s.path("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = s.start_shipped("syslog-server.yml", &[("SYSLOG_LISTEN", &listen)]);
     wait_listening(&s, 2);
     let port = port.to_string();
     // The detector warms up on the usual traffic (`min_samples`) before it alerts.
@@ -291,40 +258,38 @@ fn the_shipped_syslog_server_pipeline_scores_what_logger_sends() {
         .map(|i| format!("session opened for user u{i} by (uid=0)\n"))
         .collect();
     std::fs::write(s.path("usual.log"), usual).unwrap();
-    logger(&[
-        "-T",
-        "-n",
-        "127.0.0.1",
-        "-P",
-        &port,
-        "--rfc5424",
-        "-t",
+    let send = |tag: &str, priority: &str, what: &[&str]| {
+        let mut args = vec![
+            "-T",
+            "-n",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "--rfc5424",
+            "-t",
+            tag,
+            "-p",
+            priority,
+        ];
+        args.extend_from_slice(what);
+        logger(&args);
+    };
+    send(
         "sshd",
-        "-p",
         "auth.info",
-        "-f",
-        s.path("usual.log").to_str().unwrap(),
-    ]);
-    logger(&[
-        "-T",
-        "-n",
-        "127.0.0.1",
-        "-P",
-        &port,
-        "--rfc5424",
-        "-t",
+        &["-f", s.path("usual.log").to_str().unwrap()],
+    );
+    send(
         "kernel",
-        "-p",
         "kern.crit",
-        "EXT4-fs error (device sda1): ext4_find_entry: reading directory lblock 0",
-    ]);
-    let console = || std::fs::read_to_string(s.path("console.log")).unwrap_or_default();
-    let shown = wait_until(WAIT, || console().contains("EXT4-fs error"));
+        &["EXT4-fs error (device sda1): ext4_find_entry: reading directory lblock 0"],
+    );
+    let shown = wait_until(WAIT, || s.console().contains("EXT4-fs error"));
     signal(&child, "TERM");
     let status = child.wait().unwrap();
-    assert!(shown, "console:\n{}\nstderr:\n{}", console(), s.stderr());
+    assert!(shown, "console:\n{}\nstderr:\n{}", s.console(), s.stderr());
     assert!(status.success(), "{}", s.stderr());
-    let text = console();
+    let text = s.console();
     let alert = text.lines().find(|l| l.contains("EXT4-fs error")).unwrap();
     assert!(alert.contains("ANOMALY"), "{text}");
     // The message alone: the syslog header was decoded into fields.

@@ -445,3 +445,114 @@ pub async fn pump<R: AsyncRead + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::multiline::Preset;
+
+    fn decoder(settings: LineSettings) -> (LineDecoder, Metrics) {
+        let metrics = Metrics::default();
+        let decoder = LineDecoder::new(
+            Origin::new("in", "app.log"),
+            &metrics.component("in"),
+            &settings,
+        );
+        (decoder, metrics)
+    }
+
+    fn messages(events: &[Event]) -> Vec<&str> {
+        events.iter().map(Event::message).collect()
+    }
+
+    #[test]
+    fn an_open_multiline_event_holds_the_resume_point_until_it_is_sent() {
+        let (mut decoder, _metrics) = decoder(LineSettings {
+            multiline: Some(MultilineConfig::preset(Preset::Java)),
+            ..LineSettings::plain(1024)
+        });
+        let mut framer = LineFramer::at_offset(1024, 1000);
+        framer
+            .buffer_mut()
+            .extend_from_slice(b"first\nfailed\njava.io.IOException: x\n\tat a.B(B.java:1)\n");
+        let mut events = Vec::new();
+        decoder.drain(&mut framer, &mut events, 100, false);
+        assert_eq!(messages(&events), ["first"]);
+        assert_eq!(
+            decoder.open_event_start(),
+            Some(1006),
+            "where `failed` starts"
+        );
+        assert!(decoder.deadline().is_some());
+        assert_eq!(
+            decoder.flush_expired(Instant::now() + Duration::from_secs(5), &mut events),
+            1
+        );
+        assert_eq!(
+            events[1].message(),
+            "failed\njava.io.IOException: x\n\tat a.B(B.java:1)"
+        );
+        assert_eq!(decoder.open_event_start(), None);
+    }
+
+    #[test]
+    fn a_joined_event_over_the_limit_is_sent_in_parts_and_counted() {
+        let (mut decoder, metrics) = decoder(LineSettings {
+            multiline: Some(MultilineConfig::preset(Preset::Java)),
+            ..LineSettings::plain(20)
+        });
+        let mut framer = LineFramer::new(20);
+        framer
+            .buffer_mut()
+            .extend_from_slice(b"boom\n  at one.two\n  at three.four\n  at five\n");
+        let mut events = Vec::new();
+        decoder.drain(&mut framer, &mut events, 100, true);
+        assert_eq!(
+            messages(&events),
+            ["boom\n  at one.two", "  at three.four", "  at five"]
+        );
+        let split = metrics.counter_with_reason("in", "lines_modified", Some("multiline_split"));
+        assert_eq!(split.get(), 2);
+    }
+
+    #[test]
+    fn lines_are_decoded_and_dated_by_their_own_time() {
+        let (mut logfmt, metrics) = decoder(LineSettings {
+            decoding: Decoding::Logfmt,
+            ..LineSettings::plain(1024)
+        });
+        let mut framer = LineFramer::new(1024);
+        framer
+            .buffer_mut()
+            .extend_from_slice(b"ts=2024-05-31T10:00:00Z level=warn msg=slow\nno pairs here\n");
+        let mut events = Vec::new();
+        logfmt.drain(&mut framer, &mut events, 100, false);
+        assert_eq!(messages(&events), ["slow", "no pairs here"]);
+        assert_eq!(
+            events[0].timestamp.to_rfc3339(),
+            "2024-05-31T10:00:00+00:00"
+        );
+        let failed = metrics.counter_with_reason("in", "lines_modified", Some("decode_failed"));
+        assert_eq!(failed.get(), 1);
+
+        let (mut plain, _) = decoder(LineSettings::plain(1024));
+        framer
+            .buffer_mut()
+            .extend_from_slice(b"Jun 14 15:16:01 host sshd[1]: x\n");
+        plain.drain(&mut framer, &mut events, 100, false);
+        assert_eq!(
+            events[2].timestamp.format("%m-%d %H:%M:%S").to_string(),
+            "06-14 15:16:01"
+        );
+        let (mut arrival, _) = decoder(LineSettings {
+            timestamp: EventTime::Arrival,
+            ..LineSettings::plain(1024)
+        });
+        framer
+            .buffer_mut()
+            .extend_from_slice(b"2001-01-01T00:00:00Z old\n");
+        arrival.drain(&mut framer, &mut events, 100, false);
+        assert!(events[3].timestamp.timestamp() > 1_700_000_000);
+    }
+}

@@ -66,12 +66,10 @@ pub struct AlertGroups {
 const PRUNE_AT: usize = 4096;
 
 fn group_id(template: &str, reason: Reason, at: i64) -> String {
-    let hash = template
-        .bytes()
-        .chain(reason.as_str().bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+    let hash = deepsentry_core::hash::Fnv1a::with_seed(0)
+        .write(template.as_bytes())
+        .write(reason.as_str().as_bytes())
+        .finish();
     format!("{hash:016x}-{at}")
 }
 

@@ -4,14 +4,10 @@
 //! tokens is hashed to one position, which is set to 1. Hashing keeps the input size fixed
 //! whatever the vocabulary, so a template never seen in training still has features.
 
-use crate::normalize::tokens;
+// FNV-1a: stable across builds and platforms, since features must match the trained model.
+use deepsentry_core::hash::fnv1a;
 
-/// FNV-1a: stable across builds and platforms, since features must match the trained model.
-fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
+use crate::normalize::tokens;
 
 /// The feature vector of `template` (length `dims`, values 0 or 1).
 pub fn hashed_features(template: &str, dims: usize) -> Vec<f32> {

@@ -437,9 +437,7 @@ fn before_tail(corpus: &Corpus, share: f64) -> Vec<&[u32]> {
 
 /// Whether session `index` is held out (a stable hash of its name and the seed).
 fn held_out(name: &str, seed: u64, share: f64) -> bool {
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let h = deepsentry_core::hash::fnv1a(name.as_bytes(), seed);
     (h % 10_000) as f64 / 10_000.0 < share
 }
 

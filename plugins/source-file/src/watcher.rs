@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use deepsentry_core::ack::AckRegistrar;
 use deepsentry_core::framing::LineFramer;
+use deepsentry_core::hash::fnv1a;
 use deepsentry_core::lines::{LineDecoder, LineSettings};
 use deepsentry_core::metrics::ComponentMetrics;
 use deepsentry_core::ratelimit::LogRateLimit;
@@ -41,18 +42,12 @@ fn file_key(meta: &std::fs::Metadata) -> String {
     format!("{}:{}", meta.dev(), meta.ino())
 }
 
-/// FNV-1a, stable across builds and platforms (the checkpoint file outlives the binary).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 fn head(file: &mut File, len: u64) -> std::io::Result<(u64, u64)> {
     let mut buf = vec![0; len.min(HEAD_BYTES) as usize];
     file.seek(SeekFrom::Start(0))?;
     file.read_exact(&mut buf)?;
-    Ok((buf.len() as u64, fnv1a(&buf)))
+    // FNV-1a: the same on every build (the checkpoint file outlives the binary).
+    Ok((buf.len() as u64, fnv1a(&buf, 0)))
 }
 
 /// The file `key` (device and inode) under another name in `path`'s directory, if there is

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use deepsentry_core::decode::Decoding;
 use deepsentry_core::lines::{LineDecoder, LineSettings, DEFAULT_MAX_LINE_BYTES};
 use deepsentry_core::metrics::{ComponentMetrics, Counter};
+use deepsentry_core::net::accept;
 use deepsentry_core::output::Output;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::timestamp::EventTime;
@@ -296,29 +297,15 @@ async fn serve(config: HttpSourceConfig, listener: TcpListener, cx: SourceContex
         path = shared.config.path.as_deref().unwrap_or("(any)"),
         "listening for POST requests"
     );
-    loop {
-        let permit = tokio::select! {
-            _ = shared.shutdown.wait() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shared.shutdown.wait() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    if let Some(held_back) = accept_errors.check() {
-                        tracing::warn!(
-                            source = %shared.id,
-                            earlier_warnings_not_logged = held_back,
-                            "accept failed: {e}"
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer, permit)) = accept(
+        &listener,
+        &slots,
+        &shared.shutdown,
+        &accept_errors,
+        &shared.id,
+    )
+    .await
+    {
         let shared = shared.clone();
         connections.spawn(async move {
             serve_connection(shared, stream, peer.to_string()).await;

@@ -12,6 +12,7 @@ use deepsentry_core::framing::LineFramer;
 use deepsentry_core::lines::{pump, LineDecoder, LineSettings, PumpEnd, DEFAULT_MAX_LINE_BYTES};
 use deepsentry_core::metrics::ComponentMetrics;
 use deepsentry_core::multiline::MultilineConfig;
+use deepsentry_core::net::accept;
 use deepsentry_core::output::Output;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::timestamp::EventTime;
@@ -261,29 +262,9 @@ async fn serve(
     let accept_errors = LogRateLimit::new(Duration::from_secs(10));
     let mut connections = JoinSet::new();
     tracing::info!(source = %cx.id, address = %config.address, "listening");
-    loop {
-        let permit = tokio::select! {
-            _ = cx.shutdown.wait() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            _ = cx.shutdown.wait() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    if let Some(held_back) = accept_errors.check() {
-                        tracing::warn!(
-                            source = %cx.id,
-                            earlier_warnings_not_logged = held_back,
-                            "accept failed: {e}"
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer, permit)) =
+        accept(&listener, &slots, &cx.shutdown, &accept_errors, &cx.id).await
+    {
         accepted.inc();
         let (config, id, metrics, out, shutdown) = (
             config.clone(),

@@ -1,0 +1,46 @@
+//! Accepting connections for the sources that listen on TCP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::ratelimit::LogRateLimit;
+use crate::shutdown::ShutdownSignal;
+
+/// The next connection, once one of `slots` is free (clients past the cap wait in the listen
+/// backlog); `None` once `shutdown` fires. A failed accept (out of file descriptors, say) is
+/// logged at most as often as `errors` allows and retried after a pause rather than in a
+/// spin. The permit is the connection's slot: drop it when the connection ends.
+pub async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    shutdown: &ShutdownSignal,
+    errors: &LogRateLimit,
+    source: &str,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let permit = tokio::select! {
+        _ = shutdown.wait() => return None,
+        permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => return Some((stream, peer, permit)),
+                Err(e) => {
+                    if let Some(held_back) = errors.check() {
+                        tracing::warn!(
+                            source,
+                            earlier_warnings_not_logged = held_back,
+                            "accept failed: {e}"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
