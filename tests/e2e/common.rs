@@ -1,7 +1,5 @@
 //! Helpers shared by the end-to-end tests.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

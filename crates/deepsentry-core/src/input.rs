@@ -20,11 +20,6 @@ pub struct Input {
 }
 
 impl Input {
-    /// An input reading `receiver` until every sender is gone.
-    pub fn new(receiver: mpsc::Receiver<Batch>) -> Self {
-        Self::shared(Arc::new(Mutex::new(receiver)), CancellationToken::new())
-    }
-
     /// An input on a channel the topology keeps, released when `release` fires.
     pub(crate) fn shared(
         channel: Arc<Mutex<mpsc::Receiver<Batch>>>,

@@ -41,12 +41,49 @@ struct Stamp {
 }
 
 impl Stamp {
+    /// The instant, checked to be a real date and time. Plain integer arithmetic rather than
+    /// calendar types: every line of a source goes through here.
     fn at(self, year: i32) -> Option<DateTime<Utc>> {
-        let local = NaiveDate::from_ymd_opt(self.year.unwrap_or(year), self.month, self.day)?
-            .and_hms_nano_opt(self.hour, self.minute, self.second, self.nanos)?
-            .and_utc();
-        Some(local - chrono::Duration::seconds(i64::from(self.offset)))
+        let year = self.year.unwrap_or(year);
+        let valid = (1..=12).contains(&self.month)
+            && self.day >= 1
+            && self.day <= days_in_month(year, self.month)
+            && self.hour < 24
+            && self.minute < 60
+            && self.second < 60;
+        if !valid {
+            return None;
+        }
+        let seconds = days_from_civil(year, self.month, self.day) * 86_400
+            + i64::from(self.hour * 3600 + self.minute * 60 + self.second)
+            - i64::from(self.offset);
+        DateTime::from_timestamp(seconds, self.nanos)
     }
+}
+
+fn is_leap(year: i32) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar (Howard
+/// Hinnant's `days_from_civil`).
+fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
+    let year = i64::from(year) - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = i64::from((month + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 fn digits(s: &[u8]) -> Option<u32> {
@@ -388,6 +425,34 @@ mod tests {
         ] {
             assert_eq!(leading_unix(line), None, "{line}");
         }
+    }
+
+    #[test]
+    fn calendar_arithmetic_matches_chrono() {
+        for (y, m, d) in [
+            (1970, 1, 1),
+            (2000, 2, 29),
+            (2000, 3, 1),
+            (1999, 12, 31),
+            (2024, 2, 29),
+            (2100, 3, 1),
+            (1969, 7, 20),
+        ] {
+            let expected = NaiveDate::from_ymd_opt(y, m, d)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp();
+            assert_eq!(days_from_civil(y, m, d) * 86_400, expected, "{y}-{m}-{d}");
+        }
+        assert_eq!(
+            leading_unix("2023-02-29 10:00:00 x"),
+            None,
+            "not a leap year"
+        );
+        assert_eq!(leading_unix("2024-04-31 10:00:00 x"), None);
+        assert_eq!(leading_unix("2024-01-01 24:00:00 x"), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use deepsentry_core::{BuildContext, Source, SourceConfig, SourceContext};
 use serde::Deserialize;
 
 use checkpoints::Checkpoints;
-use watcher::{Reader, ReaderSettings};
+use watcher::{FileWatcher, WatcherSettings};
 
 /// Where to start reading a file seen for the first time at start-up.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -168,7 +168,7 @@ impl Source for FileSource {
     async fn run(self: Box<Self>, cx: SourceContext) -> anyhow::Result<()> {
         let mut checkpoints = Checkpoints::load(&self.checkpoint_path)?;
         let (registrar, mut acks) = ordered_acks();
-        let settings = ReaderSettings {
+        let settings = WatcherSettings {
             source_id: cx.id.clone(),
             patterns: self.patterns,
             excludes: self.excludes,
@@ -185,7 +185,7 @@ impl Source for FileSource {
             rotate_wait: Duration::from_secs_f64(self.config.rotate_wait_secs.max(0.0)),
             exit_on_eof: self.config.exit_on_eof,
         };
-        let reader = Reader::new(
+        let reader = FileWatcher::new(
             settings,
             checkpoints.snapshot(),
             registrar,

@@ -26,7 +26,7 @@ const FAIR_SHARE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What the reader needs from the source config.
 #[derive(Debug)]
-pub struct ReaderSettings {
+pub struct WatcherSettings {
     pub source_id: String,
     pub patterns: Vec<glob::Pattern>,
     pub excludes: Vec<glob::Pattern>,
@@ -63,7 +63,7 @@ fn renamed_in_place(path: &Path, key: &str) -> Option<PathBuf> {
 }
 
 /// One open file being read.
-struct Watcher {
+struct TailedFile {
     path: PathBuf,
     key: String,
     file: File,
@@ -82,14 +82,14 @@ struct Watcher {
 }
 
 /// Discovers and reads the files; see the module docs.
-pub struct Reader {
-    settings: ReaderSettings,
+pub struct FileWatcher {
+    settings: WatcherSettings,
     resume: BTreeMap<String, CheckpointEntry>,
     registrar: AckRegistrar<CheckpointUpdate>,
     out: Output,
     shutdown: ShutdownSignal,
     metrics: ComponentMetrics,
-    watchers: Vec<Watcher>,
+    files: Vec<TailedFile>,
     /// Paths that failed to open, so the failure is logged once rather than every scan.
     unreadable: BTreeSet<PathBuf>,
     /// A file that keeps failing to read is said every 10 s, not on every attempt.
@@ -101,9 +101,9 @@ pub struct Reader {
 /// The output has no consumer left.
 struct Closed;
 
-impl Reader {
+impl FileWatcher {
     pub fn new(
-        settings: ReaderSettings,
+        settings: WatcherSettings,
         resume: BTreeMap<String, CheckpointEntry>,
         registrar: AckRegistrar<CheckpointUpdate>,
         out: Output,
@@ -118,7 +118,7 @@ impl Reader {
             out,
             shutdown,
             metrics,
-            watchers: Vec::new(),
+            files: Vec::new(),
             unreadable: BTreeSet::new(),
             read_errors: LogRateLimit::new(Duration::from_secs(10)),
         }
@@ -139,7 +139,7 @@ impl Reader {
                 last_scan = Some(Instant::now());
             }
             let mut progressed = false;
-            for i in 0..self.watchers.len() {
+            for i in 0..self.files.len() {
                 match self.read_watcher(i) {
                     Ok(read) => progressed |= read,
                     Err(Closed) => return Ok(()),
@@ -182,7 +182,7 @@ impl Reader {
                 _ => continue,
             };
             let key = file_key(&meta);
-            if self.watchers.iter().any(|w| w.key == key) {
+            if self.files.iter().any(|w| w.key == key) {
                 continue;
             }
             match self.open(&path, key, meta.len(), at_startup) {
@@ -194,7 +194,7 @@ impl Reader {
                         offset = watcher.pos,
                         "watching file"
                     );
-                    self.watchers.push(watcher);
+                    self.files.push(watcher);
                 }
                 Err(e) => {
                     if self.unreadable.insert(path.clone()) {
@@ -215,7 +215,7 @@ impl Reader {
         key: String,
         len: u64,
         at_startup: bool,
-    ) -> std::io::Result<Watcher> {
+    ) -> std::io::Result<TailedFile> {
         let mut file = File::open(path)?;
         let (head_len, head_hash) = head(&mut file, len)?;
         let start = match self.resume.remove(&key) {
@@ -245,7 +245,7 @@ impl Reader {
             self.settings.source_id.as_str(),
             path.to_string_lossy().as_ref(),
         );
-        Ok(Watcher {
+        Ok(TailedFile {
             path: path.to_path_buf(),
             key,
             file,
@@ -275,7 +275,7 @@ impl Reader {
     /// Whether watcher `i`'s file, still at its path, was truncated or rewritten in place
     /// (its first bytes changed); if so it is read again from the start.
     fn restart_if_rewritten(&mut self, i: usize, len: u64) -> bool {
-        let w = &mut self.watchers[i];
+        let w = &mut self.files[i];
         w.checked_at = Some(Instant::now());
         let why = if len < w.pos {
             "file was truncated"
@@ -298,7 +298,7 @@ impl Reader {
         if w.decoder.finish_open(&mut open) > 0 {
             let _ = self.send(i, open);
         }
-        let w = &mut self.watchers[i];
+        let w = &mut self.files[i];
         let _ = w.file.seek(SeekFrom::Start(0));
         w.pos = 0;
         w.head_len = 0;
@@ -323,7 +323,7 @@ impl Reader {
                         "file was rotated while stopped; finishing it from its checkpoint"
                     );
                     watcher.rotated_at = Some(Instant::now());
-                    self.watchers.push(watcher);
+                    self.files.push(watcher);
                     continue;
                 }
                 self.resume.remove(&key);
@@ -340,7 +340,7 @@ impl Reader {
 
     /// Sends a batch of `w`'s lines with a checkpoint update riding along.
     fn send(&mut self, i: usize, events: Vec<Event>) -> Result<(), Closed> {
-        let w = &mut self.watchers[i];
+        let w = &mut self.files[i];
         // The head hash can only grow up to HEAD_BYTES; refresh it while the file is young.
         if w.head_len < HEAD_BYTES && w.pos > w.head_len {
             if let Ok(h) = head(&mut w.file, w.pos) {
@@ -374,7 +374,7 @@ impl Reader {
         let mut events = Vec::with_capacity(MAX_BATCH_EVENTS);
         let mut read_total = 0u64;
         loop {
-            let w = &mut self.watchers[i];
+            let w = &mut self.files[i];
             let n = match w.framer.read_from(&mut w.file) {
                 Ok(n) => n as u64,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -392,7 +392,7 @@ impl Reader {
             w.pos += n;
             read_total += n;
             loop {
-                let w = &mut self.watchers[i];
+                let w = &mut self.files[i];
                 let room = MAX_BATCH_EVENTS.saturating_sub(events.len());
                 let added = w.decoder.drain(&mut w.framer, &mut events, room, false);
                 if events.len() >= MAX_BATCH_EVENTS {
@@ -406,12 +406,12 @@ impl Reader {
                 break;
             }
         }
-        let w = &mut self.watchers[i];
+        let w = &mut self.files[i];
         w.decoder.flush_expired(Instant::now(), &mut events);
         if !events.is_empty() {
             self.send(i, events)?;
         }
-        let w = &mut self.watchers[i];
+        let w = &mut self.files[i];
         if read_total > 0 {
             w.idle_since = None;
         } else if w.idle_since.is_none() {
@@ -439,8 +439,8 @@ impl Reader {
     fn check_files(&mut self) -> bool {
         let mut rescan = false;
         let mut i = 0;
-        while i < self.watchers.len() {
-            let w = &mut self.watchers[i];
+        while i < self.files.len() {
+            let w = &mut self.files[i];
             let current = std::fs::metadata(&w.path).ok();
             let same_file = current.as_ref().is_some_and(|m| file_key(m) == w.key);
             if same_file && w.rotated_at.is_none() {
@@ -455,7 +455,7 @@ impl Reader {
                 // position (its checkpoint is keyed by device and inode, not by name).
                 let key = w.key.clone();
                 if let Some(renamed) = self.matched_path_of(&key) {
-                    let w = &mut self.watchers[i];
+                    let w = &mut self.files[i];
                     tracing::info!(
                         source = %self.settings.source_id,
                         file = %w.path.display(),
@@ -472,7 +472,7 @@ impl Reader {
                     i += 1;
                     continue;
                 }
-                let w = &mut self.watchers[i];
+                let w = &mut self.files[i];
                 w.rotated_at = Some(Instant::now());
                 rescan = true;
                 tracing::info!(
@@ -481,7 +481,7 @@ impl Reader {
                     "file was rotated or deleted; finishing the old one"
                 );
             }
-            let w = &mut self.watchers[i];
+            let w = &mut self.files[i];
             let quiet = w
                 .idle_since
                 .is_some_and(|t| t.elapsed() >= self.settings.rotate_wait);
@@ -496,7 +496,7 @@ impl Reader {
                 if !events.is_empty() && self.send(i, events).is_err() {
                     return false;
                 }
-                let w = self.watchers.remove(i);
+                let w = self.files.remove(i);
                 self.registrar
                     .register(CheckpointUpdate::Forget {
                         key: w.key,
@@ -512,9 +512,9 @@ impl Reader {
 
     /// `exit_on_eof`: every file is at its end; send the unterminated last lines too.
     fn finish_all(&mut self) -> Result<(), Closed> {
-        for i in 0..self.watchers.len() {
+        for i in 0..self.files.len() {
             let mut events = Vec::new();
-            let w = &mut self.watchers[i];
+            let w = &mut self.files[i];
             w.decoder
                 .drain(&mut w.framer, &mut events, usize::MAX, true);
             if !events.is_empty() {
@@ -523,7 +523,7 @@ impl Reader {
         }
         tracing::info!(
             source = %self.settings.source_id,
-            files = self.watchers.len(),
+            files = self.files.len(),
             "every file read to its end (exit_on_eof)"
         );
         Ok(())

@@ -159,11 +159,6 @@ impl PipelineConfig {
     pub fn redact(&self, message: &str) -> String {
         self.interpolated.redact(message)
     }
-
-    /// The components of one kind.
-    pub fn of_kind(&self, kind: ComponentKind) -> impl Iterator<Item = &ComponentSpec> {
-        self.components.iter().filter(move |c| c.kind == kind)
-    }
 }
 
 /// The `api:` section: where the HTTP API listens.
