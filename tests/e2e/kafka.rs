@@ -659,3 +659,55 @@ fn kafka_over_tls_writes_and_reads_through_a_tls_listener() {
     stop_without_draining(&untrusting, &mut child);
     assert!(said, "{}", untrusting.stderr());
 }
+
+#[test]
+fn json_payloads_are_decoded_and_dated_by_their_own_time() {
+    let broker = Broker::start();
+    let input = unique("json");
+    tools::create_topic(&broker.bootstrap, &input, 1).unwrap();
+    let mut messages: Vec<Outgoing> = (0..50)
+        .map(|i| Outgoing {
+            key: Some("svc".into()),
+            payload: format!(
+                "{{\"ts\":\"2024-05-31T10:00:{:02}Z\",\"level\":\"info\",\"msg\":\"order {i} paid\"}}",
+                i % 60
+            ),
+            headers: Vec::new(),
+        })
+        .collect();
+    messages.push(Outgoing {
+        key: Some("svc".into()),
+        payload: "not json at all".into(),
+        headers: Vec::new(),
+    });
+    tools::produce(&broker.bootstrap, &input, messages).unwrap();
+
+    let s = Scratch::new();
+    let config = s.pipeline(
+        "p.yml",
+        &format!(
+            "sources:\n{}    decoding: json\n\
+             sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {{dir}}/out.json\n    \
+             format: json\n",
+            source_yaml(&broker.bootstrap, &input, &unique("g"))
+        ),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    wait_for_lines(&s, &s.path("out.json"), 51, Duration::from_secs(60));
+    stop(&s, &mut child);
+    let events: Vec<Json> = read_lines(&s.path("out.json"))
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events[0]["message"], "order 0 paid");
+    assert_eq!(events[0]["level"], "info");
+    assert_eq!(events[0]["timestamp"], "2024-05-31T10:00:00.000000Z");
+    assert_eq!(events[0]["topic"], input.as_str());
+    assert_eq!(events[50]["message"], "not json at all");
+    assert_eq!(
+        logged_counter(&s.stderr(), "lines_modified{reason=decode_failed}"),
+        Some(1),
+        "{}",
+        s.stderr()
+    );
+}

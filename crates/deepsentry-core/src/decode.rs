@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::event::{Event, Value};
-use crate::timestamp;
+use crate::timestamp::{self, EventTime};
 
 /// How a source reads each line (or joined multiline event).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -239,6 +239,30 @@ pub fn decode_event(
     let dated = decoded.timestamp.is_some();
     apply(event, decoded);
     Ok(dated)
+}
+
+/// Decodes `event` in place (see [`decode_event`]) and dates it as `time` says: with
+/// [`EventTime::Auto`], a decoded time, else a timestamp leading its message, else
+/// `received`; with [`EventTime::Arrival`], `received`. An error says why the text did not
+/// decode (the event is then dated from its text as it is).
+pub fn decode_and_date(
+    event: &mut Event,
+    decoding: Decoding,
+    message_field: Option<&str>,
+    time: EventTime,
+    received: DateTime<Utc>,
+) -> Result<(), String> {
+    let decoded = decode_event(event, decoding, message_field, received);
+    match time {
+        EventTime::Arrival => event.timestamp = received,
+        EventTime::Auto if decoded == Ok(true) => {}
+        EventTime::Auto => {
+            if let Some(at) = timestamp::leading(event.message_bytes(), received) {
+                event.timestamp = at;
+            }
+        }
+    }
+    decoded.map(drop)
 }
 
 /// Puts what `line` decoded into on `event`: its message, its fields and its time.

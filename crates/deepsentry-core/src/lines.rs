@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::batch::Batch;
-use crate::decode::{decode_event, Decoding};
+use crate::decode::{decode_and_date, Decoding};
 use crate::event::{Event, Origin};
 use crate::framing::{Frame, LineFramer};
 use crate::metrics::{ComponentMetrics, Counter};
@@ -18,7 +18,7 @@ use crate::multiline::{Joiner, MultilineConfig, Step};
 use crate::output::{Output, OutputClosed};
 use crate::ratelimit::LogRateLimit;
 use crate::shutdown::ShutdownSignal;
-use crate::timestamp::{self, EventTime};
+use crate::timestamp::EventTime;
 use crate::MAX_BATCH_EVENTS;
 
 /// Default limit on one line: longer lines are truncated to this many bytes and counted.
@@ -296,27 +296,15 @@ impl LineDecoder {
         let (mut event, lossy) = Event::from_bytes(text, arrived, self.origin.clone());
         tally.invalid_utf8 += u64::from(lossy);
         tally.events += 1;
-        let decoded = decode_event(
+        if let Err(why) = decode_and_date(
             &mut event,
             self.settings.decoding,
             self.settings.message_field.as_deref(),
+            self.settings.timestamp,
             arrived,
-        );
-        let dated = match decoded {
-            Ok(dated) => dated,
-            Err(why) => {
-                tally.decode_failed += 1;
-                self.last_decode_error = Some(why);
-                false
-            }
-        };
-        if dated && self.settings.timestamp == EventTime::Arrival {
-            event.timestamp = arrived;
-        }
-        if !dated && self.settings.timestamp == EventTime::Auto {
-            if let Some(at) = timestamp::leading(event.message_bytes(), arrived) {
-                event.timestamp = at;
-            }
+        ) {
+            tally.decode_failed += 1;
+            self.last_decode_error = Some(why);
         }
         event
     }

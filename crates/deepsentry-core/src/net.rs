@@ -10,6 +10,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::ratelimit::LogRateLimit;
 use crate::shutdown::ShutdownSignal;
 
+/// Checks that `address` (a setting's value) is `host:port` with a valid port, without
+/// resolving or binding it.
+pub fn check_host_port(address: &str) -> anyhow::Result<()> {
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    anyhow::ensure!(
+        port.is_some(),
+        "`address` must be host:port, not `{address}`"
+    );
+    Ok(())
+}
+
 /// The next connection, once one of `slots` is free (clients past the cap wait in the listen
 /// backlog); `None` once `shutdown` fires. A failed accept (out of file descriptors, say) is
 /// logged at most as often as `errors` allows and retried after a pause rather than in a

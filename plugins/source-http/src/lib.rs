@@ -25,7 +25,7 @@ use bytes::Bytes;
 use deepsentry_core::decode::Decoding;
 use deepsentry_core::lines::{LineDecoder, LineSettings, DEFAULT_MAX_LINE_BYTES};
 use deepsentry_core::metrics::{ComponentMetrics, Counter};
-use deepsentry_core::net::accept;
+use deepsentry_core::net::{accept, check_host_port};
 use deepsentry_core::output::Output;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::timestamp::EventTime;
@@ -151,15 +151,7 @@ impl HttpSourceConfig {
 
     /// Every setting checked, without opening anything.
     fn checked_settings(&self) -> anyhow::Result<()> {
-        let port = self
-            .address
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok());
-        anyhow::ensure!(
-            port.is_some(),
-            "`address` must be host:port, not `{}`",
-            self.address
-        );
+        check_host_port(&self.address)?;
         if let Some(path) = &self.path {
             anyhow::ensure!(
                 path.starts_with('/'),

@@ -23,11 +23,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use deepsentry_core::ack::ordered_acks;
-use deepsentry_core::decode::{decode_event, Decoding};
+use deepsentry_core::decode::{decode_and_date, Decoding};
 use deepsentry_core::event::{Fields, Value};
 use deepsentry_core::lines::DEFAULT_MAX_LINE_BYTES;
 use deepsentry_core::metrics::Counter;
 use deepsentry_core::ratelimit::LogRateLimit;
+use deepsentry_core::timestamp::EventTime;
 use deepsentry_core::{
     Batch, BuildContext, Event, Origin, Source, SourceConfig, SourceContext, MAX_BATCH_EVENTS,
 };
@@ -106,6 +107,11 @@ pub struct KafkaSourceConfig {
     /// The decoded field holding the message. Default: the first of `message`, `msg`, `log`.
     #[serde(default)]
     pub message_field: Option<String>,
+    /// Where an event's time comes from: `auto` (default: a decoded time field, else a
+    /// timestamp leading the payload, else the message's Kafka timestamp) or `arrival` (the
+    /// Kafka timestamp always).
+    #[serde(default)]
+    pub timestamp: EventTime,
     /// Any librdkafka consumer property (`session.timeout.ms`, `security.protocol`, ...);
     /// these win over the settings above.
     #[serde(default)]
@@ -292,6 +298,7 @@ struct EventMaker {
     null_payloads: Counter,
     decoding: Decoding,
     message_field: Option<String>,
+    time: EventTime,
     decode_failed: Counter,
     /// Payloads that do not decode are said at most every 10 s.
     decode_warnings: LogRateLimit,
@@ -349,11 +356,12 @@ impl EventMaker {
             self.invalid_utf8.inc();
         }
         event.fields = message_fields(message);
-        // A decoded time field wins over the message's timestamp.
-        if let Err(why) = decode_event(
+        // The event's own time wins over the message's Kafka timestamp.
+        if let Err(why) = decode_and_date(
             &mut event,
             self.decoding,
             self.message_field.as_deref(),
+            self.time,
             timestamp,
         ) {
             self.decode_failed.inc();
@@ -486,6 +494,7 @@ impl Source for KafkaSource {
                 .counter_with_reason("messages_skipped", "null_payload"),
             decoding: self.config.decoding,
             message_field: self.config.message_field.clone(),
+            time: self.config.timestamp,
             decode_failed: cx
                 .metrics
                 .counter_with_reason("lines_modified", "decode_failed"),

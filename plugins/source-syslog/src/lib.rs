@@ -19,7 +19,7 @@ use bytes::Bytes;
 use deepsentry_core::decode::Decoding;
 use deepsentry_core::lines::{LineDecoder, LineSettings};
 use deepsentry_core::metrics::ComponentMetrics;
-use deepsentry_core::net::accept;
+use deepsentry_core::net::{accept, check_host_port};
 use deepsentry_core::output::Output;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::timestamp::EventTime;
@@ -87,16 +87,7 @@ deepsentry_core::register_source!(
 impl SyslogSourceConfig {
     fn checked(&self) -> anyhow::Result<()> {
         if self.mode != Mode::Unix {
-            let port = self
-                .address
-                .rsplit_once(':')
-                .and_then(|(_, port)| port.parse::<u16>().ok());
-            anyhow::ensure!(
-                port.is_some(),
-                "`address` must be host:port for mode {:?}, not `{}`",
-                self.mode,
-                self.address
-            );
+            check_host_port(&self.address)?;
         }
         anyhow::ensure!(
             self.max_message_bytes >= 1,

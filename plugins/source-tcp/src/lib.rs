@@ -12,7 +12,7 @@ use deepsentry_core::framing::LineFramer;
 use deepsentry_core::lines::{pump, LineDecoder, LineSettings, PumpEnd, DEFAULT_MAX_LINE_BYTES};
 use deepsentry_core::metrics::ComponentMetrics;
 use deepsentry_core::multiline::MultilineConfig;
-use deepsentry_core::net::accept;
+use deepsentry_core::net::{accept, check_host_port};
 use deepsentry_core::output::Output;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::timestamp::EventTime;
@@ -110,15 +110,7 @@ impl TcpSourceConfig {
 
     /// Every setting checked, without opening anything.
     fn checked_settings(&self) -> anyhow::Result<()> {
-        let port = self
-            .address
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok());
-        anyhow::ensure!(
-            port.is_some(),
-            "`address` must be host:port, not `{}`",
-            self.address
-        );
+        check_host_port(&self.address)?;
         anyhow::ensure!(
             self.max_connections >= 1,
             "`max_connections` must be at least 1"
