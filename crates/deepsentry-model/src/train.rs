@@ -366,7 +366,9 @@ fn resolve_session_key(
     }
 }
 
-fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
+/// A progress bar of `len` steps labelled `what` on stderr, or a hidden one unless `show`
+/// (callers pass whether stderr is a terminal: long work stays quiet in logs and pipes).
+pub fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }

@@ -14,7 +14,6 @@ use deepsentry_core::{Event, Origin, Value};
 use deepsentry_model::scorer::{SESSION_END_FIELD, SESSION_FIELD};
 use deepsentry_model::BackendKind;
 use deepsentry_transform_deepsentry::DeepsentryTransformConfig;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 /// The HDFS test ratio of DeepLog's evaluation (553,366 normal to 16,838 anomalous blocks),
@@ -221,17 +220,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(&text);
     let origin = Origin::new("eval", args.input.display().to_string().as_str());
     let total = text.lines().count() as u64;
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("replay [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar =
+        deepsentry_model::train::progress_bar(std::io::stderr().is_terminal(), total, "replay");
 
     let mut line_truth: Vec<bool> = Vec::new();
     let mut line_flagged: Vec<bool> = Vec::new();
