@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::Counter;
 use crate::ratelimit::LogRateLimit;
 use crate::shutdown::ShutdownSignal;
 
@@ -21,6 +22,40 @@ pub fn check_host_port(address: &str) -> anyhow::Result<()> {
         "`address` must be host:port, not `{address}`"
     );
     Ok(())
+}
+
+/// Accepts connections until `shutdown` fires, at most `max_connections` at once (counted in
+/// `accepted`), running what `serve` makes of each (the stream and the peer's address) on a
+/// task of its own; then drops `serve` (and so whatever it holds, such as the source's
+/// output, letting the pipeline drain) and waits for the open connections to end.
+pub async fn serve_connections<F, Fut>(
+    listener: TcpListener,
+    max_connections: usize,
+    shutdown: &ShutdownSignal,
+    source: &str,
+    accepted: Counter,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let errors = LogRateLimit::new(Duration::from_secs(10));
+    let mut connections = tokio::task::JoinSet::new();
+    while let Some((stream, peer, permit)) =
+        accept(&listener, &slots, shutdown, &errors, source).await
+    {
+        accepted.inc();
+        let connection = serve(stream, peer.to_string());
+        connections.spawn(async move {
+            connection.await;
+            drop(permit);
+        });
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(serve);
+    while connections.join_next().await.is_some() {}
 }
 
 /// The next connection, once one of `slots` is free (clients past the cap wait in the listen

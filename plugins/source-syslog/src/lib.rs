@@ -19,7 +19,7 @@ use bytes::Bytes;
 use deepsentry_core::decode::Decoding;
 use deepsentry_core::lines::{LineDecoder, LineSettings};
 use deepsentry_core::metrics::ComponentMetrics;
-use deepsentry_core::net::{accept, check_host_port};
+use deepsentry_core::net::{check_host_port, serve_connections};
 use deepsentry_core::output::Output;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::timestamp::EventTime;
@@ -30,8 +30,6 @@ use deepsentry_core::{
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use framing::SyslogFramer;
 
@@ -270,35 +268,40 @@ async fn serve(
     cx: SourceContext,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    let accepted = cx.metrics.counter("connections_accepted");
-    let accept_errors = LogRateLimit::new(Duration::from_secs(10));
-    let mut connections = JoinSet::new();
     tracing::info!(source = %cx.id, address = %config.address, mode = "tcp", "listening");
-    while let Some((stream, peer, permit)) =
-        accept(&listener, &slots, &cx.shutdown, &accept_errors, &cx.id).await
-    {
-        accepted.inc();
-        let (config, id, metrics, out, shutdown) = (
-            config.clone(),
-            cx.id.clone(),
-            cx.metrics.clone(),
-            cx.out.clone(),
-            cx.shutdown.clone(),
-        );
-        connections.spawn(async move {
-            let peer = peer.to_string();
-            if let Err(e) =
-                read_connection(stream, &peer, &config, &id, &metrics, out, shutdown).await
-            {
-                tracing::warn!(source = %id, %peer, "connection failed: {e}");
+    let SourceContext {
+        id,
+        out,
+        shutdown,
+        metrics,
+    } = cx;
+    let accepted = metrics.counter("connections_accepted");
+    let (max, stop) = (config.max_connections, shutdown.clone());
+    let source = id.clone();
+    serve_connections(
+        listener,
+        max,
+        &stop,
+        &source,
+        accepted,
+        move |stream, peer| {
+            let (config, id, metrics, out, shutdown) = (
+                config.clone(),
+                id.clone(),
+                metrics.clone(),
+                out.clone(),
+                shutdown.clone(),
+            );
+            async move {
+                if let Err(e) =
+                    read_connection(stream, &peer, &config, &id, &metrics, out, shutdown).await
+                {
+                    tracing::warn!(source = %id, %peer, "connection failed: {e}");
+                }
             }
-            drop(permit);
-        });
-        while connections.try_join_next().is_some() {}
-    }
-    drop(cx.out);
-    while connections.join_next().await.is_some() {}
+        },
+    )
+    .await;
     Ok(())
 }
 

@@ -12,15 +12,12 @@ use deepsentry_core::framing::LineFramer;
 use deepsentry_core::lines::{pump, LineDecoder, LineSettings, PumpEnd, DEFAULT_MAX_LINE_BYTES};
 use deepsentry_core::metrics::ComponentMetrics;
 use deepsentry_core::multiline::MultilineConfig;
-use deepsentry_core::net::{accept, check_host_port};
+use deepsentry_core::net::{check_host_port, serve_connections};
 use deepsentry_core::output::Output;
-use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::timestamp::EventTime;
 use deepsentry_core::{BuildContext, Origin, ShutdownSignal, Source, SourceConfig, SourceContext};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 /// Whether the source listens or connects.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -249,52 +246,57 @@ async fn serve(
     let config = Arc::new(config);
     let idle =
         (config.idle_timeout_secs > 0.0).then(|| Duration::from_secs_f64(config.idle_timeout_secs));
-    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let accepted = cx.metrics.counter("connections_accepted");
-    let accept_errors = LogRateLimit::new(Duration::from_secs(10));
-    let mut connections = JoinSet::new();
     tracing::info!(source = %cx.id, address = %config.address, "listening");
-    while let Some((stream, peer, permit)) =
-        accept(&listener, &slots, &cx.shutdown, &accept_errors, &cx.id).await
-    {
-        accepted.inc();
-        let (config, id, metrics, out, shutdown) = (
-            config.clone(),
-            cx.id.clone(),
-            cx.metrics.clone(),
-            cx.out.clone(),
-            cx.shutdown.clone(),
-        );
-        connections.spawn(async move {
-            let peer = peer.to_string();
-            tracing::debug!(source = %id, %peer, "connection opened");
-            let reader = IdleTimeout::new(stream, idle);
-            let end =
-                read_connection(reader, peer.clone(), &config, &id, &metrics, out, shutdown).await;
-            match end {
-                PumpEnd::ReadError(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    metrics
-                        .counter_with_reason("connections_closed", "idle")
-                        .inc();
-                    tracing::info!(
-                        source = %id,
-                        %peer,
-                        "disconnected an idle client ({e}; counted in \
-                         connections_closed{{reason=idle}})"
-                    );
+    let SourceContext {
+        id,
+        out,
+        shutdown,
+        metrics,
+    } = cx;
+    let accepted = metrics.counter("connections_accepted");
+    let (max, stop) = (config.max_connections, shutdown.clone());
+    let source = id.clone();
+    serve_connections(
+        listener,
+        max,
+        &stop,
+        &source,
+        accepted,
+        move |stream, peer| {
+            let (config, id, metrics, out, shutdown) = (
+                config.clone(),
+                id.clone(),
+                metrics.clone(),
+                out.clone(),
+                shutdown.clone(),
+            );
+            async move {
+                tracing::debug!(source = %id, %peer, "connection opened");
+                let reader = IdleTimeout::new(stream, idle);
+                let end =
+                    read_connection(reader, peer.clone(), &config, &id, &metrics, out, shutdown)
+                        .await;
+                match end {
+                    PumpEnd::ReadError(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        metrics
+                            .counter_with_reason("connections_closed", "idle")
+                            .inc();
+                        tracing::info!(
+                            source = %id,
+                            %peer,
+                            "disconnected an idle client ({e}; counted in \
+                             connections_closed{{reason=idle}})"
+                        );
+                    }
+                    PumpEnd::ReadError(e) => {
+                        tracing::warn!(source = %id, %peer, "connection failed: {e}");
+                    }
+                    _ => {}
                 }
-                PumpEnd::ReadError(e) => {
-                    tracing::warn!(source = %id, %peer, "connection failed: {e}");
-                }
-                _ => {}
             }
-            drop(permit);
-        });
-        // Reap finished connections so the set does not grow without bound.
-        while connections.try_join_next().is_some() {}
-    }
-    drop(cx.out);
-    while connections.join_next().await.is_some() {}
+        },
+    )
+    .await;
     Ok(())
 }
 
