@@ -35,21 +35,21 @@ fi
 
 # The bundled librdkafka is compiled from C with make; its configure script needs these, and
 # OpenSSL's headers for TLS and SASL. The Kafka-over-TLS test makes its certificate with the
-# `openssl` tool.
+# `openssl` tool; the http and syslog source tests send with `curl` and `logger`.
 missing=()
-for tool in gcc g++ make pkg-config openssl; do
+for tool in gcc g++ make pkg-config openssl curl logger; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing build tools for librdkafka: ${missing[*]}" >&2
+    echo "installing build tools for librdkafka and the tests' clients: ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config \
-      zlib1g-dev libssl-dev openssl >/dev/null
+      zlib1g-dev libssl-dev openssl curl bsdutils >/dev/null
   else
-    echo "missing for the librdkafka build: ${missing[*]}" >&2
+    echo "missing for the librdkafka build or the tests: ${missing[*]}" >&2
   fi
 fi
 
