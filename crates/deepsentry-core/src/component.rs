@@ -45,8 +45,8 @@ pub trait SourceConfig: Debug + Send + Sync {
     async fn check(&self, cx: &BuildContext) -> anyhow::Result<()>;
 }
 
-/// What a running source gets.
-#[derive(Debug)]
+/// What a running source gets; a clone serves one of its connections.
+#[derive(Debug, Clone)]
 pub struct SourceContext {
     /// The source's id.
     pub id: String,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::metrics::Counter;
+use crate::component::SourceContext;
 use crate::ratelimit::LogRateLimit;
 use crate::shutdown::ShutdownSignal;
 
@@ -24,29 +24,29 @@ pub fn check_host_port(address: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Accepts connections until `shutdown` fires, at most `max_connections` at once (counted in
-/// `accepted`), running what `serve` makes of each (the stream and the peer's address) on a
-/// task of its own; then drops `serve` (and so whatever it holds, such as the source's
-/// output, letting the pipeline drain) and waits for the open connections to end.
+/// Accepts connections until the source's shutdown fires, at most `max_connections` at once
+/// (counted in `connections_accepted`), running what `serve` makes of each (the stream, the
+/// peer's address, and a clone of the source's context for it) on a task of its own; then
+/// lets go of the source's output, so the pipeline can drain, and waits for the open
+/// connections to end.
 pub async fn serve_connections<F, Fut>(
     listener: TcpListener,
     max_connections: usize,
-    shutdown: &ShutdownSignal,
-    source: &str,
-    accepted: Counter,
+    cx: SourceContext,
     mut serve: F,
 ) where
-    F: FnMut(TcpStream, String) -> Fut,
+    F: FnMut(TcpStream, String, SourceContext) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let errors = LogRateLimit::new(Duration::from_secs(10));
+    let accepted = cx.metrics.counter("connections_accepted");
     let mut connections = tokio::task::JoinSet::new();
     while let Some((stream, peer, permit)) =
-        accept(&listener, &slots, shutdown, &errors, source).await
+        accept(&listener, &slots, &cx.shutdown, &errors, &cx.id).await
     {
         accepted.inc();
-        let connection = serve(stream, peer.to_string());
+        let connection = serve(stream, peer.to_string(), cx.clone());
         connections.spawn(async move {
             connection.await;
             drop(permit);
@@ -54,7 +54,7 @@ pub async fn serve_connections<F, Fut>(
         // Reap finished connections so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
     }
-    drop(serve);
+    drop(cx);
     while connections.join_next().await.is_some() {}
 }
 

@@ -269,30 +269,19 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     tracing::info!(source = %cx.id, address = %config.address, mode = "tcp", "listening");
-    let SourceContext {
-        id,
-        out,
-        shutdown,
-        metrics,
-    } = cx;
-    let accepted = metrics.counter("connections_accepted");
-    let (max, stop) = (config.max_connections, shutdown.clone());
-    let source = id.clone();
     serve_connections(
         listener,
-        max,
-        &stop,
-        &source,
-        accepted,
-        move |stream, peer| {
-            let (config, id, metrics, out, shutdown) = (
-                config.clone(),
-                id.clone(),
-                metrics.clone(),
-                out.clone(),
-                shutdown.clone(),
-            );
+        config.max_connections,
+        cx,
+        move |stream, peer, cx| {
+            let config = config.clone();
             async move {
+                let SourceContext {
+                    id,
+                    out,
+                    shutdown,
+                    metrics,
+                } = cx;
                 if let Err(e) =
                     read_connection(stream, &peer, &config, &id, &metrics, out, shutdown).await
                 {

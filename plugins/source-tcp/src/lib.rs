@@ -247,30 +247,19 @@ async fn serve(
     let idle =
         (config.idle_timeout_secs > 0.0).then(|| Duration::from_secs_f64(config.idle_timeout_secs));
     tracing::info!(source = %cx.id, address = %config.address, "listening");
-    let SourceContext {
-        id,
-        out,
-        shutdown,
-        metrics,
-    } = cx;
-    let accepted = metrics.counter("connections_accepted");
-    let (max, stop) = (config.max_connections, shutdown.clone());
-    let source = id.clone();
     serve_connections(
         listener,
-        max,
-        &stop,
-        &source,
-        accepted,
-        move |stream, peer| {
-            let (config, id, metrics, out, shutdown) = (
-                config.clone(),
-                id.clone(),
-                metrics.clone(),
-                out.clone(),
-                shutdown.clone(),
-            );
+        config.max_connections,
+        cx,
+        move |stream, peer, cx| {
+            let config = config.clone();
             async move {
+                let SourceContext {
+                    id,
+                    out,
+                    shutdown,
+                    metrics,
+                } = cx;
                 tracing::debug!(source = %id, %peer, "connection opened");
                 let reader = IdleTimeout::new(stream, idle);
                 let end =
