@@ -18,9 +18,9 @@ use crate::detector::{
 };
 use crate::features::hashed_features;
 use crate::invariants::Invariant;
+use crate::normalize::{variant_allowance, variant_distance};
 use crate::novelty::NoveltyStats;
 use crate::scorer::{Embedded, SequenceModel};
-use crate::severity::Severity;
 
 /// The bundle format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 3;
@@ -299,10 +299,6 @@ pub struct LoadedModel {
     by_length: HashMap<usize, Vec<usize>>,
 }
 
-/// Words a template may differ in from a training template and still be its variant, per
-/// word of the template (at least one): one word or field in a short line, a few in a long one.
-pub const VARIANT_WORDS_PER_WORD: f64 = 0.1;
-
 impl LoadedModel {
     /// Assembles a model from its parts (after training, or after loading).
     pub fn new(
@@ -370,43 +366,18 @@ impl LoadedModel {
         self.vocabulary.get(template).copied()
     }
 
-    /// The training template `template` is a variant of: one with as many words, differing
-    /// in at most [`VARIANT_WORDS_PER_WORD`] of them (at least one), the closest first. This is
-    /// Drain's idea of one template per log statement, checked only where the detector has no
-    /// class for the template.
+    /// The training template `template` is a variant of (see
+    /// [`crate::normalize::variant_distance`]), the closest first; checked only where the
+    /// detector has no class for the template.
     pub fn variant_of(&self, template: &str) -> Option<usize> {
         let words: Vec<&str> = template.split(' ').collect();
-        let allowed = ((words.len() as f64 * VARIANT_WORDS_PER_WORD) as usize).max(1);
-        // A line of one or two words has no field to differ in.
-        if words.len() < 3 {
-            return None;
-        }
-        let candidates = self.by_length.get(&words.len())?;
-        candidates
+        let allowed = variant_allowance(words.len())?;
+        self.by_length
+            .get(&words.len())?
             .iter()
             .filter_map(|&class| {
-                let known = self.metadata.templates[class].split(' ');
-                let mut differing = 0;
-                for (a, b) in known.zip(&words) {
-                    if a != *b {
-                        // Another level is another statement: `ERROR x` is no variant of
-                        // `INFO x`.
-                        let level = |w: &str| {
-                            Severity::from_level(
-                                w.trim_matches(|c: char| !c.is_ascii_alphanumeric()),
-                            )
-                            .is_some()
-                        };
-                        if level(a) || level(b) {
-                            return None;
-                        }
-                        differing += 1;
-                        if differing > allowed {
-                            return None;
-                        }
-                    }
-                }
-                Some((differing, class))
+                variant_distance(&self.metadata.templates[class], &words, allowed)
+                    .map(|d| (d, class))
             })
             .min()
             .map(|(_, class)| class)

@@ -300,6 +300,43 @@ pub fn template(line: &str) -> String {
     out
 }
 
+/// Words a template may differ in from another and still be a variant of it, per word of the
+/// template (at least one): one word or field in a short line, a few in a long one.
+pub const VARIANT_WORDS_PER_WORD: f64 = 0.1;
+
+/// How many words `words` (a template split on spaces) may differ in from a template it is a
+/// variant of; `None` for a line of one or two words, which has no field to differ in.
+pub fn variant_allowance(words: usize) -> Option<usize> {
+    (words >= 3).then(|| ((words as f64 * VARIANT_WORDS_PER_WORD) as usize).max(1))
+}
+
+/// In how many words `other` differs from `words` when it is a variant of it: as many words,
+/// at most `allowed` of them different, and never a level word (`ERROR x` is another
+/// statement than `INFO x`). This is Drain's idea of one template per log statement.
+pub fn variant_distance(other: &str, words: &[&str], allowed: usize) -> Option<usize> {
+    let mut differing = 0;
+    let mut count = 0;
+    for (a, b) in other.split(' ').zip(words) {
+        count += 1;
+        if a != *b {
+            let level = |w: &str| {
+                crate::severity::Severity::from_level(
+                    w.trim_matches(|c: char| !c.is_ascii_alphanumeric()),
+                )
+                .is_some()
+            };
+            if level(a) || level(b) {
+                return None;
+            }
+            differing += 1;
+            if differing > allowed {
+                return None;
+            }
+        }
+    }
+    (count == words.len() && other.split(' ').count() == count).then_some(differing)
+}
+
 /// The tokens of a template for feature hashing: words split on non-alphanumeric characters
 /// (placeholders kept whole), lowercased.
 pub fn tokens(template: &str) -> Vec<String> {

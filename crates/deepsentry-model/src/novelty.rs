@@ -123,6 +123,10 @@ pub struct TemplateInfo {
     pub class: Option<usize>,
     /// Whether `class` comes from a similar training template rather than this one.
     pub variant: bool,
+    /// For a template learned online that is a variant of one learned before it (see
+    /// [`crate::normalize::variant_distance`]): that one's text. The two are one log
+    /// statement: they share their occurrences and their alerts.
+    pub family: Option<Arc<str>>,
     /// The vector the detector reads for it.
     pub vector: Vec<f32>,
     /// The autoencoder's reconstruction error.
@@ -149,10 +153,42 @@ pub struct Occurrences {
     pub last_seen: u64,
 }
 
+impl Occurrences {
+    /// One more, at line `line`.
+    fn add(&mut self, line: u64) {
+        if self.count == 0 {
+            self.first_seen = line;
+        }
+        self.count += 1;
+        self.last_seen = line;
+    }
+
+    /// Adds the occurrences of another template of the same family.
+    fn merge(&mut self, other: Occurrences) {
+        if other.count == 0 {
+            return;
+        }
+        self.first_seen = if self.count == 0 {
+            other.first_seen
+        } else {
+            self.first_seen.min(other.first_seen)
+        };
+        self.count += other.count;
+        self.last_seen = self.last_seen.max(other.last_seen);
+    }
+}
+
 struct OnlineEntry {
     info: Arc<TemplateInfo>,
+    /// Its own occurrences (what is kept across a restart, and what eviction goes by).
     seen: Occurrences,
+    /// Those of its family, itself and its variants, kept by the first of the family.
+    family: Occurrences,
 }
+
+/// Online templates a new one is compared with to find the family it joins, the most recent
+/// first: bounds the cost of a new template in a stream that brings them by the thousand.
+const FAMILY_CANDIDATES: usize = 256;
 
 /// Bounds of the online vocabulary.
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +213,9 @@ impl Default for VocabularyLimits {
 pub struct Vocabulary {
     known: HashMap<Arc<str>, Arc<TemplateInfo>>,
     online: HashMap<Arc<str>, OnlineEntry>,
+    /// The first templates of online families by their number of words, oldest first (may
+    /// name evicted ones until the next eviction pass).
+    heads_by_words: HashMap<usize, Vec<Arc<str>>>,
     online_bytes: usize,
     limits: VocabularyLimits,
     next_id: u64,
@@ -189,6 +228,7 @@ impl Vocabulary {
         Self {
             known: HashMap::new(),
             online: HashMap::new(),
+            heads_by_words: HashMap::new(),
             online_bytes: 0,
             limits,
             next_id: 0,
@@ -210,6 +250,24 @@ impl Vocabulary {
         self.next_id
     }
 
+    /// The online template that `text`, a template unlike any training template, is a variant
+    /// of: the first of that one's family.
+    pub fn family_of(&self, text: &str) -> Option<Arc<str>> {
+        let words: Vec<&str> = text.split(' ').collect();
+        let allowed = crate::normalize::variant_allowance(words.len())?;
+        self.heads_by_words
+            .get(&words.len())?
+            .iter()
+            .rev()
+            .filter(|head| self.online.contains_key(*head) && ***head != *text)
+            .take(FAMILY_CANDIDATES)
+            .filter_map(|head| {
+                crate::normalize::variant_distance(head, &words, allowed).map(|d| (d, head))
+            })
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, head)| head.clone())
+    }
+
     /// Adds a template: a training template (with its own class) for good, any other one to
     /// the online part with no occurrences yet.
     pub fn insert(&mut self, info: TemplateInfo) -> Arc<TemplateInfo> {
@@ -220,7 +278,14 @@ impl Vocabulary {
             return info;
         }
         self.online_bytes += info.bytes();
-        let seen = Occurrences {
+        if info.class.is_none() && info.family.is_none() {
+            let words = key.split(' ').count();
+            self.heads_by_words
+                .entry(words)
+                .or_default()
+                .push(key.clone());
+        }
+        let never = Occurrences {
             count: 0,
             first_seen: 0,
             last_seen: 0,
@@ -229,7 +294,8 @@ impl Vocabulary {
             key,
             OnlineEntry {
                 info: info.clone(),
-                seen,
+                seen: never,
+                family: never,
             },
         ) {
             self.online_bytes -= old.info.bytes();
@@ -243,27 +309,42 @@ impl Vocabulary {
     pub fn forget_all(&mut self) {
         self.known.clear();
         self.online.clear();
+        self.heads_by_words.clear();
         self.online_bytes = 0;
     }
 
     /// Records one occurrence of an online template at line `line`; returns what was known
-    /// before it. `None` for a training template.
+    /// before it of its family (itself and its variants; itself alone once the first of the
+    /// family was evicted). `None` for a training template.
     pub fn observe(&mut self, text: &str, line: u64) -> Option<Occurrences> {
         let entry = self.online.get_mut(text)?;
-        let before = entry.seen;
-        if before.count == 0 {
-            entry.seen.first_seen = line;
-        }
-        entry.seen.count += 1;
-        entry.seen.last_seen = line;
+        entry.seen.add(line);
+        let key = self.family_head(text);
+        let family = &mut self.online.get_mut(key.as_deref().unwrap_or(text))?.family;
+        let before = *family;
+        family.add(line);
         Some(before)
     }
 
-    /// Restores what was learned of `text` (after a restart).
+    /// Restores what was learned of `text` (after a restart): its own occurrences, which also
+    /// count for its family. Restore the first of a family before its variants (the order
+    /// they were first seen in), so that the variants join the same family again.
     pub fn restore(&mut self, text: &str, seen: Occurrences) {
-        if let Some(entry) = self.online.get_mut(text) {
-            entry.seen = seen;
+        let Some(entry) = self.online.get_mut(text) else {
+            return;
+        };
+        entry.seen = seen;
+        let key = self.family_head(text);
+        if let Some(entry) = self.online.get_mut(key.as_deref().unwrap_or(text)) {
+            entry.family.merge(seen);
         }
+    }
+
+    /// The first of `text`'s family, which keeps the family's occurrences; `None` when `text`
+    /// is the first itself, or the first was evicted (then `text` keeps its own).
+    fn family_head(&self, text: &str) -> Option<Arc<str>> {
+        let head = self.online.get(text)?.info.family.as_ref()?;
+        self.online.contains_key(head).then(|| head.clone())
     }
 
     /// Templates learned online, with their occurrences.
@@ -323,6 +404,11 @@ impl Vocabulary {
                 self.evicted += 1;
             }
         }
+        let online = &self.online;
+        self.heads_by_words.retain(|_, heads| {
+            heads.retain(|h| online.contains_key(h));
+            !heads.is_empty()
+        });
     }
 }
 
@@ -345,6 +431,7 @@ mod tests {
             text: text.into(),
             class,
             variant: false,
+            family: None,
             vector: vec![0.0; 8],
             reconstruction_error: 0.0,
             severity: Severity::Info,
@@ -412,6 +499,41 @@ mod tests {
         assert!(v.get("known").is_some());
         // Evicted templates stay valid for whoever holds them.
         assert_eq!(&*held[0].text, "t0");
+    }
+
+    #[test]
+    fn a_variant_of_an_online_template_shares_its_occurrences() {
+        let mut v = Vocabulary::new(VocabularyLimits::default());
+        let first = "disk <NUM> of pool alpha degraded";
+        let t = info(&mut v, first, None);
+        v.insert(t);
+        v.observe(first, 10);
+        v.observe(first, 11);
+        // One word different: the same statement.
+        let variant = "disk <NUM> of pool beta degraded";
+        assert_eq!(v.family_of(variant).as_deref(), Some(first));
+        let mut t = info(&mut v, variant, None);
+        t.family = v.family_of(variant);
+        v.insert(t);
+        let before = v.observe(variant, 12).expect("online");
+        assert_eq!((before.count, before.first_seen), (2, 10));
+        assert_eq!(v.observe(first, 13).map(|o| o.count), Some(3));
+        // Two words different, or another level, is another statement.
+        assert!(v.family_of("disk <NUM> of array beta degraded").is_none());
+        assert!(v.family_of("disk <NUM> of pool alpha ERROR").is_none());
+
+        // After a restart, restored in the order first seen, the family counts again.
+        let mut restored = Vocabulary::new(VocabularyLimits::default());
+        let mut online: Vec<(String, Occurrences)> =
+            v.online().map(|(t, o)| (t.to_string(), o)).collect();
+        online.sort_by_key(|(_, o)| o.first_seen);
+        for (text, seen) in &online {
+            let mut t = info(&mut restored, text, None);
+            t.family = restored.family_of(text);
+            restored.insert(t);
+            restored.restore(text, *seen);
+        }
+        assert_eq!(restored.observe(variant, 14).map(|o| o.count), Some(4));
     }
 
     #[test]

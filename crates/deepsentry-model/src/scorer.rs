@@ -333,6 +333,8 @@ struct Pending {
     window_key: Box<[u64]>,
     kind: Kind,
     template: Arc<str>,
+    /// What its alerts are grouped by: the template, or the first of its online family.
+    alert_key: Arc<str>,
     severity: Severity,
     /// The event's time (log clock), for alert grouping.
     at: i64,
@@ -422,7 +424,8 @@ where
             .filter(|(_, seen)| seen.count > 0)
             .map(|(t, seen)| (t.to_string(), seen))
             .collect();
-        templates.sort_by(|a, b| a.0.cmp(&b.0));
+        // In the order first seen: the first of a family is learned again before its variants.
+        templates.sort_by(|a, b| (a.1.first_seen, &a.0).cmp(&(b.1.first_seen, &b.0)));
         OnlineState {
             lines_seen: self.lines_seen,
             templates,
@@ -431,8 +434,12 @@ where
 
     /// Takes back what an earlier run learned online (templates are encoded again, in one
     /// batch: the model may have changed since).
-    pub fn restore_online_state(&mut self, state: OnlineState) {
+    pub fn restore_online_state(&mut self, mut state: OnlineState) {
         self.lines_seen = self.lines_seen.max(state.lines_seen);
+        // Files written before families were kept are in text order.
+        state
+            .templates
+            .sort_by(|a, b| (a.1.first_seen, &a.0).cmp(&(b.1.first_seen, &b.0)));
         let texts: Vec<&str> = state.templates.iter().map(|(t, _)| t.as_str()).collect();
         self.learn_templates(&texts);
         for (text, seen) in &state.templates {
@@ -525,11 +532,17 @@ where
         }
         for (text, embedded) in new.iter().zip(self.model.embed(&new)) {
             let online = embedded.class.is_none() || embedded.variant;
+            // Unlike any training template: it may still be a variant of one learned online.
+            let family = match embedded.class {
+                None => self.vocabulary.family_of(text),
+                Some(_) => None,
+            };
             let info = TemplateInfo {
                 id: self.vocabulary.next_id(),
                 text: Arc::from(*text),
                 class: embedded.class,
                 variant: embedded.variant,
+                family,
                 vector: embedded.vector,
                 reconstruction_error: embedded.error,
                 severity: severity_of(text),
@@ -608,6 +621,7 @@ where
             window: session.window,
             kind: Kind::End,
             template: Arc::from(END_OF_SESSION),
+            alert_key: Arc::from(END_OF_SESSION),
             severity: Severity::Info,
             at,
             line: self.lines_seen,
@@ -708,6 +722,10 @@ where
                 window,
                 kind,
                 template: template.text.clone(),
+                alert_key: template
+                    .family
+                    .clone()
+                    .unwrap_or_else(|| template.text.clone()),
                 severity,
                 at: now,
                 line,
@@ -878,7 +896,7 @@ where
                         fields.insert(keys::EXPECTED, self.expected(log_probs));
                     }
                 }
-                let mark = self.alerts.mark(&p.template, reason, p.at);
+                let mark = self.alerts.mark(&p.alert_key, reason, p.at);
                 self.stats.alerts += u64::from(mark.alert);
                 fields.insert(keys::ALERT, Value::Bool(mark.alert));
                 fields.insert(keys::ALERT_GROUP, Value::Str(mark.group.to_string()));
@@ -1225,6 +1243,31 @@ mod tests {
         let lines = stream(300, 4, |i| format!("user {i} opened page number{}", i % 7));
         let scored = score_all(&mut scorer, &lines);
         assert!(scored.iter().all(|e| !flagged(e)));
+    }
+
+    #[test]
+    fn variants_of_a_new_template_are_one_statement() {
+        // One new statement whose one field is a word the normalizer cannot mask.
+        let mut scorer = steady(20_000, 0);
+        let names = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa"];
+        let lines = stream(280, 4, |i| {
+            format!("disk array {} rebuilt ok", names[i % 7])
+        });
+        let scored = score_all(&mut scorer, &lines);
+        let new: Vec<&Event> = scored
+            .iter()
+            .filter(|e| e.message().starts_with("disk array"))
+            .collect();
+        assert_eq!(new.len(), 70);
+        let flags = new.iter().filter(|e| flagged(e)).count();
+        assert!((1..=5).contains(&flags), "{flags} flags");
+        let alerts = new
+            .iter()
+            .filter(|e| e.fields.get(keys::ALERT) == Some(&Value::Bool(true)))
+            .count();
+        assert_eq!(alerts, 1, "one alert for the statement");
+        // Each event still names its own template.
+        assert!(new.iter().all(|e| text(e, keys::TEMPLATE) == e.message()));
     }
 
     #[test]
