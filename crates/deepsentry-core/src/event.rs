@@ -70,6 +70,11 @@ impl Fields {
         }
     }
 
+    /// Makes room for `additional` more fields.
+    pub fn reserve(&mut self, additional: usize) {
+        self.0.reserve(additional);
+    }
+
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)

@@ -26,24 +26,35 @@ pub mod mask {
 /// Characters that separate tokens (besides whitespace). `:`, `.`, `/`, `-`, `_` stay inside
 /// tokens so that addresses, paths and ids are seen whole.
 fn is_separator(b: u8) -> bool {
-    b.is_ascii_whitespace()
-        || matches!(
-            b,
-            b',' | b';'
-                | b'('
-                | b')'
-                | b'['
-                | b']'
-                | b'{'
-                | b'}'
-                | b'"'
-                | b'\''
-                | b'='
-                | b'<'
-                | b'>'
-                | b'|'
-        )
+    SEPARATORS[usize::from(b)]
 }
+
+/// [`is_separator`] as a table: the scanner asks for every byte of every line.
+static SEPARATORS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_whitespace()
+            || matches!(
+                b as u8,
+                b',' | b';'
+                    | b'('
+                    | b')'
+                    | b'['
+                    | b']'
+                    | b'{'
+                    | b'}'
+                    | b'"'
+                    | b'\''
+                    | b'='
+                    | b'<'
+                    | b'>'
+                    | b'|'
+            );
+        b += 1;
+    }
+    table
+};
 
 fn is_ipv4(s: &[u8]) -> bool {
     let s = s.strip_prefix(b"/").unwrap_or(s);
@@ -106,22 +117,31 @@ fn is_block(s: &[u8]) -> bool {
 
 /// Classifies one token (trailing punctuation already removed).
 fn classify(token: &[u8]) -> Option<&'static str> {
-    if !token.iter().any(u8::is_ascii_digit) {
+    // One pass for what the shapes below depend on, so most tokens are ruled out of most
+    // shapes without reading them again.
+    let (mut digit, mut alpha, mut slash) = (false, false, false);
+    for &b in token {
+        digit |= b.is_ascii_digit();
+        alpha |= b.is_ascii_alphabetic();
+        slash |= b == b'/';
+    }
+    if !digit {
         // Paths need no digit: `/user/root/x`.
         return (token.len() > 1 && token[0] == b'/' && token[1..].contains(&b'/'))
             .then_some(mask::PATH);
     }
+    // Addresses and numbers hold no letter; hex values (`0x1f`, `deadbeef01`) do.
     if is_block(token) {
         Some(mask::BLOCK)
-    } else if is_ipv4(token) {
+    } else if !alpha && is_ipv4(token) {
         Some(mask::IP)
     } else if is_uuid(token) {
         Some(mask::UUID)
-    } else if is_number(token) {
+    } else if !alpha && is_number(token) {
         Some(mask::NUM)
-    } else if is_hex(token) {
+    } else if alpha && is_hex(token) {
         Some(mask::HEX)
-    } else if token[0] == b'/' || token.contains(&b'/') {
+    } else if slash {
         Some(mask::PATH)
     } else {
         Some(mask::ID)
@@ -140,6 +160,10 @@ fn glued_address(token: &str) -> Option<usize> {
 
 /// A month or weekday name (`Jun`, `June`, `Sun`), capitalized as dates write it.
 fn is_date_word(token: &str) -> bool {
+    // Most words are not: the length and the capital rule them out before any comparison.
+    if !(3..=9).contains(&token.len()) || !token.as_bytes()[0].is_ascii_uppercase() {
+        return false;
+    }
     const NAMES: [&str; 38] = [
         "Jan",
         "Feb",

@@ -4,7 +4,7 @@
 //! online vocabulary ([`Vocabulary`]) and is scored by that learned rate on its first
 //! occurrences, then by how rare it still is.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};

@@ -30,8 +30,8 @@
 //! where the model's count invariants are checked: a session whose template counts end out of
 //! balance scores as an impossible event, and its end event names the broken relation.
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -880,6 +880,8 @@ where
             };
             let mut event = p.event;
             let fields = &mut event.fields;
+            // The fields below, in one allocation.
+            fields.reserve(12);
             fields.insert(SESSION_FIELD, Value::Str(p.session.to_string()));
             fields.insert(keys::ANOMALY_SCORE, Value::Float(score));
             fields.insert(keys::ANOMALY_THRESHOLD, Value::Float(verdict.threshold));

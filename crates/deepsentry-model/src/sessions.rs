@@ -1,7 +1,9 @@
 //! Per-session state with bounded memory: sessions idle past a time-to-live are expired, and
 //! past `max_sessions` the least recently active one is evicted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 /// A session that left the store: its name and its state.
