@@ -40,7 +40,7 @@ use deepsentry_core::{Event, Origin, Value};
 use regex::Regex;
 
 use crate::alerts::{AlertGroups, Reason};
-use crate::invariants::Invariant;
+use crate::invariants::{Invariant, InvariantCheck};
 use crate::normalize::template_into;
 use crate::novelty::{
     NoveltyStats, Occurrences, OnlineState, TemplateInfo, Vocabulary, VocabularyLimits,
@@ -190,75 +190,6 @@ struct Session {
     origin: Arc<Origin>,
     /// Counts of the templates the invariants name (see [`InvariantCheck`]).
     counts: Box<[u16]>,
-}
-
-/// The model's invariants over a compact counter per session: only templates an invariant
-/// names are counted, so a session costs a few bytes more, not one counter per template.
-struct InvariantCheck {
-    invariants: Vec<Invariant>,
-    /// Each invariant in words (see [`Invariant::relation`]), worded once: a session that
-    /// ends out of balance only adds its counts.
-    relations: Vec<String>,
-    /// Counter slot of each template class (`None`: no invariant names it).
-    slot_of: Vec<Option<u16>>,
-    slots: usize,
-}
-
-impl InvariantCheck {
-    fn new(invariants: &[Invariant], templates: &[String]) -> Self {
-        let classes = invariants
-            .iter()
-            .flat_map(|i| i.terms.iter().map(|t| t.0 + 1))
-            .max()
-            .unwrap_or(0);
-        let mut slot_of = vec![None; classes];
-        let mut slots = 0u16;
-        for invariant in invariants {
-            for &(class, _) in &invariant.terms {
-                if slot_of[class].is_none() {
-                    slot_of[class] = Some(slots);
-                    slots += 1;
-                }
-            }
-        }
-        Self {
-            invariants: invariants.to_vec(),
-            relations: invariants.iter().map(|i| i.relation(templates)).collect(),
-            slot_of,
-            slots: usize::from(slots),
-        }
-    }
-
-    fn count(&self, counts: &mut [u16], class: usize) {
-        if let Some(Some(slot)) = self.slot_of.get(class) {
-            // A session opened under an earlier model has no counters (see
-            // `Scorer::replace_model`).
-            if let Some(c) = counts.get_mut(usize::from(*slot)) {
-                *c = c.saturating_add(1);
-            }
-        }
-    }
-
-    /// The broken relations of a session, in words; none for a session whose counters are
-    /// not this check's (it was opened under an earlier model).
-    fn broken(&self, counts: &[u16]) -> Vec<String> {
-        if counts.len() != self.slots {
-            return Vec::new();
-        }
-        let count = |class: usize| {
-            self.slot_of
-                .get(class)
-                .copied()
-                .flatten()
-                .map_or(0, |slot| u32::from(counts[usize::from(slot)]))
-        };
-        self.invariants
-            .iter()
-            .zip(&self.relations)
-            .filter(|(i, _)| i.residual(count) != 0)
-            .map(|(i, relation)| format!("{relation} {}", i.counts(count)))
-            .collect()
-    }
 }
 
 /// Counters the scorer keeps for its owner to report.
