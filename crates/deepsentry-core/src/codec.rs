@@ -52,14 +52,6 @@ pub fn encode_batch(encoding: Encoding, batch: &Batch, out: &mut Vec<u8>) -> usi
         .count()
 }
 
-fn float_field(event: &Event, key: &str) -> Option<f64> {
-    match event.fields.get(key)? {
-        Value::Float(x) => Some(*x),
-        Value::Int(x) => Some(*x as f64),
-        _ => None,
-    }
-}
-
 fn is_anomaly(event: &Event) -> bool {
     matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)))
 }
@@ -67,8 +59,8 @@ fn is_anomaly(event: &Event) -> bool {
 fn encode_console(event: &Event, out: &mut Vec<u8>) {
     let time = event.timestamp.format("%H:%M:%S");
     let _ = match (
-        float_field(event, keys::ANOMALY_SCORE),
-        float_field(event, keys::ANOMALY_THRESHOLD),
+        event.fields.number(keys::ANOMALY_SCORE),
+        event.fields.number(keys::ANOMALY_THRESHOLD),
     ) {
         (Some(score), Some(threshold)) => {
             let anomaly = is_anomaly(event);
@@ -117,8 +109,11 @@ fn encode_alert(event: &Event, out: &mut Vec<u8>) -> bool {
         "TIMESTAMP={}",
         event.timestamp.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
-    let score = float_field(event, keys::ANOMALY_SCORE).unwrap_or(f64::NAN);
-    let threshold = float_field(event, keys::ANOMALY_THRESHOLD).unwrap_or(f64::NAN);
+    let score = event.fields.number(keys::ANOMALY_SCORE).unwrap_or(f64::NAN);
+    let threshold = event
+        .fields
+        .number(keys::ANOMALY_THRESHOLD)
+        .unwrap_or(f64::NAN);
     let _ = writeln!(out, "SCORE={score:.2}\nTHRESHOLD={threshold:.2}");
     out.extend_from_slice(b"MESSAGE=");
     write_quoted(out, event.message());

@@ -43,6 +43,17 @@ pub enum Value {
     Json(serde_json::Value),
 }
 
+impl Value {
+    /// The number it holds, if it holds one (a score, a threshold, a count).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(x) => Some(*x),
+            Value::Int(x) => Some(*x as f64),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -73,6 +84,11 @@ impl Fields {
     /// Makes room for `additional` more fields.
     pub fn reserve(&mut self, additional: usize) {
         self.0.reserve(additional);
+    }
+
+    /// The number `key` holds, if it is set to one.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        self.get(key).and_then(Value::as_f64)
     }
 
     /// The value of `key`, if set.

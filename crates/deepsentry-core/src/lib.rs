@@ -10,6 +10,7 @@
 //! [`register_transform!`] and [`register_sink!`], and the binary links them in.
 
 pub mod ack;
+pub mod backoff;
 pub mod batch;
 pub mod checkpoint;
 pub mod codec;

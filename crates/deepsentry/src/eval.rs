@@ -188,13 +188,6 @@ fn read_session_labels(path: &PathBuf) -> anyhow::Result<HashMap<String, bool>> 
     Ok(labels)
 }
 
-fn float(event: &Event, key: &str) -> Option<f64> {
-    match event.fields.get(key) {
-        Some(Value::Float(x)) => Some(*x),
-        _ => None,
-    }
-}
-
 /// Runs `deepsentry eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -258,7 +251,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                     *reasons.entry(reason.to_string()).or_default() += 1;
                 }
                 tracing::debug!(
-                    score = float(&event, keys::ANOMALY_SCORE),
+                    score = event.fields.number(keys::ANOMALY_SCORE),
                     reason = %event.fields.get(keys::ANOMALY_REASON).map(|r| r.to_string()).unwrap_or_default(),
                     message = event.message(),
                     "flagged"

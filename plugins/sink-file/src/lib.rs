@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use deepsentry_core::backoff::Backoff;
 use deepsentry_core::codec::{encode_batch, Encoding};
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{BuildContext, Sink, SinkConfig, SinkContext};
@@ -164,7 +165,7 @@ impl Sink for FileSink {
         while let Some(batch) = cx.input.recv().await {
             buf.clear();
             encode_batch(encoding, &batch, &mut buf);
-            let mut pause = Duration::from_millis(100);
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::MAX);
             let mut attempt = 0;
             loop {
                 let result = async {
@@ -183,6 +184,7 @@ impl Sink for FileSink {
                     }
                     Err(e) if attempt < self.config.write_retries => {
                         attempt += 1;
+                        let pause = backoff.next_delay();
                         if let Some(held_back) = retry_log.check() {
                             tracing::warn!(
                                 sink = %cx.id,
@@ -192,7 +194,6 @@ impl Sink for FileSink {
                             );
                         }
                         tokio::time::sleep(pause).await;
-                        pause *= 2;
                     }
                     Err(e) => {
                         batch.fail();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use deepsentry_core::backoff::Backoff;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{Batch, BuildContext, Sink, SinkConfig, SinkContext};
 use serde::Deserialize;
@@ -383,7 +384,7 @@ impl Sink for SyslogSink {
                     );
                 }
             }
-            let mut pause = Duration::from_millis(100);
+            let mut backoff = Backoff::new(Duration::from_millis(100), self.reconnect_max);
             loop {
                 let result = match connection.as_mut() {
                     Some(open) => {
@@ -440,8 +441,7 @@ impl Sink for SyslogSink {
                             }
                             Some(_) => {}
                         }
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(self.reconnect_max);
+                        tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }

@@ -39,8 +39,7 @@ pub fn judge_status(status: u16) -> Verdict {
 /// together.
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    initial: Duration,
-    max: Duration,
+    doubling: deepsentry_core::backoff::Backoff,
     rng: SplitMix64,
 }
 
@@ -48,18 +47,14 @@ impl Backoff {
     /// A backoff starting at `initial`, never above `max`; `seed` drives the jitter.
     pub fn new(initial: Duration, max: Duration, seed: u64) -> Self {
         Self {
-            initial,
-            max,
+            doubling: deepsentry_core::backoff::Backoff::new(initial, max),
             rng: SplitMix64::new(seed),
         }
     }
 
     /// How long to wait before retry number `attempt` (0 for the first retry).
     pub fn delay(&mut self, attempt: u32) -> Duration {
-        let ceiling = self
-            .initial
-            .mul_f64(2f64.powi(attempt.min(40) as i32))
-            .min(self.max);
+        let ceiling = self.doubling.ceiling(attempt);
         let fraction = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         ceiling / 2 + (ceiling / 2).mul_f64(fraction)
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use deepsentry_core::backoff::Backoff;
 use deepsentry_core::decode::Decoding;
 use deepsentry_core::framing::LineFramer;
 use deepsentry_core::lines::{pump, LineDecoder, LineSettings, PumpEnd, DEFAULT_MAX_LINE_BYTES};
@@ -290,9 +291,10 @@ async fn serve(
 }
 
 async fn connect_loop(config: TcpSourceConfig, cx: SourceContext) -> anyhow::Result<()> {
-    let initial = Duration::from_millis(100);
-    let max = Duration::from_secs_f64(config.reconnect_max_secs.max(0.1));
-    let mut pause = initial;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs_f64(config.reconnect_max_secs.max(0.1)),
+    );
     let connects = cx.metrics.counter("connections_established");
     let failures = cx.metrics.counter("connection_failures");
     loop {
@@ -303,7 +305,7 @@ async fn connect_loop(config: TcpSourceConfig, cx: SourceContext) -> anyhow::Res
         match connected {
             Ok(stream) => {
                 connects.inc();
-                pause = initial;
+                backoff.reset();
                 tracing::info!(source = %cx.id, address = %config.address, "connected");
                 // A server that is quiet for long is no reason to reconnect.
                 let end = read_connection(
@@ -331,6 +333,7 @@ async fn connect_loop(config: TcpSourceConfig, cx: SourceContext) -> anyhow::Res
             }
             Err(e) => {
                 failures.inc();
+                let pause = backoff.next_delay();
                 tracing::warn!(
                     source = %cx.id,
                     address = %config.address,
@@ -340,7 +343,6 @@ async fn connect_loop(config: TcpSourceConfig, cx: SourceContext) -> anyhow::Res
                     _ = cx.shutdown.wait() => return Ok(()),
                     _ = tokio::time::sleep(pause) => {}
                 }
-                pause = (pause * 2).min(max);
             }
         }
     }

@@ -11,9 +11,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use deepsentry_core::event::keys;
 use deepsentry_core::metrics::{ComponentMetrics, Counter, Gauge, Histogram};
-use deepsentry_core::{
-    Batch, BuildContext, Event, Transform, TransformConfig, TransformContext, Value,
-};
+use deepsentry_core::{Batch, BuildContext, Event, Transform, TransformConfig, TransformContext};
 use deepsentry_model::novelty::{OnlineState, VocabularyLimits};
 use deepsentry_model::scorer::ScorerStats;
 use deepsentry_model::session_key::SessionKeySpec;
@@ -700,19 +698,15 @@ impl Reporter {
     /// Records the scores and threshold of `events` just scored, and how long it took.
     fn scored(&self, events: &[Event], took: Duration) {
         self.latency.observe(took.as_secs_f64());
-        let float = |event: &Event, key| match event.fields.get(key) {
-            Some(Value::Float(x)) => Some(*x),
-            _ => None,
-        };
         for event in events {
-            if let Some(score) = float(event, keys::ANOMALY_SCORE) {
+            if let Some(score) = event.fields.number(keys::ANOMALY_SCORE) {
                 self.scores.observe(score);
             }
         }
         if let Some(threshold) = events
             .iter()
             .rev()
-            .find_map(|e| float(e, keys::ANOMALY_THRESHOLD))
+            .find_map(|e| e.fields.number(keys::ANOMALY_THRESHOLD))
         {
             self.threshold.set(threshold);
         }
