@@ -1,0 +1,163 @@
+//! Scoring a batch: every event's score, reason and verdict, and the fields it leaves with.
+
+use std::ops::Deref;
+
+use deepsentry_core::event::keys;
+use deepsentry_core::{Event, Value};
+use foldhash::{HashSet, HashSetExt};
+
+use super::{
+    Kind, Pending, Scorer, SequenceModel, Window, BROKEN_INVARIANT_FIELD, END_OF_SESSION,
+    LEARNING_OCCURRENCES, MAX_CACHED_WINDOWS, MAX_SURPRISE, SESSION_FIELD,
+};
+use crate::alerts::Reason;
+use crate::severity::Severity;
+
+impl<M: Deref> Scorer<M>
+where
+    M::Target: SequenceModel,
+{
+    /// The three classes the detector found most likely, as `expected`.
+    pub(super) fn expected(&self, log_probs: &[f32]) -> Value {
+        let templates = self.model.templates();
+        let end = self.model.end_class();
+        let mut ranked: Vec<(usize, f32)> = log_probs
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(class, _)| class < templates.len() || class == end)
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let list = ranked
+            .into_iter()
+            .take(3)
+            .map(|(class, log_p)| {
+                let name = templates.get(class).map_or(END_OF_SESSION, String::as_str);
+                let p = (f64::from(log_p).exp() * 1000.0).round() / 1000.0;
+                serde_json::json!({ "template": name, "p": p })
+            })
+            .collect();
+        Value::Json(serde_json::Value::Array(list))
+    }
+
+    /// The score and reason of an event whose window's probabilities are known.
+    pub(super) fn score_of(&self, p: &Pending, log_probs: Option<&[f32]>) -> (f64, Reason) {
+        let surprise = |class: usize| {
+            log_probs.map_or(MAX_SURPRISE, |lp| {
+                (-f64::from(lp[class])).clamp(0.0, MAX_SURPRISE)
+            })
+        };
+        let novelty = self.model.novelty();
+        match &p.kind {
+            Kind::Known(class) => (surprise(*class), Reason::UnlikelyNext),
+            Kind::End if !p.broken.is_empty() => {
+                // No training session ended like this: as surprising as an event can be.
+                (MAX_SURPRISE, Reason::BrokenInvariant)
+            }
+            Kind::End if !self.model.judges_session_ends() => (0.0, Reason::None),
+            Kind::End => (surprise(self.model.end_class()), Reason::SessionEndedEarly),
+            Kind::Online(before) => {
+                let new = novelty.new_template_surprise(p.severity).min(MAX_SURPRISE);
+                // Rarity: how often it came since it first did (this occurrence excluded).
+                let rarity = if before.count == 0 {
+                    0.0
+                } else {
+                    let span = p.line.saturating_sub(before.first_seen).max(1) as f64;
+                    (span / before.count as f64).ln().clamp(0.0, MAX_SURPRISE)
+                };
+                if before.count < LEARNING_OCCURRENCES {
+                    (new.max(rarity), Reason::NewTemplate)
+                } else {
+                    let score = rarity + novelty.lasting_novelty(p.severity);
+                    (score.min(MAX_SURPRISE), Reason::RareTemplate)
+                }
+            }
+        }
+    }
+
+    pub(super) fn score(&mut self, pending: Vec<Pending>) -> Vec<Event> {
+        if self.windows.len() > MAX_CACHED_WINDOWS {
+            self.windows.clear();
+        }
+        // Distinct windows not in the cache, scored in one batch. Events of online templates
+        // need none unless they end a session.
+        let mut missing: Vec<(&[u64], &Window)> = Vec::new();
+        let mut seen = HashSet::new();
+        for p in &pending {
+            if matches!(p.kind, Kind::Online(_)) {
+                continue;
+            }
+            let key = &*p.window_key;
+            if !self.windows.contains_key(key) && seen.insert(key) {
+                missing.push((key, &p.window));
+            }
+        }
+        if !missing.is_empty() {
+            let inputs: Vec<Vec<&[f32]>> = missing
+                .iter()
+                .map(|(_, w)| w.iter().map(|t| t.vector.as_slice()).collect())
+                .collect();
+            let outputs = self.model.log_probs(&inputs);
+            self.stats.detector_windows += missing.len() as u64;
+            for ((key, _), log_probs) in missing.into_iter().zip(outputs) {
+                self.windows.insert(key.into(), log_probs.into());
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            let log_probs = match p.kind {
+                Kind::Online(_) => None,
+                _ => self.windows.get(&*p.window_key).cloned(),
+            };
+            let (score, reason) = self.score_of(&p, log_probs.as_deref());
+            // A template's novelty is a probability learned from counts, not the detector's
+            // output: it has its own floor.
+            let verdict = match reason {
+                Reason::NewTemplate | Reason::RareTemplate => self
+                    .threshold
+                    .observe_above(score, self.settings.novelty_floor),
+                _ => self.threshold.observe(score),
+            };
+            self.stats.scored += 1;
+            let reason = if verdict.is_anomaly {
+                reason
+            } else {
+                Reason::None
+            };
+            let mut event = p.event;
+            let fields = &mut event.fields;
+            // The fields below, in one allocation.
+            fields.reserve(12);
+            fields.insert(SESSION_FIELD, Value::Str(p.session.to_string()));
+            fields.insert(keys::ANOMALY_SCORE, Value::Float(score));
+            fields.insert(keys::ANOMALY_THRESHOLD, Value::Float(verdict.threshold));
+            fields.insert(keys::IS_ANOMALY, Value::Bool(verdict.is_anomaly));
+            fields.insert(keys::ANOMALY_REASON, Value::Str(reason.as_str().into()));
+            fields.insert(keys::TEMPLATE, Value::Str(p.template.to_string()));
+            if p.severity >= Severity::Warn {
+                fields.insert(keys::SEVERITY, Value::Str(p.severity.name().into()));
+            }
+            if verdict.is_anomaly {
+                self.stats.anomalies += 1;
+                if reason == Reason::UnlikelyNext {
+                    if let Some(log_probs) = &log_probs {
+                        fields.insert(keys::EXPECTED, self.expected(log_probs));
+                    }
+                }
+                let mark = self.alerts.mark(&p.alert_key, reason, p.at);
+                self.stats.alerts += u64::from(mark.alert);
+                fields.insert(keys::ALERT, Value::Bool(mark.alert));
+                fields.insert(keys::ALERT_GROUP, Value::Str(mark.group.to_string()));
+                fields.insert(keys::ALERT_COUNT, Value::Int(mark.count as i64));
+            } else {
+                fields.insert(keys::ALERT, Value::Bool(false));
+            }
+            fields.insert(keys::CONTEXT_WINDOW, Value::Str(p.context));
+            if !p.broken.is_empty() {
+                fields.insert(BROKEN_INVARIANT_FIELD, Value::Str(p.broken.join("; ")));
+            }
+            out.push(event);
+        }
+        out
+    }
+}

@@ -1,0 +1,496 @@
+use super::*;
+use crate::invariants::Invariant;
+use crate::novelty::{NoveltyStats, VocabularyLimits};
+use deepsentry_core::event::keys;
+use regex::Regex;
+
+/// Test models' classes: whatever the normalizer makes of the rest of a line, its first
+/// word decides.
+fn by_first_word(known: &[String], templates: &[&str]) -> Vec<Embedded> {
+    templates
+        .iter()
+        .map(|template| Embedded {
+            vector: vec![0.0],
+            error: 0.0,
+            class: known
+                .iter()
+                .position(|t| template.split(' ').next() == Some(t.as_str())),
+            variant: false,
+        })
+        .collect()
+}
+
+/// Two templates, `open` and `close`, that must come in pairs; every continuation equally
+/// likely, so only the invariant can flag anything.
+struct PairedModel {
+    invariants: Vec<Invariant>,
+    templates: Vec<String>,
+    novelty: NoveltyStats,
+}
+
+impl PairedModel {
+    fn new() -> Self {
+        Self {
+            invariants: vec![Invariant {
+                terms: vec![(0, 1), (1, -1)],
+                support: 100,
+                violations: 0,
+            }],
+            templates: vec!["open".into(), "close".into()],
+            novelty: NoveltyStats::default(),
+        }
+    }
+}
+
+impl SequenceModel for PairedModel {
+    fn sequence_length(&self) -> usize {
+        2
+    }
+    fn end_class(&self) -> usize {
+        2
+    }
+    fn embed(&self, templates: &[&str]) -> Vec<Embedded> {
+        by_first_word(&self.templates, templates)
+    }
+    fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
+        windows.iter().map(|_| vec![(0.25f32).ln(); 4]).collect()
+    }
+    fn score_floor(&self) -> f64 {
+        5.0
+    }
+    fn novelty(&self) -> &NoveltyStats {
+        &self.novelty
+    }
+    fn invariants(&self) -> &[Invariant] {
+        &self.invariants
+    }
+    fn templates(&self) -> &[String] {
+        &self.templates
+    }
+}
+
+fn scorer() -> Scorer<Box<PairedModel>> {
+    Scorer::new(
+        Box::new(PairedModel::new()),
+        ScorerSettings {
+            window_size: 100,
+            threshold_multiplier: 2.5,
+            min_samples: 0,
+            exclude_anomalies: true,
+            threshold_floor: None,
+            session_key: SessionKey::Regex(Regex::new(r"s\d+").unwrap()),
+            session_ttl_secs: 3600,
+            max_sessions: 100,
+            alert_group_secs: 60,
+            vocabulary: VocabularyLimits::default(),
+            ..ScorerSettings::default()
+        },
+    )
+}
+
+fn events(lines: &[&str]) -> Vec<Event> {
+    let origin = Origin::new("test", "test");
+    let now = chrono::Utc::now();
+    lines
+        .iter()
+        .map(|l| Event::from_str(l, now, Arc::clone(&origin)))
+        .collect()
+}
+
+#[test]
+fn a_line_dated_far_ahead_does_not_end_the_open_sessions() {
+    let mut scorer = scorer();
+    let ends = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| e.fields.get(SESSION_END_FIELD).is_some())
+            .count()
+    };
+    let scored = scorer.process(events(&[
+        "2024-01-01T00:00:00Z open s1",
+        "2024-01-01T00:00:01Z open s2",
+        "2999-01-01T00:00:00Z open s3",
+        "2024-01-01T00:00:02Z close s1",
+    ]));
+    assert_eq!(ends(&scored), 0, "a wrong date ends nothing");
+    // The log clock still moves with believable times: two hours on, all three are idle.
+    let scored = scorer.process(events(&["2024-01-01T02:00:00Z open s4"]));
+    assert_eq!(ends(&scored), 3);
+}
+
+#[test]
+fn a_session_ending_out_of_balance_is_flagged_and_explained() {
+    let mut scorer = scorer();
+    let scored = scorer.process(events(&[
+        "open s1", "open s2", "close s1", "open s2", "close s2",
+    ]));
+    assert!(scored
+        .iter()
+        .all(|e| e.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(false))));
+    let ends = scorer.finish();
+    assert_eq!(ends.len(), 2);
+    let end = |name: &str| {
+        ends.iter()
+            .find(|e| e.fields.get(SESSION_FIELD) == Some(&Value::Str(name.into())))
+            .unwrap()
+    };
+    let balanced = end("s1");
+    assert_eq!(
+        balanced.fields.get(keys::IS_ANOMALY),
+        Some(&Value::Bool(false))
+    );
+    assert_eq!(balanced.fields.get(BROKEN_INVARIANT_FIELD), None);
+    let broken = end("s2");
+    assert_eq!(
+        broken.fields.get(keys::IS_ANOMALY),
+        Some(&Value::Bool(true))
+    );
+    assert_eq!(
+        broken.fields.get(keys::ANOMALY_SCORE),
+        Some(&Value::Float(MAX_SURPRISE))
+    );
+    assert_eq!(
+        broken.fields.get(BROKEN_INVARIANT_FIELD),
+        Some(&Value::Str(
+            "count(`open`) = count(`close`) (here 2 vs 1)".into()
+        ))
+    );
+    assert!(broken.message().ends_with(
+        "after 3 lines; counts out of balance: count(`open`) = count(`close`) (here 2 vs 1)"
+    ));
+    assert_eq!(scorer.stats().broken_invariants, 1);
+}
+
+#[test]
+fn sessions_open_at_a_model_swap_are_not_judged_by_counts_begun_under_the_old_model() {
+    let mut scorer = scorer();
+    scorer.process(events(&["open s1", "open s2", "close s2"]));
+    scorer.replace_model(Box::new(PairedModel::new())).unwrap();
+    // s1 closes after the swap; s3 lives wholly under the new model and ends unbalanced.
+    scorer.process(events(&["close s1", "open s3", "open s3", "close s3"]));
+    let ends = scorer.finish();
+    let broken: Vec<String> = ends
+        .iter()
+        .filter(|e| e.fields.get(BROKEN_INVARIANT_FIELD).is_some())
+        .map(|e| text(e, SESSION_FIELD))
+        .collect();
+    assert_eq!(broken, ["s3"]);
+}
+
+/// Known templates `alpha` and `beta` (the first word decides); after any window the
+/// detector expects `alpha` (p 0.9), `beta` less (0.09). Its training saw `later_new` new
+/// info templates in `later` lines.
+struct SteadyModel {
+    templates: Vec<String>,
+    novelty: NoveltyStats,
+    /// The probabilities of every window: each class, the end, the unseen class.
+    row: Vec<f32>,
+}
+
+impl SteadyModel {
+    fn new(later: u64, later_new: u64) -> Self {
+        let mut novelty = NoveltyStats {
+            later_lines: later,
+            ..NoveltyStats::default()
+        };
+        novelty.lines.info = 2 * later;
+        novelty.later_new.info = later_new;
+        Self {
+            templates: vec!["alpha".into(), "beta".into()],
+            novelty,
+            row: vec![0.9f32.ln(), 0.09f32.ln(), 0.005f32.ln(), 0.005f32.ln()],
+        }
+    }
+
+    /// The same model retrained on logs where `word` lines are as common as `alpha`.
+    fn knowing(word: &str) -> Self {
+        let mut model = Self::new(20_000, 0);
+        model.templates.push(word.into());
+        model.row = [0.45f32, 0.09, 0.45, 0.005, 0.005]
+            .iter()
+            .map(|p| p.ln())
+            .collect();
+        model
+    }
+}
+
+impl SequenceModel for SteadyModel {
+    fn sequence_length(&self) -> usize {
+        3
+    }
+    fn end_class(&self) -> usize {
+        self.templates.len()
+    }
+    fn embed(&self, templates: &[&str]) -> Vec<Embedded> {
+        by_first_word(&self.templates, templates)
+    }
+    fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
+        windows.iter().map(|_| self.row.clone()).collect()
+    }
+    fn score_floor(&self) -> f64 {
+        5.0
+    }
+    fn novelty(&self) -> &NoveltyStats {
+        &self.novelty
+    }
+    fn templates(&self) -> &[String] {
+        &self.templates
+    }
+}
+
+fn steady(later: u64, later_new: u64) -> Scorer<Box<SteadyModel>> {
+    Scorer::new(
+        Box::new(SteadyModel::new(later, later_new)),
+        ScorerSettings {
+            min_samples: 0,
+            ..ScorerSettings::default()
+        },
+    )
+}
+
+fn text(event: &Event, key: &str) -> String {
+    event
+        .fields
+        .get(key)
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
+
+fn flagged(event: &Event) -> bool {
+    event.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(true))
+}
+
+/// `lines` of normal traffic with `line(i)` in place of every `every`-th one.
+fn stream(lines: usize, every: usize, line: impl Fn(usize) -> String) -> Vec<String> {
+    (0..lines)
+        .map(|i| {
+            if i % every == every - 1 {
+                line(i)
+            } else {
+                ["alpha step", "alpha step", "beta step"][i % 3].to_string()
+            }
+        })
+        .collect()
+}
+
+fn score_all(scorer: &mut Scorer<Box<SteadyModel>>, lines: &[String]) -> Vec<Event> {
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    refs.chunks(16)
+        .flat_map(|chunk| scorer.process(events(chunk)))
+        .collect()
+}
+
+#[test]
+fn a_new_template_that_turns_common_is_flagged_a_few_times_then_learned() {
+    // A system whose training never brought a new template in 20,000 lines.
+    let mut scorer = steady(20_000, 0);
+    let lines = stream(300, 4, |i| format!("cache warmed in {i} ms"));
+    let scored = score_all(&mut scorer, &lines);
+    let new: Vec<&Event> = scored
+        .iter()
+        .filter(|e| e.message().starts_with("cache warmed"))
+        .collect();
+    assert_eq!(new.len(), 75);
+    assert!(flagged(new[0]), "flagged when it first appears");
+    assert_eq!(text(new[0], keys::ANOMALY_REASON), "new_template");
+    assert_eq!(text(new[0], keys::TEMPLATE), "cache warmed in <NUM> ms");
+    let flags = new.iter().filter(|e| flagged(e)).count();
+    assert!((1..=5).contains(&flags), "{flags} flags");
+    assert!(
+        new[5..].iter().all(|e| !flagged(e)),
+        "not flagged from its sixth occurrence on"
+    );
+    // The known lines around it stay quiet.
+    assert!(scored
+        .iter()
+        .filter(|e| e.message().starts_with("alpha"))
+        .all(|e| !flagged(e)));
+    assert_eq!(scorer.stats().templates_learned, 1);
+}
+
+#[test]
+fn a_new_template_that_stays_rare_keeps_scoring_high() {
+    let mut scorer = steady(20_000, 0);
+    let lines = stream(4000, 400, |_| "fan speed critical".to_string());
+    let scored = score_all(&mut scorer, &lines);
+    let rare: Vec<&Event> = scored
+        .iter()
+        .filter(|e| e.message().starts_with("fan speed"))
+        .collect();
+    assert_eq!(rare.len(), 10);
+    assert!(rare.iter().all(|e| flagged(e)));
+    assert_eq!(text(rare[9], keys::ANOMALY_REASON), "rare_template");
+}
+
+#[test]
+fn a_system_that_keeps_bringing_new_templates_is_not_alarmed_by_one() {
+    // A quarter of the later training lines had templates the earlier part never showed.
+    let mut scorer = steady(20_000, 5_000);
+    let lines = stream(300, 4, |i| format!("user {i} opened page number{}", i % 7));
+    let scored = score_all(&mut scorer, &lines);
+    assert!(scored.iter().all(|e| !flagged(e)));
+}
+
+#[test]
+fn variants_of_a_new_template_are_one_statement() {
+    // One new statement whose one field is a word the normalizer cannot mask.
+    let mut scorer = steady(20_000, 0);
+    let names = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa"];
+    let lines = stream(280, 4, |i| {
+        format!("disk array {} rebuilt ok", names[i % 7])
+    });
+    let scored = score_all(&mut scorer, &lines);
+    let new: Vec<&Event> = scored
+        .iter()
+        .filter(|e| e.message().starts_with("disk array"))
+        .collect();
+    assert_eq!(new.len(), 70);
+    let flags = new.iter().filter(|e| flagged(e)).count();
+    assert!((1..=5).contains(&flags), "{flags} flags");
+    let alerts = new
+        .iter()
+        .filter(|e| e.fields.get(keys::ALERT) == Some(&Value::Bool(true)))
+        .count();
+    assert_eq!(alerts, 1, "one alert for the statement");
+    // Each event still names its own template.
+    assert!(new.iter().all(|e| text(e, keys::TEMPLATE) == e.message()));
+}
+
+#[test]
+fn what_was_learned_online_survives_a_restart() {
+    let mut first = steady(20_000, 0);
+    score_all(&mut first, &stream(120, 4, |_| "cache warmed".into()));
+    let state = first.online_state();
+    assert_eq!(state.templates.len(), 1);
+    assert_eq!(state.templates[0].1.count, 30);
+    let json = serde_json::to_string(&state).unwrap();
+    let mut second = steady(20_000, 0);
+    second.restore_online_state(serde_json::from_str(&json).unwrap());
+    let scored = score_all(&mut second, &stream(40, 4, |_| "cache warmed".into()));
+    assert!(
+        scored.iter().all(|e| !flagged(e)),
+        "a learned template is not new after a restart"
+    );
+    // A fresh scorer without the state flags it again.
+    let mut fresh = steady(20_000, 0);
+    let scored = score_all(&mut fresh, &stream(40, 4, |_| "cache warmed".into()));
+    assert!(scored.iter().any(flagged));
+}
+
+#[test]
+fn a_retrained_model_takes_over_between_batches_with_what_was_learned() {
+    let mut scorer = steady(20_000, 0);
+    let before = score_all(&mut scorer, &stream(200, 4, |_| "cache warmed".into()));
+    assert!(before.iter().any(flagged), "new to the first model");
+    assert_eq!(scorer.online_state().templates.len(), 1);
+    let learned = scorer.stats().templates_learned;
+
+    scorer
+        .replace_model(Box::new(SteadyModel::knowing("cache")))
+        .unwrap();
+    assert_eq!(scorer.model().templates().len(), 3);
+    assert!(
+        scorer.online_state().templates.is_empty(),
+        "a template the new model knows leaves the online part"
+    );
+    assert_eq!(scorer.stats().templates_learned, learned);
+    let after = score_all(&mut scorer, &stream(200, 2, |_| "cache warmed".into()));
+    assert_eq!(after.len(), 200, "every event scored once");
+    let cache: Vec<&Event> = after
+        .iter()
+        .filter(|e| e.message() == "cache warmed")
+        .collect();
+    assert_eq!(cache.len(), 100);
+    assert!(cache.iter().all(|e| !flagged(e)));
+    assert!(cache
+        .iter()
+        .all(|e| text(e, keys::ANOMALY_REASON) != "new_template"
+            && text(e, keys::ANOMALY_REASON) != "rare_template"));
+}
+
+#[test]
+fn an_unexpected_known_template_says_what_was_expected() {
+    let mut scorer = Scorer::new(
+        Box::new(SteadyModel::new(20_000, 0)),
+        ScorerSettings {
+            min_samples: 0,
+            threshold_floor: Some(2.0),
+            ..ScorerSettings::default()
+        },
+    );
+    // `beta` (p 0.09, 2.4 nats) is above the floor of 2.
+    let scored = scorer.process(events(&["alpha a", "beta b"]));
+    let beta = &scored[1];
+    assert!(flagged(beta));
+    assert_eq!(text(beta, keys::ANOMALY_REASON), "unlikely_next");
+    let Some(Value::Json(expected)) = beta.fields.get(keys::EXPECTED) else {
+        panic!("no expected templates: {beta:?}");
+    };
+    assert_eq!(expected[0]["template"], "alpha");
+    assert_eq!(expected[0]["p"], 0.9);
+    assert_eq!(expected[1]["template"], "beta");
+    assert_eq!(expected.as_array().unwrap().len(), 3);
+    assert_eq!(text(&scored[0], keys::ANOMALY_REASON), "none");
+}
+
+#[test]
+fn anomalies_of_one_template_and_reason_are_one_alert() {
+    let mut scorer = steady(20_000, 0);
+    let mut lines = stream(40, 1000, |_| String::new());
+    lines.extend(["disk 1 failed".to_string(), "disk 2 failed".to_string()]);
+    lines.push("power supply lost".to_string());
+    let scored = score_all(&mut scorer, &lines);
+    let disk: Vec<&Event> = scored
+        .iter()
+        .filter(|e| e.message().starts_with("disk"))
+        .collect();
+    assert!(disk.iter().all(|e| flagged(e)));
+    assert_eq!(disk[0].fields.get(keys::ALERT), Some(&Value::Bool(true)));
+    assert_eq!(disk[1].fields.get(keys::ALERT), Some(&Value::Bool(false)));
+    assert_eq!(disk[1].fields.get(keys::ALERT_COUNT), Some(&Value::Int(2)));
+    assert_eq!(
+        text(disk[0], keys::ALERT_GROUP),
+        text(disk[1], keys::ALERT_GROUP)
+    );
+    let power = scored.last().unwrap();
+    assert_eq!(power.fields.get(keys::ALERT), Some(&Value::Bool(true)));
+    assert_ne!(
+        text(power, keys::ALERT_GROUP),
+        text(disk[0], keys::ALERT_GROUP)
+    );
+    assert_eq!(scorer.stats().alerts, 2);
+    assert_eq!(scorer.stats().anomalies, 3);
+}
+
+#[test]
+fn the_template_cache_is_bounded_and_ids_held_by_sessions_stay_valid() {
+    let mut scorer = Scorer::new(
+        Box::new(SteadyModel::new(20_000, 5_000)),
+        ScorerSettings {
+            min_samples: 0,
+            vocabulary: VocabularyLimits {
+                max_templates: 100,
+                max_bytes: 1 << 20,
+            },
+            ..ScorerSettings::default()
+        },
+    );
+    // Random words the normalizer cannot mask: every line a new template.
+    let mut rng = deepsentry_core::rng::SplitMix64::new(7);
+    for _ in 0..50 {
+        let lines: Vec<String> = (0..64)
+            .map(|_| {
+                let word: String = (0..12)
+                    .map(|_| char::from(b'a' + (rng.next_u64() % 26) as u8))
+                    .collect();
+                format!("request served by worker {word}")
+            })
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(scorer.process(events(&refs)).len(), 64);
+    }
+    let stats = scorer.stats();
+    assert!(stats.templates <= 2 + 100, "{stats:?}");
+    assert!(stats.templates_evicted >= 3000, "{stats:?}");
+    assert_eq!(stats.scored, 3200);
+}
