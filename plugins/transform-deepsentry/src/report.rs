@@ -1,0 +1,102 @@
+//! The transform's metrics: the scorer's counters, scores, threshold and latency.
+
+use std::time::Duration;
+
+use deepsentry_core::event::keys;
+use deepsentry_core::metrics::{ComponentMetrics, Counter, Gauge, Histogram};
+use deepsentry_core::Event;
+use deepsentry_model::scorer::ScorerStats;
+
+/// Buckets of the `anomaly_score` histogram (scores are surprises in nats, plus reconstruction
+/// error; the shipped model's threshold sits around 10).
+const SCORE_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0];
+
+/// Buckets of the `scoring_seconds` histogram (one batch of up to `batch_size` events).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Reports the scorer's counters, scores, threshold and latency as metrics.
+pub(crate) struct Reporter {
+    scores: Histogram,
+    threshold: Gauge,
+    latency: Histogram,
+    sessions_held: Gauge,
+    cache_hit_ratio: Gauge,
+    scored: Counter,
+    anomalies: Counter,
+    sessions_ended: Counter,
+    sessions_evicted: Counter,
+    broken_invariants: Counter,
+    detector_windows: Counter,
+    alerts: Counter,
+    templates_learned: Counter,
+    templates_evicted: Counter,
+    vocabulary_bytes: Gauge,
+    last: ScorerStats,
+}
+
+impl Reporter {
+    pub(crate) fn new(metrics: &ComponentMetrics) -> Self {
+        Self {
+            scores: metrics.histogram("anomaly_score", SCORE_BUCKETS),
+            threshold: metrics.gauge("anomaly_threshold"),
+            latency: metrics.histogram("scoring_seconds", LATENCY_BUCKETS),
+            sessions_held: metrics.gauge("sessions_held"),
+            cache_hit_ratio: metrics.gauge("detector_cache_hit_ratio"),
+            scored: metrics.counter("events_scored"),
+            anomalies: metrics.counter("anomalies"),
+            sessions_ended: metrics.counter("sessions_ended"),
+            sessions_evicted: metrics.counter_with_reason("sessions_ended", "max_sessions"),
+            broken_invariants: metrics.counter("sessions_with_broken_invariant"),
+            detector_windows: metrics.counter("detector_windows_computed"),
+            alerts: metrics.counter("alerts"),
+            templates_learned: metrics.counter("templates_learned"),
+            templates_evicted: metrics.counter("templates_evicted"),
+            vocabulary_bytes: metrics.gauge("vocabulary_bytes"),
+            last: ScorerStats::default(),
+        }
+    }
+
+    /// Records the scores and threshold of `events` just scored, and how long it took.
+    pub(crate) fn scored(&self, events: &[Event], took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+        for event in events {
+            if let Some(score) = event.fields.number(keys::ANOMALY_SCORE) {
+                self.scores.observe(score);
+            }
+        }
+        if let Some(threshold) = events
+            .iter()
+            .rev()
+            .find_map(|e| e.fields.number(keys::ANOMALY_THRESHOLD))
+        {
+            self.threshold.set(threshold);
+        }
+    }
+
+    pub(crate) fn report(&mut self, now: ScorerStats, sessions_held: usize) {
+        self.sessions_held.set(sessions_held as f64);
+        if now.scored > 0 {
+            let misses = now.detector_windows.min(now.scored) as f64;
+            self.cache_hit_ratio.set(1.0 - misses / now.scored as f64);
+        }
+        self.scored.add(now.scored - self.last.scored);
+        self.anomalies.add(now.anomalies - self.last.anomalies);
+        self.sessions_ended
+            .add(now.sessions_ended - self.last.sessions_ended);
+        self.sessions_evicted
+            .add(now.sessions_evicted - self.last.sessions_evicted);
+        self.broken_invariants
+            .add(now.broken_invariants - self.last.broken_invariants);
+        self.detector_windows
+            .add(now.detector_windows - self.last.detector_windows);
+        self.alerts.add(now.alerts - self.last.alerts);
+        self.templates_learned
+            .add(now.templates_learned - self.last.templates_learned);
+        self.templates_evicted
+            .add(now.templates_evicted - self.last.templates_evicted);
+        self.vocabulary_bytes.set(now.vocabulary_bytes as f64);
+        self.last = now;
+    }
+}
