@@ -119,26 +119,49 @@ impl TrainOptions {
     }
 }
 
+/// Training's defaults, shared by [`TrainOptions::default`] and the `train` command's flags.
+pub mod defaults {
+    /// Previous events per window.
+    pub const SEQUENCE_LENGTH: usize = 10;
+    /// Size of the message embedding.
+    pub const EMBEDDING_SIZE: usize = 16;
+    /// Width of the sequence detector's layers.
+    pub const DETECTOR_HIDDEN: usize = 128;
+    /// Window networks averaged.
+    pub const DETECTOR_MEMBERS: usize = 3;
+    /// Passes over the distinct training sessions.
+    pub const EPOCHS: usize = 40;
+    /// Passes when updating a bundle (`train --from`): fine-tuning, not learning anew.
+    pub const UPDATE_EPOCHS: usize = 10;
+    /// The seed.
+    pub const SEED: u64 = 42;
+    /// Share of sessions held out to calibrate the threshold floor.
+    pub const HOLDOUT: f64 = 0.1;
+    /// How many times less likely than the 99th-percentile held-out session's least likely
+    /// event an event must be to pass the threshold floor.
+    pub const FLOOR_MARGIN: f64 = 200.0;
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             inputs: Vec::new(),
             lines: LineSettings::plain(DEFAULT_MAX_LINE_BYTES),
             session_key: SessionKeySpec::Auto,
-            sequence_length: 10,
-            embedding_size: 16,
+            sequence_length: defaults::SEQUENCE_LENGTH,
+            embedding_size: defaults::EMBEDDING_SIZE,
             feature_dims: 512,
             autoencoder_hidden: 64,
-            detector_hidden: 128,
+            detector_hidden: defaults::DETECTOR_HIDDEN,
             detector: DetectorKind::default(),
-            detector_members: 3,
-            epochs: 40,
-            seed: 42,
+            detector_members: defaults::DETECTOR_MEMBERS,
+            epochs: defaults::EPOCHS,
+            seed: defaults::SEED,
             backend: BackendKind::default(),
             batch_size: 256,
             learning_rate: 3e-3,
-            holdout: 0.1,
-            floor_margin: 200.0,
+            holdout: defaults::HOLDOUT,
+            floor_margin: defaults::FLOOR_MARGIN,
             invariants: true,
             replay: true,
             progress: false,

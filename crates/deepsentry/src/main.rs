@@ -11,6 +11,7 @@ use deepsentry_core::metrics::Metrics;
 use deepsentry_core::registry::{self, ComponentKind};
 use deepsentry_core::topology::{self, RunOutcome};
 use deepsentry_core::ShutdownSignal;
+use deepsentry_model::train::defaults;
 
 // Plugins register themselves at link time; naming each crate here links it in.
 use deepsentry_sink_blackhole as _;
@@ -144,10 +145,10 @@ struct TrainArgs {
     #[arg(long, value_name = "REGEX|auto|none", default_value = "auto")]
     session_key: String,
     /// Previous events per window.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::SEQUENCE_LENGTH)]
     sequence_length: usize,
     /// Size of the message embedding.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = defaults::EMBEDDING_SIZE)]
     embedding_size: usize,
     /// Passes over the training windows (of the distinct sessions). Default 40, or 10 when
     /// updating a bundle with `--from`.
@@ -160,20 +161,20 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     from: Option<PathBuf>,
     /// Seed: the same seed and data give the same model.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
     /// Backend: flex, ndarray, wgpu, auto.
     #[arg(long, default_value = "flex")]
     backend: deepsentry_model::BackendKind,
     /// Share of sessions held out to calibrate the threshold floor.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = defaults::HOLDOUT)]
     holdout: f64,
     /// How many times less likely than the least likely event of a typical held-out normal
     /// session (99th percentile) an event must be to pass the threshold floor.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = defaults::FLOOR_MARGIN)]
     floor_margin: f64,
     /// Width of the sequence detector's layers (the state size of a GRU detector).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = defaults::DETECTOR_HIDDEN)]
     detector_hidden: usize,
     /// The sequence detector's network: `window` (two layers over the window's steps side by
     /// side; fast to score) or `gru` (a GRU over the steps). An update (`--from`) keeps the
@@ -183,7 +184,7 @@ struct TrainArgs {
     /// Window networks trained side by side from different initializations and averaged:
     /// more make scores, and the floor learned from them, steadier from one seed to the next,
     /// at the cost of training and scoring time.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = defaults::DETECTOR_MEMBERS)]
     detector_members: usize,
     /// Do not mine count invariants (relations between template counts checked when a
     /// session ends).
@@ -302,9 +303,11 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         session_key: deepsentry_model::session_key::SessionKeySpec::parse(Some(&args.session_key)),
         sequence_length: args.sequence_length,
         embedding_size: args.embedding_size,
-        epochs: args
-            .epochs
-            .unwrap_or(if args.from.is_some() { 10 } else { 40 }),
+        epochs: args.epochs.unwrap_or(if args.from.is_some() {
+            defaults::UPDATE_EPOCHS
+        } else {
+            defaults::EPOCHS
+        }),
         seed: args.seed,
         backend: args.backend,
         holdout: args.holdout,
