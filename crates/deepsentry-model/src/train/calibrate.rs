@@ -1,0 +1,225 @@
+//! After training: the class prior and the threshold floor, learned on held-out data.
+
+use std::collections::HashMap;
+
+use deepsentry_core::Event;
+
+use crate::bundle::{ClassPrior, LoadedModel};
+use crate::novelty::VocabularyLimits;
+use crate::scorer::{
+    Scorer, ScorerSettings, SequenceModel, SessionKey, SESSION_END_FIELD, SESSION_FIELD,
+};
+
+use super::*;
+
+/// How many times less likely than the 99th percentile of held-out lines an event must be to
+/// pass the floor of a model trained on one stream (no sessions).
+pub(super) const LINE_FLOOR_MARGIN: f64 = 10.0;
+
+/// Mixture weights tried for the class prior (see [`ClassPrior`]).
+pub(super) const PRIOR_WEIGHTS: [f64; 11] =
+    [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5];
+
+/// Sets the class prior: how often each class came (over all training targets, smoothed,
+/// plus the `carried` counts of a bundle being updated), and its weight, the one of
+/// [`PRIOR_WEIGHTS`] under which the held-out events are most likely.
+pub(super) fn learn_prior(
+    model: &mut LoadedModel,
+    carried: &[f64],
+    corpus: &Corpus,
+    training_part: &[&[u32]],
+    is_held_out: &[bool],
+    by_sessions: bool,
+    vectors: &[Vec<f32>],
+) {
+    let classes = model.metadata.classes();
+    let end = model.metadata.templates.len();
+    let mut counts = vec![0.5f64; classes];
+    for (count, earlier) in counts.iter_mut().zip(carried) {
+        *count += earlier;
+    }
+    // (session, position, target) of every held-out event.
+    let mut held: Vec<(usize, usize, usize)> = Vec::new();
+    for (s, session) in corpus.sessions.iter().enumerate() {
+        for &t in session.iter() {
+            counts[t as usize] += 1.0;
+        }
+        counts[end] += 1.0;
+        let first = if by_sessions {
+            if !is_held_out[s] {
+                continue;
+            }
+            0
+        } else {
+            training_part[s].len()
+        };
+        for (i, &t) in session.iter().enumerate().skip(first) {
+            held.push((s, i, t as usize));
+        }
+        if by_sessions {
+            held.push((s, session.len(), end));
+        }
+    }
+    let total: f64 = counts.iter().sum();
+    model.metadata.prior = ClassPrior {
+        weight: 0.0,
+        probabilities: counts.iter().map(|c| (c / total) as f32).collect(),
+    };
+    if held.is_empty() {
+        return;
+    }
+    // Held-out events are many; a sample of them decides as well.
+    let step = held.len().div_ceil(20_000);
+    let steps = model.metadata.sizes.sequence_length;
+    let mut likelihood = [0.0f64; PRIOR_WEIGHTS.len()];
+    for chunk in held.iter().step_by(step).collect::<Vec<_>>().chunks(512) {
+        let windows: Vec<Vec<&[f32]>> = chunk
+            .iter()
+            .map(|&&(s, i, _)| {
+                corpus.sessions[s][i.saturating_sub(steps)..i]
+                    .iter()
+                    .map(|&t| vectors[t as usize].as_slice())
+                    .collect()
+            })
+            .collect();
+        let rows = model.log_probs(&windows);
+        for (&&(_, _, target), row) in chunk.iter().zip(rows) {
+            let detector = f64::from(row[target]).exp();
+            let prior = f64::from(model.metadata.prior.probabilities[target]);
+            for (l, w) in likelihood.iter_mut().zip(PRIOR_WEIGHTS) {
+                *l += ((1.0 - w) * detector + w * prior).max(1e-30).ln();
+            }
+        }
+    }
+    let best = (0..PRIOR_WEIGHTS.len())
+        .max_by(|&a, &b| likelihood[a].total_cmp(&likelihood[b]))
+        .unwrap_or(0);
+    model.metadata.prior.weight = PRIOR_WEIGHTS[best];
+    let events = held.len().div_ceil(step) as f64;
+    tracing::info!(
+        weight = PRIOR_WEIGHTS[best],
+        held_out_nats_per_event = format!("{:.3}", -likelihood[best] / events),
+        detector_alone = format!("{:.3}", -likelihood[0] / events),
+        "class prior mixed into the detector's predictions"
+    );
+}
+
+/// Scores the held-out sessions with the pipeline's own scorer and sets the floor.
+pub(super) fn calibrate(
+    model: &mut LoadedModel,
+    corpus: &Corpus,
+    training_part: &[&[u32]],
+    is_held_out: &[bool],
+    by_sessions: bool,
+    key: &SessionKey,
+    options: &TrainOptions,
+) -> anyhow::Result<()> {
+    let use_all = by_sessions && !is_held_out.iter().any(|h| *h);
+    // Without sessions to hold out, the tail of each stream is the held-out part.
+    let mut position = vec![0usize; corpus.sessions.len()];
+    let settings = ScorerSettings {
+        window_size: 100,
+        threshold_multiplier: 2.5,
+        min_samples: usize::MAX,
+        exclude_anomalies: false,
+        threshold_floor: Some(f64::INFINITY),
+        session_key: key.clone(),
+        session_ttl_secs: i64::MAX / 4,
+        max_sessions: usize::MAX,
+        alert_group_secs: 0,
+        vocabulary: VocabularyLimits::default(),
+        novelty_floor: f64::INFINITY,
+        ..ScorerSettings::default()
+    };
+    let mut scorer = Scorer::new(&*model, settings);
+    let mut session_max: HashMap<String, f64> = HashMap::new();
+    let mut scores = Vec::new();
+    let mut record = |events: Vec<Event>| {
+        for event in events {
+            let Some(deepsentry_core::Value::Float(score)) = event
+                .fields
+                .get(deepsentry_core::event::keys::ANOMALY_SCORE)
+                .cloned()
+            else {
+                continue;
+            };
+            let session = event
+                .fields
+                .get(SESSION_FIELD)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let is_end = event.fields.get(SESSION_END_FIELD).is_some();
+            if is_end && !by_sessions {
+                // The stream was cut for the hold-out; it did not end there.
+                continue;
+            }
+            scores.push(score);
+            // One stream is judged line by line: each line is its own unit.
+            let unit = if by_sessions {
+                session
+            } else {
+                scores.len().to_string()
+            };
+            let max = session_max.entry(unit).or_insert(0.0);
+            *max = max.max(score);
+        }
+    };
+    let now = chrono::Utc::now();
+    let mut batch = Vec::new();
+    for (line, &origin) in corpus.lines.iter().zip(&corpus.line_origin) {
+        let session = line.session as usize;
+        let at = position[session];
+        position[session] += 1;
+        let held = if by_sessions {
+            is_held_out[session]
+        } else {
+            at >= training_part[session].len()
+        };
+        if !use_all && !held {
+            continue;
+        }
+        batch.push(Event::from_str(
+            &line.text,
+            now,
+            corpus.origins[origin as usize].clone(),
+        ));
+        if batch.len() == 1024 {
+            record(scorer.process(std::mem::take(&mut batch)));
+        }
+    }
+    record(scorer.process(batch));
+    record(scorer.finish());
+    anyhow::ensure!(!scores.is_empty(), "nothing to calibrate on");
+    let n = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let max = session_max.values().copied().fold(0.0, f64::max);
+    let mut sorted: Vec<f64> = session_max.values().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    let quantile = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
+    let training = &mut model.metadata.training;
+    training.score_mean = mean;
+    training.score_std = std;
+    training.score_max = max;
+    training.score_p99 = quantile(0.99);
+    // The 99th percentile, not the maximum: one odd session in the hold-out would otherwise
+    // decide the floor alone. The margin is in probability, so it adds in nats.
+    training.score_floor = if by_sessions {
+        training.score_p99 + options.floor_margin.max(1.0).ln()
+    } else {
+        // One stream is judged line by line: the 99th percentile of held-out lines is a far
+        // larger sample than that of sessions' maxima, so a smaller margin says as much.
+        training.score_p99 + LINE_FLOOR_MARGIN.ln()
+    };
+    tracing::info!(
+        sessions = sorted.len(),
+        score_mean = format!("{mean:.3}"),
+        session_max_p50 = format!("{:.3}", quantile(0.5)),
+        session_max_p99 = format!("{:.3}", quantile(0.99)),
+        session_max_max = format!("{max:.3}"),
+        floor = format!("{:.3}", training.score_floor),
+        by_sessions,
+        "threshold floor calibrated on held-out sessions (or lines)"
+    );
+    Ok(())
+}
