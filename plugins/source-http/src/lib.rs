@@ -14,42 +14,36 @@
 //! arrive twice when a request was partly delivered before it failed.
 
 mod body;
+mod config;
+mod request;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
-use deepsentry_core::decode::Decoding;
-use deepsentry_core::lines::{LineDecoder, LineSettings, DEFAULT_MAX_LINE_BYTES};
+use deepsentry_core::lines::{LineDecoder, LineSettings};
 use deepsentry_core::metrics::{ComponentMetrics, Counter};
-use deepsentry_core::net::{accept, check_host_port};
+use deepsentry_core::net::accept;
 use deepsentry_core::output::Output;
 use deepsentry_core::ratelimit::LogRateLimit;
-use deepsentry_core::timestamp::EventTime;
 use deepsentry_core::{
-    AckStatus, AckToken, Batch, BuildContext, Origin, ShutdownSignal, Source, SourceConfig,
-    SourceContext, MAX_BATCH_EVENTS,
+    AckStatus, AckToken, Batch, Origin, ShutdownSignal, Source, SourceContext, MAX_BATCH_EVENTS,
 };
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
-    EXPECT, RETRY_AFTER, WWW_AUTHENTICATE,
-};
-use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::body::{gunzip, split_body, validate, GunzipError, Message};
+pub use crate::config::{HttpSourceConfig, Secret};
+use crate::request::*;
 
 /// Connections served at once; further clients wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 256;
@@ -65,146 +59,11 @@ const DRAIN_BYTES: usize = 1024 * 1024;
 /// See [`DRAIN_BYTES`].
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 
-/// A setting that must never reach a log line, such as a token: its `Debug` form is redacted.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for comparing: never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
-/// Settings of the `http` source.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSourceConfig {
-    /// The address to listen on (`0.0.0.0:8080`).
-    pub address: String,
-    /// The only path taken (`/ingest`); other paths get `404`. Default: every path.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// How each line (or JSON array element) is decoded: `text` (default), `json`, `logfmt`
-    /// or `syslog`. With `json`, a body may also be one JSON array of objects.
-    #[serde(default)]
-    pub decoding: Decoding,
-    /// The decoded field holding the message. Default: the first of `message`, `msg`, `log`.
-    #[serde(default)]
-    pub message_field: Option<String>,
-    /// Where an event's time comes from: `auto` (default) or `arrival`.
-    #[serde(default)]
-    pub timestamp: EventTime,
-    /// The largest body taken, in bytes, as sent and once inflated; larger ones get `413`.
-    /// Default 10 MiB.
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// Lines longer than this many bytes are truncated (and counted). Default 102400.
-    #[serde(default = "default_max_line_bytes")]
-    pub max_line_bytes: usize,
-    /// How long a request's events may wait to be handed on to the pipeline before the request
-    /// is answered `503` (the pipeline is backed up), in milliseconds. Default 1000.
-    #[serde(default = "default_backpressure_timeout_ms")]
-    pub backpressure_timeout_ms: u64,
-    /// When set, every request must carry `Authorization: Bearer <token>`; others get `401`.
-    /// Write it as `"${VAR}"` to keep it out of the config file.
-    #[serde(default)]
-    pub auth_token: Option<Secret>,
-}
-
-fn default_max_body_bytes() -> usize {
-    10 * 1024 * 1024
-}
-
-fn default_max_line_bytes() -> usize {
-    DEFAULT_MAX_LINE_BYTES
-}
-
-fn default_backpressure_timeout_ms() -> u64 {
-    1000
-}
-
-deepsentry_core::register_source!(
-    "http",
-    "Takes events POSTed over HTTP (text, NDJSON, JSON arrays, gzip); answers once delivered",
-    HttpSourceConfig
-);
-
-impl HttpSourceConfig {
-    /// How request bodies become events.
-    fn line_settings(&self) -> LineSettings {
-        LineSettings {
-            max_line_bytes: self.max_line_bytes,
-            multiline: None,
-            decoding: self.decoding,
-            message_field: self.message_field.clone(),
-            timestamp: self.timestamp,
-        }
-    }
-
-    /// Every setting checked, without opening anything.
-    fn checked_settings(&self) -> anyhow::Result<()> {
-        check_host_port(&self.address)?;
-        if let Some(path) = &self.path {
-            anyhow::ensure!(
-                path.starts_with('/'),
-                "`path` must start with `/`, not `{path}`"
-            );
-        }
-        anyhow::ensure!(
-            self.max_body_bytes >= 1,
-            "`max_body_bytes` must be at least 1"
-        );
-        anyhow::ensure!(
-            self.max_line_bytes >= 1,
-            "`max_line_bytes` must be at least 1"
-        );
-        anyhow::ensure!(
-            self.backpressure_timeout_ms >= 1,
-            "`backpressure_timeout_ms` must be at least 1"
-        );
-        if let Some(token) = &self.auth_token {
-            // An unset variable behind `${VAR:-}` must not turn into "no token needed".
-            anyhow::ensure!(
-                !token.expose().trim().is_empty(),
-                "`auth_token` is empty; set it (an environment variable that is not set?) or \
-                 remove the key"
-            );
-        }
-        Ok(())
-    }
-}
-
 /// A built `http` source: its listening socket.
 #[derive(Debug)]
 pub struct HttpSource {
     config: HttpSourceConfig,
     listener: TcpListener,
-}
-
-#[async_trait]
-impl SourceConfig for HttpSourceConfig {
-    async fn build(&self, _cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
-        self.checked_settings()?;
-        let listener = TcpListener::bind(&self.address)
-            .await
-            .with_context(|| format!("cannot listen on {}", self.address))?;
-        Ok(Box::new(HttpSource {
-            config: self.clone(),
-            listener,
-        }))
-    }
-
-    async fn check(&self, _cx: &BuildContext) -> anyhow::Result<()> {
-        self.checked_settings()
-    }
 }
 
 #[async_trait]
@@ -442,46 +301,6 @@ async fn handle(
     deliver(shared, decoder, split.messages).await
 }
 
-/// Checks a request's head: path, method, token, and what can be told before reading the
-/// body (its encoding and declared length). `Ok` says whether the body is gzip.
-fn admit(shared: &Shared, parts: &Parts) -> Result<bool, Refusal> {
-    let config = &shared.config;
-    if let Some(path) = &config.path {
-        if parts.uri.path() != path.as_str() {
-            return Err(Refusal::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("not found; this source takes POST {path}"),
-            ));
-        }
-    }
-    if parts.method != Method::POST {
-        return Err(Refusal::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("method {} is not allowed; only POST", parts.method),
-        ));
-    }
-    if let Some(token) = &config.auth_token {
-        if !authorized(&parts.headers, token) {
-            return Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong token: send `Authorization: Bearer <token>`",
-            ));
-        }
-    }
-    if shared.shutdown.is_triggered() {
-        return Err(Refusal::shutting_down());
-    }
-    let gzip = gzipped(&parts.headers)?;
-    let max = config.max_body_bytes;
-    if declared_length(&parts.headers).is_some_and(|length| length > max as u64) {
-        return Err(Refusal::too_large(max));
-    }
-    Ok(gzip)
-}
-
 /// Sends the events of `messages` in batches of at most [`MAX_BATCH_EVENTS`], each carrying a
 /// clone of one acknowledgement token, and waits for the pipeline's verdict on all of them.
 async fn deliver(
@@ -543,189 +362,12 @@ async fn deliver(
     }
 }
 
-/// Reads a body, refusing it as soon as it passes `max` bytes.
-async fn read_body(body: &mut Incoming, max: usize) -> Result<Bytes, Refusal> {
-    let mut buf = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable",
-                format!("cannot read the body: {e}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max {
-                return Err(Refusal::too_large(max));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(Bytes::from(buf))
-}
-
-/// Reads and discards what is left of a refused request's body, up to [`DRAIN_BYTES`] and
-/// [`DRAIN_TIME`], so the client reads the answer rather than a reset connection.
-async fn drain(body: &mut Incoming) {
-    let discard = async {
-        let mut left = DRAIN_BYTES;
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                left = left.saturating_sub(data.len());
-                if left == 0 {
-                    break;
-                }
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
-}
-
-/// Whether the client waits for `100 Continue` before sending its body.
-fn expects_continue(headers: &HeaderMap) -> bool {
-    headers
-        .get(EXPECT)
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
-/// The body's length as the client declares it, if it does.
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Whether the body is gzip-compressed (`Content-Encoding: gzip`); a refusal for an encoding
-/// this source cannot read.
-fn gzipped(headers: &HeaderMap) -> Result<bool, Refusal> {
-    let Some(value) = headers.get(CONTENT_ENCODING) else {
-        return Ok(false);
-    };
-    let encoding = value.to_str().unwrap_or("(unreadable)").trim();
-    if encoding.eq_ignore_ascii_case("gzip") || encoding.eq_ignore_ascii_case("x-gzip") {
-        Ok(true)
-    } else if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
-        Ok(false)
-    } else {
-        Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
-            format!("Content-Encoding `{encoding}` is not supported; send gzip or no encoding"),
-        ))
-    }
-}
-
-/// Whether `headers` carry `Authorization: Bearer <token>` with the expected token.
-fn authorized(headers: &HeaderMap, expected: &Secret) -> bool {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|value| bearer_token(value.as_bytes()))
-        .is_some_and(|given| same_secret(given, expected.expose().as_bytes()))
-}
-
-/// The token of an `Authorization: Bearer <token>` value (the scheme in any case).
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
-    let space = value.iter().position(|&b| b == b' ')?;
-    let (scheme, token) = value.split_at(space);
-    if scheme.eq_ignore_ascii_case(b"bearer") {
-        Some(token.trim_ascii())
-    } else {
-        None
-    }
-}
-
-/// Compares a secret in time that depends on its length only, never on where the first
-/// difference is, so a client cannot guess a token byte by byte from answer times. (The
-/// length of the token is not what keeps it secret.)
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    if given.len() != expected.len() {
-        return false;
-    }
-    let difference = given
-        .iter()
-        .zip(expected)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    std::hint::black_box(difference) == 0
-}
-
-/// A plain-text answer.
-fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))
-        .expect("a valid response")
-}
-
-/// Why a request is not answered `200`.
-#[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    /// The `reason` label of `requests_refused`.
-    reason: &'static str,
-    /// What the client is told and the log says.
-    message: String,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn too_large(max: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body is larger than max_body_bytes ({max} bytes); send less at once"),
-        )
-    }
-
-    fn bad_body(why: String) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_body", why)
-    }
-
-    fn shutting_down() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the pipeline is shutting down; send the events again later",
-        )
-    }
-
-    /// The answer, closing the connection: after a refusal the client's body may be partly
-    /// unread, and a client told to back off should reconnect anyway.
-    fn into_response(self) -> Response<Full<Bytes>> {
-        let mut response = reply(self.status, format!("{}\n", self.message));
-        let headers = response.headers_mut();
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        // What the status asks the client to do next: the method to use, how to
-        // authenticate, when to come back.
-        let advice = if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            Some((ALLOW, "POST"))
-        } else if self.status == StatusCode::UNAUTHORIZED {
-            Some((WWW_AUTHENTICATE, "Bearer"))
-        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            Some((RETRY_AFTER, "1"))
-        } else {
-            None
-        };
-        if let Some((name, value)) = advice {
-            headers.insert(name, HeaderValue::from_static(value));
-        }
-        response
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use deepsentry_core::decode::Decoding;
+    use deepsentry_core::lines::DEFAULT_MAX_LINE_BYTES;
+    use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING};
+    use hyper::HeaderMap;
     use std::io::Write;
     use std::net::SocketAddr;
 
