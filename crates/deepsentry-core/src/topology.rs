@@ -39,6 +39,10 @@ use crate::registry::{ComponentConfig, ComponentKind};
 use crate::shutdown::ShutdownSignal;
 use crate::CHANNEL_CAPACITY;
 
+mod diff;
+
+use diff::{action, removed, setups, Action, Changes, Current, Setup};
+
 /// How a pipeline run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunOutcome {
@@ -178,46 +182,6 @@ pub async fn check(config: &PipelineConfig) -> Vec<anyhow::Error> {
         }
     }
     errors
-}
-
-/// What decides whether a reload keeps a component running.
-#[derive(Debug, Clone, PartialEq)]
-struct Setup {
-    kind: ComponentKind,
-    plugin: &'static str,
-    inputs: Vec<String>,
-    consumers: Vec<String>,
-    settings: serde_yaml::Value,
-    fingerprint: Option<String>,
-}
-
-/// Every component's [`Setup`] in `config`.
-fn setups(config: &PipelineConfig) -> BTreeMap<String, Setup> {
-    config
-        .components
-        .iter()
-        .map(|spec| {
-            let consumers = config
-                .components
-                .iter()
-                .filter(|c| c.inputs.contains(&spec.id))
-                .map(|c| c.id.clone())
-                .collect();
-            let fingerprint = match &spec.config {
-                ComponentConfig::Transform(c) => c.fingerprint(),
-                _ => None,
-            };
-            let setup = Setup {
-                kind: spec.kind,
-                plugin: spec.plugin,
-                inputs: spec.inputs.clone(),
-                consumers,
-                settings: spec.settings.clone(),
-                fingerprint,
-            };
-            (spec.id.clone(), setup)
-        })
-        .collect()
 }
 
 /// A component built and ready to run.
@@ -410,27 +374,24 @@ impl Pipeline {
         let mut plan: Vec<(ComponentSpec, Setup, bool)> = Vec::new();
         for spec in config.components {
             let setup = setups[&spec.id].clone();
-            let current = self.instances.get(&spec.id);
-            let keep = current.is_some_and(|i| i.setup == setup)
-                && !self.successors.contains_key(&spec.id);
-            if keep {
-                changes.kept += 1;
-            } else {
-                let replaces = current.is_some_and(|i| i.running);
-                if replaces {
+            let current = self.instances.get(&spec.id).map(|i| Current {
+                setup: &i.setup,
+                running: i.running,
+                replacement_pending: self.successors.contains_key(&spec.id),
+            });
+            match action(current, &setup) {
+                Action::Keep => changes.kept += 1,
+                Action::Replace => {
                     changes.replaced.push(name_of(spec.kind, &spec.id));
-                } else {
-                    changes.added.push(name_of(spec.kind, &spec.id));
+                    plan.push((spec, setup, true));
                 }
-                plan.push((spec, setup, replaces));
+                Action::Add => {
+                    changes.added.push(name_of(spec.kind, &spec.id));
+                    plan.push((spec, setup, false));
+                }
             }
         }
-        let removed: Vec<String> = self
-            .instances
-            .keys()
-            .filter(|id| !setups.contains_key(*id))
-            .cloned()
-            .collect();
+        let removed = removed(self.instances.keys(), &setups);
 
         // Build before touching anything; a source replacing a running one is built once its
         // predecessor has stopped (it may want the same port).
@@ -605,20 +566,5 @@ impl Pipeline {
             }
         }
         failure
-    }
-}
-
-/// What a reload did.
-#[derive(Debug, Default)]
-struct Changes {
-    kept: usize,
-    replaced: Vec<String>,
-    added: Vec<String>,
-    removed: Vec<String>,
-}
-
-impl Changes {
-    fn is_empty(&self) -> bool {
-        self.replaced.is_empty() && self.added.is_empty() && self.removed.is_empty()
     }
 }
