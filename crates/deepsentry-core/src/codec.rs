@@ -5,8 +5,9 @@ use std::io::Write;
 use chrono::SecondsFormat;
 use serde::ser::{SerializeMap, Serializer};
 
+use crate::anomaly;
 use crate::batch::Batch;
-use crate::event::{keys, Event, Value};
+use crate::event::{Event, Value};
 
 /// How an event is written as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,19 +54,22 @@ pub fn encode_batch(encoding: Encoding, batch: &Batch, out: &mut Vec<u8>) -> usi
 }
 
 fn is_anomaly(event: &Event) -> bool {
-    matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)))
+    matches!(
+        event.fields.get(anomaly::IS_ANOMALY),
+        Some(Value::Bool(true))
+    )
 }
 
 fn encode_console(event: &Event, out: &mut Vec<u8>) {
     let time = event.timestamp.format("%H:%M:%S");
     let _ = match (
-        event.fields.number(keys::ANOMALY_SCORE),
-        event.fields.number(keys::ANOMALY_THRESHOLD),
+        event.fields.number(anomaly::ANOMALY_SCORE),
+        event.fields.number(anomaly::ANOMALY_THRESHOLD),
     ) {
         (Some(score), Some(threshold)) => {
             let anomaly = is_anomaly(event);
             // A later member of an alert group says how many the group holds so far.
-            let repeats = match event.fields.get(keys::ALERT_COUNT) {
+            let repeats = match event.fields.get(anomaly::ALERT_COUNT) {
                 Some(Value::Int(n)) if anomaly && *n > 1 => format!(" (x{n})"),
                 _ => String::new(),
             };
@@ -109,16 +113,19 @@ fn encode_alert(event: &Event, out: &mut Vec<u8>) -> bool {
         "TIMESTAMP={}",
         event.timestamp.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
-    let score = event.fields.number(keys::ANOMALY_SCORE).unwrap_or(f64::NAN);
+    let score = event
+        .fields
+        .number(anomaly::ANOMALY_SCORE)
+        .unwrap_or(f64::NAN);
     let threshold = event
         .fields
-        .number(keys::ANOMALY_THRESHOLD)
+        .number(anomaly::ANOMALY_THRESHOLD)
         .unwrap_or(f64::NAN);
     let _ = writeln!(out, "SCORE={score:.2}\nTHRESHOLD={threshold:.2}");
     out.extend_from_slice(b"MESSAGE=");
     write_quoted(out, event.message());
     out.extend_from_slice(b"\nCONTEXT_WINDOW=");
-    let context = match event.fields.get(keys::CONTEXT_WINDOW) {
+    let context = match event.fields.get(anomaly::CONTEXT_WINDOW) {
         Some(Value::Str(s)) => s.as_str(),
         _ => "",
     };
@@ -179,13 +186,15 @@ mod tests {
         let mut event = Event::from_str(message, ts, Origin::new("in", "app.log"));
         event
             .fields
-            .insert(keys::ANOMALY_SCORE, Value::Float(score));
+            .insert(anomaly::ANOMALY_SCORE, Value::Float(score));
         event
             .fields
-            .insert(keys::ANOMALY_THRESHOLD, Value::Float(2.45));
-        event.fields.insert(keys::IS_ANOMALY, Value::Bool(anomaly));
+            .insert(anomaly::ANOMALY_THRESHOLD, Value::Float(2.45));
+        event
+            .fields
+            .insert(anomaly::IS_ANOMALY, Value::Bool(anomaly));
         event.fields.insert(
-            keys::CONTEXT_WINDOW,
+            anomaly::CONTEXT_WINDOW,
             Value::Str("Verification complete → Unexpected error".into()),
         );
         event
@@ -218,16 +227,16 @@ mod tests {
     #[test]
     fn a_later_member_of_an_alert_group_shows_its_count() {
         let mut event = scored("Disk failed", 9.5, true);
-        event.fields.insert(keys::ALERT_COUNT, Value::Int(1));
+        event.fields.insert(anomaly::ALERT_COUNT, Value::Int(1));
         assert!(encoded(Encoding::Deepsentry, &event).ends_with("\"Disk failed\" ⚠️\n"));
-        event.fields.insert(keys::ALERT_COUNT, Value::Int(4));
+        event.fields.insert(anomaly::ALERT_COUNT, Value::Int(4));
         assert_eq!(
             encoded(Encoding::Deepsentry, &event),
             "[14:23:47] ANOMALY - score: 9.50 (threshold: 2.45) - \"Disk failed\" ⚠️ (x4)\n"
         );
         // JSON writes structured values as JSON.
         event.fields.insert(
-            keys::EXPECTED,
+            anomaly::EXPECTED,
             Value::Json(serde_json::json!([{"template": "a", "p": 0.5}])),
         );
         let json: serde_json::Value =

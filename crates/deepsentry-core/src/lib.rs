@@ -7,9 +7,12 @@
 //! [codec]s, [checkpoint]s and [metrics].
 //!
 //! The core never names a plugin: plugins register themselves with [`register_source!`],
-//! [`register_transform!`] and [`register_sink!`], and the binary links them in.
+//! [`register_transform!`] and [`register_sink!`], and the binary links them in. What it
+//! knows of the anomaly detector is the fields the detector adds to events ([`anomaly`]),
+//! which its encoders (the monitor and alert lines, syslog's structured data) read.
 
 pub mod ack;
+pub mod anomaly;
 pub mod backoff;
 pub mod batch;
 pub mod checkpoint;

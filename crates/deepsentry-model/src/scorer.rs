@@ -30,6 +30,7 @@
 //! where the model's count invariants are checked: a session whose template counts end out of
 //! balance scores as an impossible event, and its end event names the broken relation.
 
+use deepsentry_core::anomaly;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::borrow::Cow;
 use std::ops::Deref;
@@ -53,13 +54,6 @@ mod tests;
 
 pub use model::{Embedded, SequenceModel};
 pub use settings::{ScorerSettings, SessionKey, NOVELTY_FLOOR};
-
-/// Field naming the session an event belongs to.
-pub const SESSION_FIELD: &str = "session";
-/// Field set on the synthetic event that marks a session's end.
-pub const SESSION_END_FIELD: &str = "session_end";
-/// Field of a session-end event whose template counts broke one of the model's invariants.
-pub const BROKEN_INVARIANT_FIELD: &str = "broken_invariant";
 
 /// Longest message kept per line in a context window (bytes, cut on a char boundary).
 const CONTEXT_MESSAGE_BYTES: usize = 240;
@@ -433,7 +427,7 @@ where
         }
         let timestamp = chrono::DateTime::from_timestamp(at, 0).unwrap_or_else(chrono::Utc::now);
         let mut event = Event::from_str(&message, timestamp, session.origin.clone());
-        event.fields.insert(SESSION_END_FIELD, Value::Bool(true));
+        event.fields.insert(anomaly::SESSION_END, Value::Bool(true));
         let context = Self::context(&session, "(end)");
         Pending {
             event,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use deepsentry_core::event::keys;
+use deepsentry_core::anomaly;
 use deepsentry_core::{Event, Origin, Value};
 use deepsentry_model::{BackendKind, LoadedModel, Scorer, ScorerSettings, SessionKey};
 use deepsentry_source_demo::HdfsGenerator;
@@ -45,7 +45,7 @@ fn scores(model: LoadedModel) -> Vec<f64> {
     }
     out.extend(scorer.finish());
     out.iter()
-        .map(|e| match e.fields.get(keys::ANOMALY_SCORE) {
+        .map(|e| match e.fields.get(anomaly::ANOMALY_SCORE) {
             Some(Value::Float(score)) => *score,
             other => panic!("event without a score: {other:?}"),
         })

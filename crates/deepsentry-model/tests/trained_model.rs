@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use deepsentry_core::event::keys;
+use deepsentry_core::anomaly;
 use deepsentry_core::{Event, Origin, Value};
 use deepsentry_model::bundle::{LoadedModel, ModelMetadata, FORMAT_VERSION};
 use deepsentry_model::invariants::Invariant;
-use deepsentry_model::scorer::{SESSION_END_FIELD, SESSION_FIELD};
 use deepsentry_model::session_key::SessionKeySpec;
 use deepsentry_model::{
     train, BackendKind, Scorer, ScorerSettings, SequenceModel, SessionKey, TrainOptions,
@@ -67,7 +66,10 @@ fn events(lines: &[String]) -> Vec<Event> {
 }
 
 fn flag(event: &Event) -> bool {
-    matches!(event.fields.get(keys::IS_ANOMALY), Some(Value::Bool(true)))
+    matches!(
+        event.fields.get(anomaly::IS_ANOMALY),
+        Some(Value::Bool(true))
+    )
 }
 
 #[test]
@@ -87,7 +89,7 @@ fn flags_injected_faults_and_passes_normal_sessions() {
     }
     out.extend(scorer.finish());
     for event in &out {
-        let session = event.fields.get(SESSION_FIELD).unwrap().to_string();
+        let session = event.fields.get(anomaly::SESSION).unwrap().to_string();
         *flagged.entry(session).or_default() |= flag(event);
     }
     // Every line scored, plus one end event per session.
@@ -143,10 +145,10 @@ fn flags_injected_faults_and_passes_normal_sessions() {
     );
     // Flagged lines carry their context.
     let alert = out.iter().find(|e| flag(e)).unwrap();
-    let Some(Value::Str(context)) = alert.fields.get(keys::CONTEXT_WINDOW) else {
+    let Some(Value::Str(context)) = alert.fields.get(anomaly::CONTEXT_WINDOW) else {
         panic!("no context window")
     };
-    assert!(context.contains(" → ") || alert.fields.get(SESSION_END_FIELD).is_some());
+    assert!(context.contains(" → ") || alert.fields.get(anomaly::SESSION_END).is_some());
 }
 
 #[test]
@@ -272,7 +274,7 @@ fn memory_stays_bounded_with_100k_distinct_sessions() {
         let out = scorer.process(events(&lines));
         ended += out
             .iter()
-            .filter(|e| e.fields.get(SESSION_END_FIELD).is_some())
+            .filter(|e| e.fields.get(anomaly::SESSION_END).is_some())
             .count();
         assert!(scorer.session_count() <= 1000);
     }
@@ -298,7 +300,7 @@ fn idle_sessions_end_by_the_log_clock() {
     ];
     let out = scorer.process(events(&lines));
     assert_eq!(out.len(), 3);
-    assert!(out[1].fields.get(SESSION_END_FIELD).is_some());
+    assert!(out[1].fields.get(anomaly::SESSION_END).is_some());
     assert!(out[1].message().contains("blk_1"));
     assert!(out[1].message().contains("idle"));
     assert!(

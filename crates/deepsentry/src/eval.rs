@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use deepsentry_core::event::keys;
+use deepsentry_core::anomaly;
 use deepsentry_core::lines::{read_all, LineDecoder};
 use deepsentry_core::{Event, Origin, Value};
-use deepsentry_model::scorer::{SESSION_END_FIELD, SESSION_FIELD};
 use deepsentry_model::BackendKind;
 use deepsentry_transform_deepsentry::DeepsentryTransformConfig;
 use serde::Serialize;
@@ -231,9 +230,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut record = |events: Vec<Event>, line_flagged: &mut Vec<bool>| {
         for event in events {
             let flagged = event.is_anomaly();
-            let is_end = event.fields.get(SESSION_END_FIELD).is_some();
+            let is_end = event.fields.get(anomaly::SESSION_END).is_some();
             alerts += u64::from(matches!(
-                event.fields.get(keys::ALERT),
+                event.fields.get(anomaly::ALERT),
                 Some(Value::Bool(true))
             ));
             if let Some(out) = dump.as_mut() {
@@ -247,17 +246,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 let _ = std::io::Write::write_all(out, &line);
             }
             if flagged {
-                if let Some(reason) = event.fields.get(keys::ANOMALY_REASON) {
+                if let Some(reason) = event.fields.get(anomaly::ANOMALY_REASON) {
                     *reasons.entry(reason.to_string()).or_default() += 1;
                 }
                 tracing::debug!(
-                    score = event.fields.number(keys::ANOMALY_SCORE),
-                    reason = %event.fields.get(keys::ANOMALY_REASON).map(|r| r.to_string()).unwrap_or_default(),
+                    score = event.fields.number(anomaly::ANOMALY_SCORE),
+                    reason = %event.fields.get(anomaly::ANOMALY_REASON).map(|r| r.to_string()).unwrap_or_default(),
                     message = event.message(),
                     "flagged"
                 );
             }
-            if let Some(session) = event.fields.get(SESSION_FIELD) {
+            if let Some(session) = event.fields.get(anomaly::SESSION) {
                 let verdict = sessions.entry(session.to_string()).or_default();
                 verdict.flagged |= flagged;
                 if !is_end {

@@ -4,8 +4,9 @@
 use std::io::Write;
 
 use chrono::SecondsFormat;
+use deepsentry_core::anomaly;
 use deepsentry_core::codec::{encode, Encoding};
-use deepsentry_core::event::{keys, Value};
+use deepsentry_core::event::Value;
 use deepsentry_core::Event;
 use serde::Deserialize;
 
@@ -163,12 +164,12 @@ fn sd_value(out: &mut Vec<u8>, value: &str) {
 
 fn structured_data(out: &mut Vec<u8>, event: &Event) {
     let params: Vec<(&str, &Value)> = [
-        ("score", keys::ANOMALY_SCORE),
-        ("threshold", keys::ANOMALY_THRESHOLD),
-        ("anomaly", keys::IS_ANOMALY),
-        ("session", "session"),
-        ("reason", keys::ANOMALY_REASON),
-        ("count", keys::ALERT_COUNT),
+        ("score", anomaly::ANOMALY_SCORE),
+        ("threshold", anomaly::ANOMALY_THRESHOLD),
+        ("anomaly", anomaly::IS_ANOMALY),
+        ("session", anomaly::SESSION),
+        ("reason", anomaly::ANOMALY_REASON),
+        ("count", anomaly::ALERT_COUNT),
     ]
     .into_iter()
     .filter_map(|(name, key)| event.fields.get(key).map(|v| (name, v)))
@@ -267,11 +268,13 @@ mod tests {
             .with_ymd_and_hms(2022, 1, 5, 14, 23, 47)
             .unwrap();
         let mut event = Event::from_str("disk \"full\"]", ts, Origin::new("in", "app"));
-        event.fields.insert(keys::ANOMALY_SCORE, Value::Float(3.67));
         event
             .fields
-            .insert(keys::ANOMALY_THRESHOLD, Value::Float(2.45));
-        event.fields.insert(keys::IS_ANOMALY, Value::Bool(true));
+            .insert(anomaly::ANOMALY_SCORE, Value::Float(3.67));
+        event
+            .fields
+            .insert(anomaly::ANOMALY_THRESHOLD, Value::Float(2.45));
+        event.fields.insert(anomaly::IS_ANOMALY, Value::Bool(true));
         event
             .fields
             .insert("session", Value::Str("blk_1\"]".into()));

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use deepsentry_core::event::keys;
+use deepsentry_core::anomaly;
 use deepsentry_core::metrics::{ComponentMetrics, Counter, Gauge, Histogram};
 use deepsentry_core::Event;
 use deepsentry_model::scorer::ScorerStats;
@@ -62,14 +62,14 @@ impl Reporter {
     pub(crate) fn scored(&self, events: &[Event], took: Duration) {
         self.latency.observe(took.as_secs_f64());
         for event in events {
-            if let Some(score) = event.fields.number(keys::ANOMALY_SCORE) {
+            if let Some(score) = event.fields.number(anomaly::ANOMALY_SCORE) {
                 self.scores.observe(score);
             }
         }
         if let Some(threshold) = events
             .iter()
             .rev()
-            .find_map(|e| e.fields.number(keys::ANOMALY_THRESHOLD))
+            .find_map(|e| e.fields.number(anomaly::ANOMALY_THRESHOLD))
         {
             self.threshold.set(threshold);
         }

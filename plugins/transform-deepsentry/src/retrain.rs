@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use deepsentry_core::event::keys;
+use deepsentry_core::anomaly;
 use deepsentry_core::{Event, Origin, Value};
 use deepsentry_model::novelty::OnlineState;
-use deepsentry_model::scorer::SESSION_END_FIELD;
 use deepsentry_model::{BackendKind, LoadedModel, Scorer, TrainOptions};
 use serde::{Deserialize, Serialize};
 
@@ -124,10 +123,10 @@ impl RecentLines {
     /// are not training material; a message of several lines would not read back as one).
     pub fn record(&mut self, scored: &[Event]) {
         for event in scored {
-            let normal = event.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(false));
+            let normal = event.fields.get(anomaly::IS_ANOMALY) == Some(&Value::Bool(false));
             let message = event.message();
             if !normal
-                || event.fields.get(SESSION_END_FIELD).is_some()
+                || event.fields.get(anomaly::SESSION_END).is_some()
                 || message.is_empty()
                 || message.contains('\n')
             {
@@ -426,7 +425,9 @@ mod tests {
 
     fn scored(message: &str, anomaly: bool) -> Event {
         let mut event = Event::from_str(message, chrono::Utc::now(), Origin::new("in", "x"));
-        event.fields.insert(keys::IS_ANOMALY, Value::Bool(anomaly));
+        event
+            .fields
+            .insert(anomaly::IS_ANOMALY, Value::Bool(anomaly));
         event
     }
 
@@ -435,7 +436,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut recent = RecentLines::new(dir.path().join("recent"), 400);
         let mut end = scored("end of a session", false);
-        end.fields.insert(SESSION_END_FIELD, Value::Bool(true));
+        end.fields.insert(anomaly::SESSION_END, Value::Bool(true));
         recent.record(&[scored("flagged line", true), end]);
         for n in 0..100 {
             recent.record(&[scored(&format!("normal line {n:03}"), false)]);

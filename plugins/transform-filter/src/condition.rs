@@ -1,6 +1,7 @@
 //! Conditions on events, parsed from YAML and compiled once (regexes included).
 
-use deepsentry_core::event::{keys, Value};
+use deepsentry_core::anomaly;
+use deepsentry_core::event::Value;
 use deepsentry_core::Event;
 use regex::Regex;
 use serde::Deserialize;
@@ -91,10 +92,10 @@ impl Condition {
             "{path}: give exactly one of {FORMS}"
         );
         if let Some(flag) = config.is_anomaly {
-            return Ok(Condition::Flag(keys::IS_ANOMALY, flag));
+            return Ok(Condition::Flag(anomaly::IS_ANOMALY, flag));
         }
         if let Some(flag) = config.alert {
-            return Ok(Condition::Flag(keys::ALERT, flag));
+            return Ok(Condition::Flag(anomaly::ALERT, flag));
         }
         let compile_list = |list: &[ConditionConfig], key: &str| {
             list.iter()
@@ -158,8 +159,10 @@ mod tests {
     fn event(message: &str, anomaly: Option<bool>) -> Event {
         let mut event = Event::from_str(message, chrono::Utc::now(), Origin::new("in", "app"));
         if let Some(flag) = anomaly {
-            event.fields.insert(keys::IS_ANOMALY, Value::Bool(flag));
-            event.fields.insert(keys::ANOMALY_SCORE, Value::Float(3.5));
+            event.fields.insert(anomaly::IS_ANOMALY, Value::Bool(flag));
+            event
+                .fields
+                .insert(anomaly::ANOMALY_SCORE, Value::Float(3.5));
         }
         event
     }
@@ -184,9 +187,9 @@ mod tests {
     fn alert_keeps_the_first_anomaly_of_each_group() {
         let condition = compile("alert: true").unwrap();
         let mut first = event("disk failed", Some(true));
-        first.fields.insert(keys::ALERT, Value::Bool(true));
+        first.fields.insert(anomaly::ALERT, Value::Bool(true));
         let mut repeat = event("disk failed", Some(true));
-        repeat.fields.insert(keys::ALERT, Value::Bool(false));
+        repeat.fields.insert(anomaly::ALERT, Value::Bool(false));
         assert!(condition.matches(&first));
         assert!(!condition.matches(&repeat));
         assert!(!condition.matches(&event("x", None)));

@@ -2,13 +2,13 @@
 
 use std::ops::Deref;
 
-use deepsentry_core::event::keys;
+use deepsentry_core::anomaly;
 use deepsentry_core::{Event, Value};
 use foldhash::{HashSet, HashSetExt};
 
 use super::{
-    Kind, Pending, Scorer, SequenceModel, Window, BROKEN_INVARIANT_FIELD, END_OF_SESSION,
-    LEARNING_OCCURRENCES, MAX_CACHED_WINDOWS, MAX_SURPRISE, SESSION_FIELD,
+    Kind, Pending, Scorer, SequenceModel, Window, END_OF_SESSION, LEARNING_OCCURRENCES,
+    MAX_CACHED_WINDOWS, MAX_SURPRISE,
 };
 use crate::alerts::Reason;
 use crate::severity::Severity;
@@ -128,33 +128,33 @@ where
             let fields = &mut event.fields;
             // The fields below, in one allocation.
             fields.reserve(12);
-            fields.insert(SESSION_FIELD, Value::Str(p.session.to_string()));
-            fields.insert(keys::ANOMALY_SCORE, Value::Float(score));
-            fields.insert(keys::ANOMALY_THRESHOLD, Value::Float(verdict.threshold));
-            fields.insert(keys::IS_ANOMALY, Value::Bool(verdict.is_anomaly));
-            fields.insert(keys::ANOMALY_REASON, Value::Str(reason.as_str().into()));
-            fields.insert(keys::TEMPLATE, Value::Str(p.template.to_string()));
+            fields.insert(anomaly::SESSION, Value::Str(p.session.to_string()));
+            fields.insert(anomaly::ANOMALY_SCORE, Value::Float(score));
+            fields.insert(anomaly::ANOMALY_THRESHOLD, Value::Float(verdict.threshold));
+            fields.insert(anomaly::IS_ANOMALY, Value::Bool(verdict.is_anomaly));
+            fields.insert(anomaly::ANOMALY_REASON, Value::Str(reason.as_str().into()));
+            fields.insert(anomaly::TEMPLATE, Value::Str(p.template.to_string()));
             if p.severity >= Severity::Warn {
-                fields.insert(keys::SEVERITY, Value::Str(p.severity.name().into()));
+                fields.insert(anomaly::SEVERITY, Value::Str(p.severity.name().into()));
             }
             if verdict.is_anomaly {
                 self.stats.anomalies += 1;
                 if reason == Reason::UnlikelyNext {
                     if let Some(log_probs) = &log_probs {
-                        fields.insert(keys::EXPECTED, self.expected(log_probs));
+                        fields.insert(anomaly::EXPECTED, self.expected(log_probs));
                     }
                 }
                 let mark = self.alerts.mark(&p.alert_key, reason, p.at);
                 self.stats.alerts += u64::from(mark.alert);
-                fields.insert(keys::ALERT, Value::Bool(mark.alert));
-                fields.insert(keys::ALERT_GROUP, Value::Str(mark.group.to_string()));
-                fields.insert(keys::ALERT_COUNT, Value::Int(mark.count as i64));
+                fields.insert(anomaly::ALERT, Value::Bool(mark.alert));
+                fields.insert(anomaly::ALERT_GROUP, Value::Str(mark.group.to_string()));
+                fields.insert(anomaly::ALERT_COUNT, Value::Int(mark.count as i64));
             } else {
-                fields.insert(keys::ALERT, Value::Bool(false));
+                fields.insert(anomaly::ALERT, Value::Bool(false));
             }
-            fields.insert(keys::CONTEXT_WINDOW, Value::Str(p.context));
+            fields.insert(anomaly::CONTEXT_WINDOW, Value::Str(p.context));
             if !p.broken.is_empty() {
-                fields.insert(BROKEN_INVARIANT_FIELD, Value::Str(p.broken.join("; ")));
+                fields.insert(anomaly::BROKEN_INVARIANT, Value::Str(p.broken.join("; ")));
             }
             out.push(event);
         }

@@ -1,7 +1,7 @@
 use super::*;
 use crate::invariants::Invariant;
 use crate::novelty::{NoveltyStats, VocabularyLimits};
-use deepsentry_core::event::keys;
+use deepsentry_core::anomaly;
 use regex::Regex;
 
 /// Test models' classes: whatever the normalizer makes of the rest of a line, its first
@@ -103,7 +103,7 @@ fn a_line_dated_far_ahead_does_not_end_the_open_sessions() {
     let ends = |events: &[Event]| {
         events
             .iter()
-            .filter(|e| e.fields.get(SESSION_END_FIELD).is_some())
+            .filter(|e| e.fields.get(anomaly::SESSION_END).is_some())
             .count()
     };
     let scored = scorer.process(events(&[
@@ -126,31 +126,31 @@ fn a_session_ending_out_of_balance_is_flagged_and_explained() {
     ]));
     assert!(scored
         .iter()
-        .all(|e| e.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(false))));
+        .all(|e| e.fields.get(anomaly::IS_ANOMALY) == Some(&Value::Bool(false))));
     let ends = scorer.finish();
     assert_eq!(ends.len(), 2);
     let end = |name: &str| {
         ends.iter()
-            .find(|e| e.fields.get(SESSION_FIELD) == Some(&Value::Str(name.into())))
+            .find(|e| e.fields.get(anomaly::SESSION) == Some(&Value::Str(name.into())))
             .unwrap()
     };
     let balanced = end("s1");
     assert_eq!(
-        balanced.fields.get(keys::IS_ANOMALY),
+        balanced.fields.get(anomaly::IS_ANOMALY),
         Some(&Value::Bool(false))
     );
-    assert_eq!(balanced.fields.get(BROKEN_INVARIANT_FIELD), None);
+    assert_eq!(balanced.fields.get(anomaly::BROKEN_INVARIANT), None);
     let broken = end("s2");
     assert_eq!(
-        broken.fields.get(keys::IS_ANOMALY),
+        broken.fields.get(anomaly::IS_ANOMALY),
         Some(&Value::Bool(true))
     );
     assert_eq!(
-        broken.fields.get(keys::ANOMALY_SCORE),
+        broken.fields.get(anomaly::ANOMALY_SCORE),
         Some(&Value::Float(MAX_SURPRISE))
     );
     assert_eq!(
-        broken.fields.get(BROKEN_INVARIANT_FIELD),
+        broken.fields.get(anomaly::BROKEN_INVARIANT),
         Some(&Value::Str(
             "count(`open`) = count(`close`) (here 2 vs 1)".into()
         ))
@@ -171,8 +171,8 @@ fn sessions_open_at_a_model_swap_are_not_judged_by_counts_begun_under_the_old_mo
     let ends = scorer.finish();
     let broken: Vec<String> = ends
         .iter()
-        .filter(|e| e.fields.get(BROKEN_INVARIANT_FIELD).is_some())
-        .map(|e| text(e, SESSION_FIELD))
+        .filter(|e| e.fields.get(anomaly::BROKEN_INVARIANT).is_some())
+        .map(|e| text(e, anomaly::SESSION))
         .collect();
     assert_eq!(broken, ["s3"]);
 }
@@ -257,7 +257,7 @@ fn text(event: &Event, key: &str) -> String {
 }
 
 fn flagged(event: &Event) -> bool {
-    event.fields.get(keys::IS_ANOMALY) == Some(&Value::Bool(true))
+    event.fields.get(anomaly::IS_ANOMALY) == Some(&Value::Bool(true))
 }
 
 /// `lines` of normal traffic with `line(i)` in place of every `every`-th one.
@@ -292,8 +292,8 @@ fn a_new_template_that_turns_common_is_flagged_a_few_times_then_learned() {
         .collect();
     assert_eq!(new.len(), 75);
     assert!(flagged(new[0]), "flagged when it first appears");
-    assert_eq!(text(new[0], keys::ANOMALY_REASON), "new_template");
-    assert_eq!(text(new[0], keys::TEMPLATE), "cache warmed in <NUM> ms");
+    assert_eq!(text(new[0], anomaly::ANOMALY_REASON), "new_template");
+    assert_eq!(text(new[0], anomaly::TEMPLATE), "cache warmed in <NUM> ms");
     let flags = new.iter().filter(|e| flagged(e)).count();
     assert!((1..=5).contains(&flags), "{flags} flags");
     assert!(
@@ -319,7 +319,7 @@ fn a_new_template_that_stays_rare_keeps_scoring_high() {
         .collect();
     assert_eq!(rare.len(), 10);
     assert!(rare.iter().all(|e| flagged(e)));
-    assert_eq!(text(rare[9], keys::ANOMALY_REASON), "rare_template");
+    assert_eq!(text(rare[9], anomaly::ANOMALY_REASON), "rare_template");
 }
 
 #[test]
@@ -349,11 +349,13 @@ fn variants_of_a_new_template_are_one_statement() {
     assert!((1..=5).contains(&flags), "{flags} flags");
     let alerts = new
         .iter()
-        .filter(|e| e.fields.get(keys::ALERT) == Some(&Value::Bool(true)))
+        .filter(|e| e.fields.get(anomaly::ALERT) == Some(&Value::Bool(true)))
         .count();
     assert_eq!(alerts, 1, "one alert for the statement");
     // Each event still names its own template.
-    assert!(new.iter().all(|e| text(e, keys::TEMPLATE) == e.message()));
+    assert!(new
+        .iter()
+        .all(|e| text(e, anomaly::TEMPLATE) == e.message()));
 }
 
 #[test]
@@ -404,8 +406,8 @@ fn a_retrained_model_takes_over_between_batches_with_what_was_learned() {
     assert!(cache.iter().all(|e| !flagged(e)));
     assert!(cache
         .iter()
-        .all(|e| text(e, keys::ANOMALY_REASON) != "new_template"
-            && text(e, keys::ANOMALY_REASON) != "rare_template"));
+        .all(|e| text(e, anomaly::ANOMALY_REASON) != "new_template"
+            && text(e, anomaly::ANOMALY_REASON) != "rare_template"));
 }
 
 #[test]
@@ -422,15 +424,15 @@ fn an_unexpected_known_template_says_what_was_expected() {
     let scored = scorer.process(events(&["alpha a", "beta b"]));
     let beta = &scored[1];
     assert!(flagged(beta));
-    assert_eq!(text(beta, keys::ANOMALY_REASON), "unlikely_next");
-    let Some(Value::Json(expected)) = beta.fields.get(keys::EXPECTED) else {
+    assert_eq!(text(beta, anomaly::ANOMALY_REASON), "unlikely_next");
+    let Some(Value::Json(expected)) = beta.fields.get(anomaly::EXPECTED) else {
         panic!("no expected templates: {beta:?}");
     };
     assert_eq!(expected[0]["template"], "alpha");
     assert_eq!(expected[0]["p"], 0.9);
     assert_eq!(expected[1]["template"], "beta");
     assert_eq!(expected.as_array().unwrap().len(), 3);
-    assert_eq!(text(&scored[0], keys::ANOMALY_REASON), "none");
+    assert_eq!(text(&scored[0], anomaly::ANOMALY_REASON), "none");
 }
 
 #[test]
@@ -445,18 +447,24 @@ fn anomalies_of_one_template_and_reason_are_one_alert() {
         .filter(|e| e.message().starts_with("disk"))
         .collect();
     assert!(disk.iter().all(|e| flagged(e)));
-    assert_eq!(disk[0].fields.get(keys::ALERT), Some(&Value::Bool(true)));
-    assert_eq!(disk[1].fields.get(keys::ALERT), Some(&Value::Bool(false)));
-    assert_eq!(disk[1].fields.get(keys::ALERT_COUNT), Some(&Value::Int(2)));
+    assert_eq!(disk[0].fields.get(anomaly::ALERT), Some(&Value::Bool(true)));
     assert_eq!(
-        text(disk[0], keys::ALERT_GROUP),
-        text(disk[1], keys::ALERT_GROUP)
+        disk[1].fields.get(anomaly::ALERT),
+        Some(&Value::Bool(false))
+    );
+    assert_eq!(
+        disk[1].fields.get(anomaly::ALERT_COUNT),
+        Some(&Value::Int(2))
+    );
+    assert_eq!(
+        text(disk[0], anomaly::ALERT_GROUP),
+        text(disk[1], anomaly::ALERT_GROUP)
     );
     let power = scored.last().unwrap();
-    assert_eq!(power.fields.get(keys::ALERT), Some(&Value::Bool(true)));
+    assert_eq!(power.fields.get(anomaly::ALERT), Some(&Value::Bool(true)));
     assert_ne!(
-        text(power, keys::ALERT_GROUP),
-        text(disk[0], keys::ALERT_GROUP)
+        text(power, anomaly::ALERT_GROUP),
+        text(disk[0], anomaly::ALERT_GROUP)
     );
     assert_eq!(scorer.stats().alerts, 2);
     assert_eq!(scorer.stats().anomalies, 3);

@@ -1,14 +1,13 @@
 //! After training: the class prior and the threshold floor, learned on held-out data.
 
+use deepsentry_core::anomaly;
 use std::collections::HashMap;
 
 use deepsentry_core::Event;
 
 use crate::bundle::{ClassPrior, LoadedModel};
 use crate::novelty::VocabularyLimits;
-use crate::scorer::{
-    Scorer, ScorerSettings, SequenceModel, SessionKey, SESSION_END_FIELD, SESSION_FIELD,
-};
+use crate::scorer::{Scorer, ScorerSettings, SequenceModel, SessionKey};
 
 use super::*;
 
@@ -136,19 +135,17 @@ pub(super) fn calibrate(
     let mut scores = Vec::new();
     let mut record = |events: Vec<Event>| {
         for event in events {
-            let Some(deepsentry_core::Value::Float(score)) = event
-                .fields
-                .get(deepsentry_core::event::keys::ANOMALY_SCORE)
-                .cloned()
+            let Some(deepsentry_core::Value::Float(score)) =
+                event.fields.get(anomaly::ANOMALY_SCORE).cloned()
             else {
                 continue;
             };
             let session = event
                 .fields
-                .get(SESSION_FIELD)
+                .get(anomaly::SESSION)
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            let is_end = event.fields.get(SESSION_END_FIELD).is_some();
+            let is_end = event.fields.get(anomaly::SESSION_END).is_some();
             if is_end && !by_sessions {
                 // The stream was cut for the hold-out; it did not end there.
                 continue;
