@@ -396,9 +396,37 @@ fn number(value: f64) -> String {
     }
 }
 
-/// The `# HELP` text of a family.
+/// A metric's `# HELP` text, registered by the plugin that publishes the metric (see
+/// [`describe_metric!`](crate::describe_metric)), so the core describes only its own.
+#[derive(Debug)]
+pub struct MetricHelp {
+    /// The metric's name as the component publishes it (`events_scored_total` for a counter
+    /// `events_scored`).
+    pub name: &'static str,
+    /// One sentence on what it counts.
+    pub text: &'static str,
+}
+
+inventory::collect!(MetricHelp);
+
+/// Describes a metric a plugin publishes: `describe_metric!("anomalies_total", "Events ...");`
+/// (counters with their `_total` suffix).
+#[macro_export]
+macro_rules! describe_metric {
+    ($name:literal, $text:literal) => {
+        $crate::inventory::submit! {
+            $crate::metrics::MetricHelp { name: $name, text: $text }
+        }
+    };
+}
+
+/// The `# HELP` text of a family: a plugin's description of its own metric, or the core's of
+/// the metrics every component has.
 fn help(family: &str) -> &'static str {
     let name = family.strip_prefix("deepsentry_").unwrap_or(family);
+    if let Some(described) = inventory::iter::<MetricHelp>().find(|h| h.name == name) {
+        return described.text;
+    }
     match name {
         "events_received_total" => "Events a component received (read by a source, or from its inputs).",
         "events_sent_total" => "Events a component sent on to the components that read it.",
@@ -410,18 +438,8 @@ fn help(family: &str) -> &'static str {
         "events_discarded_total" => "Events a transform let through no further (a filter), by reason.",
         "bytes_received_total" => "Bytes a source read.",
         "lines_modified_total" => "Lines changed on the way in (truncated, invalid UTF-8 replaced, not decoded, multiline split), by reason.",
-        "requests_accepted_total" => "HTTP requests answered 200 once their events were delivered.",
-        "requests_refused_total" => "HTTP requests refused or not delivered, by reason.",
         "send_errors_total" => "Failed attempts of a sink to send (each retried or counted as dropped), by reason.",
         "input_channel_batches" => "Batches waiting in a component's input channel (its capacity is 16): a full channel means the component is the bottleneck.",
-        "events_scored_total" => "Events the anomaly detector scored.",
-        "anomalies_total" => "Events the anomaly detector flagged as anomalies.",
-        "anomaly_score" => "Anomaly scores of the scored events.",
-        "anomaly_threshold" => "The adaptive threshold of the last scored event.",
-        "scoring_seconds" => "Time to score one batch of events.",
-        "sessions_held" => "Sessions the anomaly detector holds open.",
-        "detector_cache_hit_ratio" => "Share of windows whose detector output came from the cache.",
-        "model_info" => "The loaded anomaly model: path, backend and sequence_length.",
         _ => "See docs/configuration.md, Metrics.",
     }
 }
@@ -474,6 +492,18 @@ impl ComponentMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    crate::describe_metric!("widgets_total", "Widgets a test counted.");
+
+    #[test]
+    fn a_plugin_describes_its_own_metrics() {
+        let metrics = Metrics::default();
+        metrics.counter("w", "widgets").add(2);
+        metrics.counter("w", "events_sent").add(1);
+        let text = metrics.render_prometheus();
+        assert!(text.contains("# HELP deepsentry_widgets_total Widgets a test counted.\n"));
+        assert!(text.contains("# HELP deepsentry_events_sent_total Events a component sent"));
+    }
 
     #[test]
     fn counters_are_shared_by_key() {

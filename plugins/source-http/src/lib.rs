@@ -45,6 +45,15 @@ use crate::body::{gunzip, split_body, validate, GunzipError, Message};
 pub use crate::config::{HttpSourceConfig, Secret};
 use crate::request::*;
 
+deepsentry_core::describe_metric!(
+    "requests_accepted_total",
+    "HTTP requests answered 200 once their events were delivered."
+);
+deepsentry_core::describe_metric!(
+    "requests_refused_total",
+    "HTTP requests refused or not delivered, by reason."
+);
+
 /// Connections served at once; further clients wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 256;
 /// How long a client may take to send a request's headers (or, kept alive, to start the next

@@ -7,6 +7,27 @@ use deepsentry_core::metrics::{ComponentMetrics, Counter, Gauge, Histogram};
 use deepsentry_core::Event;
 use deepsentry_model::scorer::ScorerStats;
 
+deepsentry_core::describe_metric!("events_scored_total", "Events the anomaly detector scored.");
+deepsentry_core::describe_metric!(
+    "anomalies_total",
+    "Events the anomaly detector flagged as anomalies."
+);
+deepsentry_core::describe_metric!("anomaly_score", "Anomaly scores of the scored events.");
+deepsentry_core::describe_metric!(
+    "anomaly_threshold",
+    "The adaptive threshold of the last scored event."
+);
+deepsentry_core::describe_metric!("scoring_seconds", "Time to score one batch of events.");
+deepsentry_core::describe_metric!("sessions_held", "Sessions the anomaly detector holds open.");
+deepsentry_core::describe_metric!(
+    "detector_cache_hit_ratio",
+    "Share of windows whose detector output came from the cache."
+);
+deepsentry_core::describe_metric!(
+    "model_info",
+    "The loaded anomaly model: path, backend and sequence_length."
+);
+
 /// Buckets of the `anomaly_score` histogram (scores are surprises in nats, plus reconstruction
 /// error; the shipped model's threshold sits around 10).
 const SCORE_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0];
