@@ -185,66 +185,49 @@ impl LiveConfig {
     }
 }
 
-fn error(file: &str, line: Option<usize>, column: Option<usize>, message: String) -> ConfigErrors {
-    ConfigErrors(vec![ConfigError {
-        file: file.to_owned(),
-        line,
-        column,
-        component: None,
-        key: None,
-        message,
-    }])
+fn error(file: &str, message: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError::in_file(file, None, None, message)])
 }
 
-/// Reads the flat config at `path` and returns the pipeline it stands for, validated.
+/// Reads the flat config at `path` and returns the pipeline it stands for, validated. Every
+/// error names `path`: a mistake in the flat file at its line, and one the pipeline built
+/// from it has (a model that does not load, a port in use) at the component and key.
 pub fn load(path: &Path) -> Result<PipelineConfig, ConfigErrors> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         error(
             &name,
-            None,
-            None,
             format!("cannot read the live monitoring config: {e}"),
         )
     })?;
-    let text = config::interpolate(&text, |var| std::env::var(var).ok()).map_err(|errors| {
-        ConfigErrors(
-            errors
-                .into_iter()
-                .map(|(line, message)| ConfigError {
-                    file: name.clone(),
-                    line: Some(line),
-                    column: None,
-                    component: None,
-                    key: None,
-                    message,
-                })
-                .collect(),
-        )
-    })?;
+    let text = config::interpolate(&text, |var| std::env::var(var).ok())
+        .map_err(|errors| ConfigErrors::from_interpolation(&name, errors))?;
     let live: LiveConfig = if text.trim().is_empty() {
         serde_yaml::from_str("{}").expect("defaults")
     } else {
-        serde_yaml::from_str(&text).map_err(|e| {
-            let location = e.location();
-            let message = e.to_string();
-            let message = match message.find(" at line ") {
-                Some(pos) => &message[..pos],
-                None => &message,
-            };
-            error(
-                &name,
-                location.as_ref().map(|l| l.line()),
-                location.as_ref().map(|l| l.column()),
-                message.to_owned(),
-            )
-        })?
+        serde_yaml::from_str(&text)
+            .map_err(|e| ConfigErrors(vec![ConfigError::from_yaml(&name, &e)]))?
     };
     let pipeline = live
         .pipeline(|var| std::env::var(var).ok())
-        .map_err(|message| error(&name, None, None, message))?;
+        .map_err(|message| error(&name, message))?;
     let yaml = serde_yaml::to_string(&pipeline).expect("a YAML value serializes");
-    config::load_str(&yaml, &format!("{name} (live monitoring)"))
+    // The pipeline's YAML is ours, not the user's: its positions would point into text they
+    // never wrote, so errors name their file and the component and key instead.
+    config::load_str(&yaml, &name).map_err(|ConfigErrors(errors)| {
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    e.file = name.clone();
+                    e.line = None;
+                    e.column = None;
+                    e.message = format!("{} (in the pipeline these settings make)", e.message);
+                    e
+                })
+                .collect(),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -16,14 +16,6 @@ pub(super) struct Loader<'a> {
     interpolated: Interpolated,
 }
 
-/// Splits a serde_yaml message from the ` at line L column C` it appends.
-pub(super) fn strip_location(message: &str) -> &str {
-    match message.find(" at line ") {
-        Some(pos) => &message[..pos],
-        None => message,
-    }
-}
-
 impl<'a> Loader<'a> {
     pub(super) fn new(origin: &'a str) -> Self {
         Self {
@@ -78,16 +70,8 @@ impl<'a> Loader<'a> {
         self.text = match filled {
             Ok(text) => text,
             Err(errors) => {
-                for (line, message) in errors {
-                    self.errors.push(ConfigError {
-                        file: self.origin.to_string(),
-                        line: Some(line),
-                        column: None,
-                        component: None,
-                        key: None,
-                        message,
-                    });
-                }
+                self.errors
+                    .extend(ConfigErrors::from_interpolation(self.origin, errors).0);
                 return Err(self.fail());
             }
         };
@@ -107,22 +91,15 @@ impl<'a> Loader<'a> {
         let raw: RawConfig = match serde_yaml::from_str(&self.text) {
             Ok(raw) => raw,
             Err(e) => {
-                let location = e.location();
-                let mut message = strip_location(&e.to_string()).replace(
+                let mut error = ConfigError::from_yaml(self.origin, &e);
+                error.message = error.message.replace(
                     "struct RawConfig",
                     "a mapping with `data_dir`, `api`, `sources`, `transforms`, `sinks`",
                 );
-                if message.starts_with("unknown field") {
-                    message.push_str(" (top-level keys)");
+                if error.message.starts_with("unknown field") {
+                    error.message.push_str(" (top-level keys)");
                 }
-                self.errors.push(ConfigError {
-                    file: self.origin.to_string(),
-                    line: location.as_ref().map(|l| l.line()),
-                    column: location.as_ref().map(|l| l.column()),
-                    component: None,
-                    key: None,
-                    message,
-                });
+                self.errors.push(error);
                 return Err(self.fail());
             }
         };

@@ -55,6 +55,45 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// A problem in `file` at `line` and `column` (where known), not tied to one component.
+    pub fn in_file(
+        file: &str,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    ) -> Self {
+        Self {
+            file: file.to_owned(),
+            line,
+            column,
+            component: None,
+            key: None,
+            message,
+        }
+    }
+
+    /// YAML in `file` that does not parse or does not have the expected shape: serde_yaml's
+    /// message, less the position it appends, at that position.
+    pub fn from_yaml(file: &str, error: &serde_yaml::Error) -> Self {
+        let location = error.location();
+        Self::in_file(
+            file,
+            location.as_ref().map(|l| l.line()),
+            location.as_ref().map(|l| l.column()),
+            strip_location(&error.to_string()).to_owned(),
+        )
+    }
+}
+
+/// Splits a serde_yaml message from the ` at line L column C` it appends.
+pub(super) fn strip_location(message: &str) -> &str {
+    match message.find(" at line ") {
+        Some(pos) => &message[..pos],
+        None => message,
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
@@ -78,6 +117,18 @@ impl fmt::Display for ConfigError {
 /// Every problem found in one config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The `${VAR}` interpolation errors of `file` (see [`interpolate`]), each at its line.
+    pub fn from_interpolation(file: &str, errors: Vec<(usize, String)>) -> Self {
+        Self(
+            errors
+                .into_iter()
+                .map(|(line, message)| ConfigError::in_file(file, Some(line), None, message))
+                .collect(),
+        )
+    }
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
