@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use deepsentry_core::anomaly;
 use deepsentry_core::{Event, Origin, Value};
+use deepsentry_loggen::HdfsGenerator;
 use deepsentry_model::{BackendKind, LoadedModel, Scorer, ScorerSettings, SessionKey};
-use deepsentry_source_demo::HdfsGenerator;
 use regex::Regex;
 
 /// How far two backends' scores (in nats) may drift apart.

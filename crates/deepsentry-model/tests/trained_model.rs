@@ -7,13 +7,13 @@ use std::sync::{Arc, OnceLock};
 
 use deepsentry_core::anomaly;
 use deepsentry_core::{Event, Origin, Value};
+use deepsentry_loggen::{Fault, HdfsGenerator};
 use deepsentry_model::bundle::{LoadedModel, ModelMetadata, FORMAT_VERSION};
 use deepsentry_model::invariants::Invariant;
 use deepsentry_model::session_key::SessionKeySpec;
 use deepsentry_model::{
     train, BackendKind, Scorer, ScorerSettings, SequenceModel, SessionKey, TrainOptions,
 };
-use deepsentry_source_demo::{Fault, HdfsGenerator};
 use regex::Regex;
 
 const SESSION_KEY: &str = r"blk_-?\d+";

@@ -1,8 +1,6 @@
 //! The `demo` source: realistic HDFS-style log lines in per-block sessions, with occasional
-//! injected faults, so a pipeline runs with no input at all. Its [`generator`] is also the
-//! fixture generator of the project's tests and benchmarks.
-
-pub mod generator;
+//! injected faults, so a pipeline runs with no input at all. The lines come from
+//! [`deepsentry_loggen`], which the project's tests and benchmarks use as their fixtures too.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +11,7 @@ use deepsentry_core::{
 };
 use serde::Deserialize;
 
-pub use generator::{Fault, GeneratedLine, HdfsGenerator};
+pub use deepsentry_loggen::{Fault, GeneratedLine, HdfsGenerator};
 
 /// Settings of the `demo` source.
 #[derive(Debug, Clone, Deserialize)]
