@@ -26,8 +26,8 @@ case "$MESSAGES$RUNS" in *[!0-9]*) echo "MESSAGES and RUNS must be whole numbers
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-echo "building: cargo build --release -p deepsentry -p deepsentry-kafka" >&2
-cargo build --release -p deepsentry -p deepsentry-kafka >&2
+echo "building: cargo build --release -p deepsentry -p deepsentry-kafka-tool" >&2
+cargo build --release -p deepsentry -p deepsentry-kafka-tool >&2
 bin="$CARGO_TARGET_DIR/release/deepsentry"
 tool="$CARGO_TARGET_DIR/release/kafka-tool"
 

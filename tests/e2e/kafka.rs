@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use deepsentry_kafka::tools::{self, Outgoing, Record};
+use deepsentry_kafka_tool::{self as tools, Outgoing, Record};
 use serde_json::Value as Json;
 
 use crate::common::*;

@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-pub mod tools;
-
 /// Builds the client configuration of a component: `bootstrap.servers`, then the component's
 /// own `defaults`, then the user's `librdkafka_options`, which win over both.
 pub fn client_config(

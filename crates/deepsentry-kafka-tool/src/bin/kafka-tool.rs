@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use deepsentry_kafka::tools;
+use deepsentry_kafka_tool as tools;
 
 /// Kafka helpers for DeepSentry's benchmarks.
 #[derive(Debug, Parser)]
