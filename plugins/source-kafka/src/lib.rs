@@ -136,17 +136,18 @@ deepsentry_core::register_source!(
     KafkaSourceConfig
 );
 
-/// The consumer's context: librdkafka logging, and the offset book that rebalances drain.
-struct SourceContextInner {
+/// rdkafka's consumer context, i.e. its callbacks: librdkafka's log lines, and the offset book
+/// that rebalances drain.
+struct ConsumerCallbacks {
     log: KafkaLog,
     id: String,
     offsets: OffsetBook,
     drain_timeout: Duration,
 }
 
-deepsentry_kafka::impl_client_context!(SourceContextInner);
+deepsentry_kafka::impl_client_context!(ConsumerCallbacks);
 
-impl ConsumerContext for SourceContextInner {
+impl ConsumerContext for ConsumerCallbacks {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
@@ -219,7 +220,7 @@ fn partition_names(list: &TopicPartitionList) -> String {
 
 /// A built `kafka` source.
 pub struct KafkaSource {
-    consumer: Arc<StreamConsumer<SourceContextInner>>,
+    consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
     config: KafkaSourceConfig,
 }
 
@@ -267,13 +268,13 @@ impl SourceConfig for KafkaSourceConfig {
 
     async fn build(&self, cx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
         let config = self.client_config()?;
-        let context = SourceContextInner {
+        let context = ConsumerCallbacks {
             log: KafkaLog::new(&cx.id, &self.bootstrap_servers),
             id: cx.id.clone(),
             offsets: OffsetBook::default(),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
         };
-        let consumer: StreamConsumer<SourceContextInner> = config
+        let consumer: StreamConsumer<ConsumerCallbacks> = config
             .create_with_context(context)
             .context("cannot create the Kafka consumer (check `librdkafka_options`)")?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
@@ -414,7 +415,7 @@ struct Collected {
 /// Synchronous on purpose: a `BorrowedMessage` must not live across an `.await`.
 fn collect_batch<'c>(
     first: KafkaResult<BorrowedMessage<'c>>,
-    messages: &mut MessageStream<'c, SourceContextInner>,
+    messages: &mut MessageStream<'c, ConsumerCallbacks>,
     maker: &mut EventMaker,
     errors: &Counter,
     id: &str,
