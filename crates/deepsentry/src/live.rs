@@ -211,17 +211,13 @@ pub fn load(path: &Path) -> Result<PipelineConfig, ConfigErrors> {
     let pipeline = live
         .pipeline(|var| std::env::var(var).ok())
         .map_err(|message| error(&name, message))?;
-    let yaml = serde_yaml::to_string(&pipeline).expect("a YAML value serializes");
-    // The pipeline's YAML is ours, not the user's: its positions would point into text they
-    // never wrote, so errors name their file and the component and key instead.
-    config::load_str(&yaml, &name).map_err(|ConfigErrors(errors)| {
+    // Built in code, not written by the user: errors name their file, and the component and
+    // key of the pipeline these settings make.
+    config::load_value(pipeline, &name).map_err(|ConfigErrors(errors)| {
         ConfigErrors(
             errors
                 .into_iter()
                 .map(|mut e| {
-                    e.file = name.clone();
-                    e.line = None;
-                    e.column = None;
                     e.message = format!("{} (in the pipeline these settings make)", e.message);
                     e
                 })

@@ -103,6 +103,26 @@ impl<'a> Loader<'a> {
                 return Err(self.fail());
             }
         };
+        self.assemble(raw)
+    }
+
+    /// [`Loader::load`] for a pipeline built in code as a tree of values: there is no text,
+    /// so errors name the component and key but no line.
+    pub(super) fn load_value(
+        mut self,
+        value: serde_yaml::Value,
+    ) -> Result<PipelineConfig, ConfigErrors> {
+        match serde_yaml::from_value::<RawConfig>(value) {
+            Ok(raw) => self.assemble(raw),
+            Err(e) => {
+                self.errors.push(ConfigError::from_yaml(self.origin, &e));
+                Err(self.fail())
+            }
+        }
+    }
+
+    /// Builds every component of `raw` and checks the graph.
+    fn assemble(mut self, raw: RawConfig) -> Result<PipelineConfig, ConfigErrors> {
         let mut components = Vec::new();
         for (kind, section) in [
             (ComponentKind::Source, raw.sources),

@@ -279,5 +279,11 @@ pub fn load_str(text: &str, origin: &str) -> Result<PipelineConfig, ConfigErrors
     Loader::new(origin).load(text)
 }
 
+/// Validates a pipeline built in code as a tree of YAML values (no text, no interpolation);
+/// `origin` names it in errors, which give the component and key but no line.
+pub fn load_value(value: serde_yaml::Value, origin: &str) -> Result<PipelineConfig, ConfigErrors> {
+    Loader::new(origin).load_value(value)
+}
+
 #[cfg(test)]
 mod tests;

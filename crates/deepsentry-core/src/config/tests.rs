@@ -115,6 +115,25 @@ fn unknown_type_names_the_place_and_the_choices() {
 }
 
 #[test]
+fn a_pipeline_built_in_code_is_checked_the_same_without_lines() {
+    let yaml = "sources:\n  a:\n    type: testfile\n    paht: x\nsinks:\n  o:\n    type: testsink\n    inputs: [a]\n";
+    let value: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+    let errors = load_value(value, "live.yml").unwrap_err();
+    let e = &errors.0[0];
+    assert_eq!((e.file.as_str(), e.line), ("live.yml", None));
+    assert_eq!(e.component.as_deref(), Some("sources.a"));
+    assert_eq!(e.key.as_deref(), Some("paht"));
+    assert!(
+        e.message.contains("expected `path` or `mode`"),
+        "{}",
+        e.message
+    );
+    // And a good one loads.
+    let good: serde_yaml::Value = serde_yaml::from_str(&yaml.replace("paht", "path")).unwrap();
+    assert_eq!(load_value(good, "live.yml").unwrap().components.len(), 2);
+}
+
+#[test]
 fn unknown_key_lists_the_valid_keys() {
     let e = &errors(
         "sources:\n  a:\n    type: testfile\n    paht: x\nsinks:\n  o:\n    type: testsink\n    inputs: [a]\n",
