@@ -50,7 +50,7 @@ use calibrate::{calibrate, learn_prior};
 pub use corpus::REPLAY_LINES;
 use corpus::{
     assign_sessions, before_tail, held_out, read_corpus, replay_sample, resolve_session_key,
-    sessions_inside_inputs, Corpus,
+    sessions_inside_inputs,
 };
 
 /// Everything `deepsentry train` can set.

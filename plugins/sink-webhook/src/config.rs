@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::{WebhookEncoding, WebhookSink};
 use anyhow::{bail, ensure, Context};
+use async_trait::async_trait;
 use deepsentry_core::{BuildContext, Sink, SinkConfig};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde::Deserialize;
-
-use crate::*;
 
 /// The HTTP method of the requests.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

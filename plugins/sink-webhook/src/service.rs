@@ -4,12 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::{judge_status, parse_retry_after, Backoff, Verdict};
 use deepsentry_core::metrics::{ComponentMetrics, Counter};
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::AckToken;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-
-use crate::*;
 
 /// How often a persisting failure is logged again.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(30);

@@ -1,5 +1,6 @@
 //! The `http` source's keys, their checks, and building the source.
 
+use crate::HttpSource;
 use anyhow::Context;
 use async_trait::async_trait;
 use deepsentry_core::decode::Decoding;
@@ -9,8 +10,6 @@ use deepsentry_core::timestamp::EventTime;
 use deepsentry_core::{BuildContext, Source, SourceConfig};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-
-use crate::*;
 
 /// A setting that must never reach a log line, such as a token: its `Debug` form is redacted.
 #[derive(Clone, Deserialize, PartialEq, Eq)]

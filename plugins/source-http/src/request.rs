@@ -1,6 +1,7 @@
 //! Judging one request: its head (path, method, token, encoding, length), reading and
 //! draining its body, and the answers that refuse it.
 
+use crate::{Secret, Shared, DRAIN_BYTES, DRAIN_TIME};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -10,8 +11,6 @@ use hyper::header::{
 };
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Response, StatusCode};
-
-use crate::*;
 
 /// Checks a request's head: path, method, token, and what can be told before reading the
 /// body (its encoding and declared length). `Ok` says whether the body is gzip.

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::retrain::{self, Period};
+use crate::{publish_model_info, DeepsentryTransform};
 use anyhow::Context;
 use async_trait::async_trait;
 use deepsentry_core::{BuildContext, Transform, TransformConfig};
@@ -13,8 +15,6 @@ use deepsentry_model::{
 };
 use regex::Regex;
 use serde::Deserialize;
-
-use crate::*;
 
 /// Settings of the `deepsentry` transform.
 #[derive(Debug, Clone, Deserialize)]

@@ -19,7 +19,7 @@ pub mod retrain;
 
 pub use config::DeepsentryTransformConfig;
 use report::Reporter;
-use retrain::{Outcome, Period, RecentLines, RetrainJob};
+use retrain::{Outcome, RecentLines, RetrainJob};
 
 /// A running `deepsentry` transform.
 pub struct DeepsentryTransform {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::*;
+use super::ComponentSpec;
 use crate::registry::ComponentKind;
 
 /// A cycle among transforms, as the ids along it (first repeated at the end).

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 
 use super::graph::find_cycle;
 use super::suggest::list;
-use super::*;
+use super::suggest::suggest;
+use super::{
+    interpolate, locate, strip_location, ComponentSpec, ConfigError, ConfigErrors, Interpolated,
+    PipelineConfig, RawConfig, DEFAULT_DATA_DIR,
+};
 use crate::registry::{self, ComponentKind};
 
 pub(super) struct Loader<'a> {

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use deepsentry_core::Event;
 
+use super::corpus::Corpus;
+use super::TrainOptions;
 use crate::bundle::{ClassPrior, LoadedModel};
 use crate::novelty::VocabularyLimits;
 use crate::scorer::{Scorer, ScorerSettings, SequenceModel, SessionKey};
-
-use super::*;
 
 /// How many times less likely than the 99th percentile of held-out lines an event must be to
 /// pass the floor of a model trained on one stream (no sessions).

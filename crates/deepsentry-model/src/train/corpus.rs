@@ -6,14 +6,13 @@ use anyhow::Context;
 use deepsentry_core::Origin;
 use regex::Regex;
 
+use super::TrainOptions;
 use crate::normalize::template_into;
 use crate::scorer::SessionKey;
 use crate::session_key::{find_session_key, SessionKeySpec};
 use crate::severity::{level_of, severity_of, severity_with_level, Severity};
 use deepsentry_core::lines::{read_all, LineDecoder};
 use deepsentry_core::timestamp::yearless_clock;
-
-use super::*;
 
 /// A line of the training data.
 pub(super) struct Line {
