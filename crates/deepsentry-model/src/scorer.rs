@@ -32,7 +32,6 @@
 
 use deepsentry_core::anomaly;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use std::borrow::Cow;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -40,19 +39,20 @@ use deepsentry_core::{Event, Origin, Value};
 
 use crate::alerts::AlertGroups;
 use crate::invariants::InvariantCheck;
-use crate::normalize::template_into;
 use crate::novelty::{Occurrences, OnlineState, TemplateInfo, Vocabulary};
 use crate::sessions::SessionStore;
 use crate::severity::{severity_of, Severity};
 use crate::threshold::AdaptiveThreshold;
 
 mod model;
+mod prepare;
 mod scoring;
 mod settings;
 #[cfg(test)]
 mod tests;
 
 pub use model::{Embedded, SequenceModel};
+pub use prepare::{Prepared, Preparer};
 pub use settings::{ScorerSettings, SessionKey, NOVELTY_FLOOR};
 
 /// Longest message kept per line in a context window (bytes, cut on a char boundary).
@@ -118,7 +118,6 @@ where
     invariants: InvariantCheck,
     alerts: AlertGroups,
     stats: ScorerStats,
-    scratch: String,
     /// Lines scored so far (the online vocabulary's clock).
     lines_seen: u64,
     /// The latest event time seen (log clock), and when (wall clock) it was seen.
@@ -205,7 +204,6 @@ where
             windows: HashMap::new(),
             threshold,
             stats: ScorerStats::default(),
-            scratch: String::new(),
             lines_seen: 0,
             clock: None,
         }
@@ -311,25 +309,6 @@ where
         Ok(())
     }
 
-    fn session_of<'e>(&self, event: &'e Event) -> Cow<'e, str> {
-        let stream = || Cow::Borrowed(&*event.origin.stream);
-        match &self.settings.session_key {
-            SessionKey::Stream => stream(),
-            // A plain match is much cheaper than captures; use groups only when there are some.
-            SessionKey::Regex(re) if re.captures_len() == 1 => re
-                .find(event.message())
-                .map_or_else(stream, |m| Cow::Borrowed(m.as_str())),
-            SessionKey::Regex(re) => re
-                .captures(event.message())
-                .and_then(|c| c.get(1).or_else(|| c.get(0)))
-                .map_or_else(stream, |m| Cow::Borrowed(m.as_str())),
-            SessionKey::Field(name) => match event.fields.get(name) {
-                Some(value) => Cow::Owned(value.to_string()),
-                None => stream(),
-            },
-        }
-    }
-
     /// Encodes templates not yet in the vocabulary, in one batch, and adds them; returns what
     /// it made of each (valid even if the vocabulary's bounds evicted it again at once).
     fn learn_templates<'t>(&mut self, texts: &[&'t str]) -> HashMap<&'t str, Arc<TemplateInfo>> {
@@ -371,28 +350,28 @@ where
         learned
     }
 
-    /// The templates of `events`, encoding new ones in one batch. A known template costs a
-    /// lookup, no allocation.
-    fn intern(&mut self, events: &[Event]) -> Vec<Arc<TemplateInfo>> {
-        let mut infos: Vec<Option<Arc<TemplateInfo>>> = Vec::with_capacity(events.len());
-        let mut unknown: Vec<(usize, String)> = Vec::new();
-        for (i, event) in events.iter().enumerate() {
-            template_into(event.message(), &mut self.scratch);
-            match self.vocabulary.get(&self.scratch) {
+    /// The templates of a prepared batch, encoding new ones in one batch. A known template
+    /// costs a lookup, no allocation.
+    fn intern(&mut self, prepared: &Prepared) -> Vec<Arc<TemplateInfo>> {
+        let mut infos: Vec<Option<Arc<TemplateInfo>>> = Vec::with_capacity(prepared.len());
+        let mut unknown: Vec<(usize, &str)> = Vec::new();
+        for i in 0..prepared.len() {
+            let template = prepared.template(i);
+            match self.vocabulary.get(template) {
                 Some((info, _)) => infos.push(Some(info.clone())),
                 None => {
                     infos.push(None);
-                    unknown.push((i, self.scratch.clone()));
+                    unknown.push((i, template));
                 }
             }
         }
         if !unknown.is_empty() {
-            let texts: Vec<&str> = unknown.iter().map(|(_, t)| t.as_str()).collect();
+            let texts: Vec<&str> = unknown.iter().map(|(_, t)| *t).collect();
             // A batch holding one template many times encodes it once.
             let learned = self.learn_templates(&texts);
             for (i, text) in &unknown {
                 infos[*i] = learned
-                    .get(text.as_str())
+                    .get(text)
                     .cloned()
                     .or_else(|| self.vocabulary.get(text).map(|(info, _)| info.clone()));
             }
@@ -457,16 +436,31 @@ where
     /// Scores a batch of events; returns them enriched, in order, with session-end events
     /// inserted where sessions ended.
     pub fn process(&mut self, events: Vec<Event>) -> Vec<Event> {
-        let templates = self.intern(&events);
-        let mut pending = Vec::with_capacity(events.len());
+        let prepared = self.preparer().prepare(events);
+        self.process_prepared(prepared)
+    }
+
+    /// What prepares batches for this scorer, on any thread (see [`Prepared`]).
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            session_key: self.settings.session_key.clone(),
+        }
+    }
+
+    /// [`Scorer::process`] for a batch its [`Preparer`] prepared.
+    pub fn process_prepared(&mut self, prepared: Prepared) -> Vec<Event> {
+        let templates = self.intern(&prepared);
+        let mut pending = Vec::with_capacity(prepared.len());
         let wall = chrono::Utc::now().timestamp();
-        for (event, template) in events.into_iter().zip(templates) {
-            // The line's own time where it leads with one; else the event's time, which a
-            // source sets from the line or a decoded field, or to the arrival.
-            let stamped =
-                deepsentry_core::timestamp::leading(event.message_bytes(), event.timestamp)
-                    .unwrap_or(event.timestamp)
-                    .timestamp();
+        let Prepared {
+            events,
+            stamped,
+            sessions,
+            ..
+        } = prepared;
+        for (((event, template), stamped), session_at) in
+            events.into_iter().zip(templates).zip(stamped).zip(sessions)
+        {
             // A line dated far ahead of the clock (a wrong clock, a mistyped year) would end
             // every open session as idle: its time does not move the log clock.
             let now = if stamped > wall.saturating_add(self.settings.max_clock_skew_secs) {
@@ -501,10 +495,10 @@ where
                 },
             };
             let severity = self.severity(&event, &template);
-            let key = self.session_of(&event);
+            let key = session_at.of(&event);
             let origin = event.origin.clone();
             let slots = self.invariants.slots;
-            let (session, session_name, evicted) = self.sessions.touch(&key, now, || Session {
+            let (session, session_name, evicted) = self.sessions.touch(key, now, || Session {
                 window: Vec::new(),
                 messages: Vec::new(),
                 lines: 0,

@@ -31,6 +31,7 @@ use deepsentry_transform_deepsentry as _;
 use deepsentry_transform_filter as _;
 use deepsentry_transform_throttle as _;
 
+mod allocator;
 mod api;
 mod eval;
 mod input_format;
@@ -197,23 +198,7 @@ struct TrainArgs {
     no_replay: bool,
 }
 
-/// Keeps the allocator from handing large blocks back to the kernel after each use. The
-/// detector allocates and frees tensors of a few hundred KB to a few MB per scoring round;
-/// glibc's default serves each with a fresh mmap, so every round paid for page faults (a
-/// fifth of the CPU time when every window was new). Peak memory stays what it was: the
-/// blocks are reused, not added to.
-fn keep_large_allocations() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called first thing in main, before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
-}
-
 fn main() -> ExitCode {
-    keep_large_allocations();
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_level.as_deref(), cli.log_format) {
         eprintln!("deepsentry: {e}");

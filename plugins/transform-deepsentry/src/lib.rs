@@ -14,10 +14,12 @@ use deepsentry_model::novelty::OnlineState;
 use deepsentry_model::{LoadedModel, Scorer, SequenceModel};
 
 mod config;
+mod prepare;
 mod report;
 pub mod retrain;
 
 pub use config::DeepsentryTransformConfig;
+use prepare::{PrepareStage, Waiting};
 use report::Reporter;
 use retrain::{Outcome, RecentLines, RetrainJob};
 
@@ -293,7 +295,8 @@ impl Transform for DeepsentryTransform {
         let mut saved_at = Instant::now();
         let mut retraining = self.retraining(&cx.metrics);
         let mut job: Option<RetrainInFlight> = None;
-        let mut waiting = Batch::default();
+        let (_preparing, mut prepared) = PrepareStage::start(cx.input, self.scorer.preparer());
+        let mut waiting = Waiting::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         // While the input is quiet, sessions still time out (see `Scorer::tick`).
         let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
@@ -331,9 +334,9 @@ impl Transform for DeepsentryTransform {
                         tokio::task::block_in_place(|| self.finish_retraining(retraining, outcome, &in_flight.dir));
                     }
                 }
-                batch = cx.input.recv() => match batch {
-                    Some(batch) => {
-                        waiting.append(batch);
+                batch = prepared.recv() => match batch {
+                    Some((batch, acks)) => {
+                        waiting.push(batch, acks);
                         deadline.get_or_insert_with(|| tokio::time::Instant::now() + interval);
                     }
                     None => closed = true,
@@ -352,14 +355,13 @@ impl Transform for DeepsentryTransform {
             let due = deadline.is_some_and(|at| at <= tokio::time::Instant::now());
             if !waiting.is_empty() && (closed || due || waiting.len() >= self.config.batch_size) {
                 deadline = None;
-                let mut batch = std::mem::take(&mut waiting);
-                let acks = batch.take_acks();
+                let (batch, acks) = waiting.take().expect("a batch is waiting");
                 let scorer = &mut self.scorer;
                 // Scoring is CPU work: keep the other tasks of this worker thread moving.
                 let started = Instant::now();
                 let recent = retraining.as_mut().map(|r| &mut r.recent);
                 let scored = tokio::task::block_in_place(|| {
-                    let scored = scorer.process(batch.events);
+                    let scored = scorer.process_prepared(batch);
                     if let Some(recent) = recent {
                         recent.record(&scored);
                     }

@@ -119,6 +119,50 @@ fn a_line_dated_far_ahead_does_not_end_the_open_sessions() {
 }
 
 #[test]
+fn batches_prepared_apart_and_joined_score_as_one() {
+    let lines = [
+        "open s1",
+        "open s2",
+        "close s1",
+        "novel word s3",
+        "open s2",
+        "close s2",
+    ];
+    let fields = |events: Vec<Event>| -> Vec<(String, Vec<(String, Value)>)> {
+        events
+            .into_iter()
+            .map(|e| {
+                let mut fields: Vec<(String, Value)> = e
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+                fields.sort_by(|a, b| a.0.cmp(&b.0));
+                (e.message().to_string(), fields)
+            })
+            .collect()
+    };
+    let mut whole = scorer();
+    let mut expected = whole.process(events(&lines));
+    expected.extend(whole.finish());
+
+    let mut joined = scorer();
+    let preparer = joined.preparer();
+    let mut prepared = preparer.prepare(events(&lines[..2]));
+    let second = preparer.prepare(events(&lines[2..]));
+    assert_eq!((prepared.len(), second.len()), (2, 4));
+    prepared.append(second);
+    let mut scored = joined.process_prepared(prepared);
+    scored.extend(joined.finish());
+    assert_eq!(
+        scored.len(),
+        lines.len() + 3,
+        "every line and the three session ends"
+    );
+    assert_eq!(fields(scored), fields(expected));
+}
+
+#[test]
 fn a_session_ending_out_of_balance_is_flagged_and_explained() {
     let mut scorer = scorer();
     let scored = scorer.process(events(&[
