@@ -33,7 +33,7 @@ sinks:
     type: file
     inputs: [demo]
     path: $(yaml_str "$2")
-    format: text
+    encoding: text
     append: false
 EOF_YAML
 }

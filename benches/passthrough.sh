@@ -149,7 +149,7 @@ pipeline() {
         else
             echo "    type: file"
             echo "    path: $(yaml_str "$out")"
-            echo "    format: text"
+            echo "    encoding: text"
             echo "    append: false"
         fi
     } >"$yml"

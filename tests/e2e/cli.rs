@@ -81,8 +81,13 @@ fn config_errors_name_file_line_key_and_choices() {
         ),
         (
             "bad value",
-            "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [in]\n    format: xml\n",
-            &["p.yml:8:5", "key `format`", "`deepsentry`, `text`, `json`"],
+            "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [in]\n    encoding: xml\n",
+            &["p.yml:8:5", "key `encoding`", "unknown variant `xml`", "`monitor`, `text`, `json`, `alert`"],
+        ),
+        (
+            "encoding the sink does not write",
+            "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [in]\n    encoding: json_array\n",
+            &["p.yml:8:5", "key `encoding`", "does not write `json_array`", "`monitor`, `text`, `json`, `alert`"],
         ),
         (
             "missing input",

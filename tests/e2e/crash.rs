@@ -20,7 +20,7 @@ fn kill_9_during_replay_then_restart_loses_nothing() {
         "p.yml",
         "data_dir: {dir}/data\n\
          sources:\n  in:\n    type: file\n    include: ['{dir}/in.log']\n    exit_on_eof: true\n\
-         sinks:\n  out:\n    type: console\n    inputs: [in]\n    format: text\n",
+         sinks:\n  out:\n    type: console\n    inputs: [in]\n    encoding: text\n",
     );
     let mut child = s.start(&config, Stdio::null(), Stdio::piped());
     let mut stdout = BufReader::new(child.stdout.take().unwrap());

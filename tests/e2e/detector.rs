@@ -56,8 +56,8 @@ fn pipeline_enriches_every_event_and_writes_alerts() {
             "data_dir: {{dir}}/data\n\
              sources:\n  app:\n    type: file\n    include: ['{{dir}}/in.log']\n    exit_on_eof: true\n\
              transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n    session_key: '{KEY}'\n\
-             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/all.jsonl\n    format: json\n\
-             \x20 alerts:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/alerts.log\n    format: alert\n",
+             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/all.jsonl\n    encoding: json\n\
+             \x20 alerts:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/alerts.log\n    encoding: alert\n",
             model().display()
         ),
     );
@@ -192,7 +192,7 @@ fn stdin_pipeline(s: &Scratch, settings: &str) -> PathBuf {
             "data_dir: {{dir}}/data\n\
              sources:\n  in:\n    type: stdin\n\
              transforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    model: {}\n    session_key: '{KEY}'\n    min_samples: 0\n{settings}\
-             sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/out.jsonl\n    format: json\n",
+             sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/out.jsonl\n    encoding: json\n",
             model().display()
         ),
     )
@@ -270,7 +270,7 @@ fn with_new_message(lines: Vec<String>, from: usize, every: usize) -> Vec<String
 /// A file -> deepsentry -> JSON file pipeline over `input`, its state in `{dir}/data`.
 fn file_pipeline(s: &Scratch, name: &str, input: &str) -> PathBuf {
     let sinks = format!(
-        "  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/{input}.jsonl\n    format: json\n"
+        "  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/{input}.jsonl\n    encoding: json\n"
     );
     scored_file_to(s, name, input, "", &sinks)
 }
@@ -516,7 +516,7 @@ fn app_pipeline(s: &Scratch, model: &Path) -> PathBuf {
             "data_dir: {{dir}}/data\n\
              sources:\n  app:\n    type: file\n    include: ['{{dir}}/app.log']\n    exit_on_eof: true\n\
              transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n\
-             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    format: json\n",
+             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    encoding: json\n",
             model.display()
         ),
     )
@@ -708,7 +708,7 @@ fn a_model_retrained_in_the_background_is_swapped_in_without_losing_reordering_o
             "data_dir: {{dir}}/data\n\
              sources:\n  app:\n    type: file\n    include: ['{{dir}}/app.log']\n\
              transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n    model: {}\n    session_key: '{KEY}'\n    retrain_every: 3s\n\
-             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    format: json\n",
+             sinks:\n  all:\n    type: file\n    inputs: [detect]\n    path: {{dir}}/scored.jsonl\n    encoding: json\n",
             model().display()
         ),
     );

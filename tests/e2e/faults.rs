@@ -23,7 +23,7 @@ fn a_dead_console_sink_ends_the_run_and_loses_nothing() {
         "p.yml",
         "data_dir: {dir}/data\n\
          sources:\n  in:\n    type: file\n    include: ['{dir}/in.log']\n    exit_on_eof: true\n\
-         sinks:\n  screen:\n    type: console\n    inputs: [in]\n    format: text\n\
+         sinks:\n  screen:\n    type: console\n    inputs: [in]\n    encoding: text\n\
          \x20 copy:\n    type: file\n    inputs: [in]\n    path: {dir}/out.log\n",
     );
     let started = Instant::now();
@@ -91,7 +91,7 @@ fn a_dead_sink_stops_a_stdin_pipeline_promptly() {
         "p.yml",
         "data_dir: {dir}/data\n\
          sources:\n  in:\n    type: stdin\n\
-         sinks:\n  screen:\n    type: console\n    inputs: [in]\n    format: text\n\
+         sinks:\n  screen:\n    type: console\n    inputs: [in]\n    encoding: text\n\
          \x20 copy:\n    type: file\n    inputs: [in]\n    path: {dir}/out.log\n",
     );
     let mut child = s.start(&config, Stdio::piped(), Stdio::piped());

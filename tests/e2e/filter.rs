@@ -20,7 +20,7 @@ fn only_the_detectors_anomalies_pass_an_is_anomaly_filter() {
              session_key: 'blk_-?\\d+'\n  \
              alerts:\n    type: filter\n    inputs: [detect]\n    condition:\n      is_anomaly: true\n\
              sinks:\n  out:\n    type: file\n    inputs: [alerts]\n    path: '{{dir}}/alerts.jsonl'\n    \
-             format: json\n"
+             encoding: json\n"
         ),
     );
     let (code, stderr) = run_to_end(&config);
@@ -93,7 +93,7 @@ fn throttle_lets_a_bounded_number_of_alerts_per_template_through() {
          paced:\n    type: throttle\n    inputs: [alerts]\n    threshold: 3\n    window_secs: 3600\n    \
          key_field: template\n\
          sinks:\n  out:\n    type: file\n    inputs: [paced]\n    path: '{dir}/alerts.jsonl'\n    \
-         format: json\n",
+         encoding: json\n",
     );
     let (code, stderr) = run_to_end(&config);
     assert_eq!(code, Some(0), "{stderr}");

@@ -60,7 +60,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
-/// The `message` of each event of a file written with `format: json`.
+/// The `message` of each event of a file written with `encoding: json`.
 fn messages_in(path: &Path) -> Vec<String> {
     read_lines(path)
         .iter()
@@ -82,7 +82,7 @@ fn curl_gets_200_once_the_events_are_written_and_a_clear_refusal_otherwise() {
             "sources:\n  web:\n    type: http\n    address: 127.0.0.1:{port}\n    path: /ingest\n    \
              decoding: json\n    max_body_bytes: 4096\n    auth_token: \"${{HTTP_SOURCE_TOKEN}}\"\n\
              sinks:\n  out:\n    type: file\n    inputs: [web]\n    path: {{dir}}/out.log\n    \
-             format: json\n"
+             encoding: json\n"
         ),
     );
     let mut child = s.start_with_env(

@@ -57,7 +57,7 @@ fn java_and_python_traces_through_the_file_source_are_one_event_each() {
          python:\n    type: file\n    include: ['{dir}/python.log']\n    exit_on_eof: true\n    \
          multiline: python\n\
          sinks:\n  out:\n    type: file\n    inputs: [java, python]\n    path: {dir}/out.json\n    \
-         format: json\n",
+         encoding: json\n",
     );
     let mut child = s.start(&config, Stdio::null(), Stdio::null());
     assert!(wait_exit(&s, &mut child, WAIT).success(), "{}", s.stderr());
@@ -105,7 +105,7 @@ fn a_kill_between_the_lines_of_a_stack_trace_loses_nothing() {
                  poll_interval_ms: 20\n    exit_on_eof: {exit_on_eof}\n    \
                  multiline:\n      preset: java\n      timeout_ms: 600000\n\
                  sinks:\n  out:\n    type: file\n    inputs: [app]\n    path: {{dir}}/out.json\n    \
-                 format: json\n"
+                 encoding: json\n"
             ),
         )
     };
@@ -166,7 +166,7 @@ fn json_and_logfmt_lines_decode_and_a_bad_line_is_passed_on_and_counted() {
         "p.yml",
         "sources:\n  json:\n    type: stdin\n    decoding: json\n\
          sinks:\n  out:\n    type: file\n    inputs: [json]\n    path: {dir}/out.json\n    \
-         format: json\n",
+         encoding: json\n",
     );
     let input = "{\"time\":\"2024-05-31T10:00:00.250Z\",\"level\":\"error\",\"msg\":\"db down\",\"retries\":3}\n\
                  {\"message\":\"cache warm\",\"ts\":1700000000,\"user\":{\"id\":7}}\n\
@@ -199,7 +199,7 @@ fn json_and_logfmt_lines_decode_and_a_bad_line_is_passed_on_and_counted() {
         "p.yml",
         "sources:\n  app:\n    type: stdin\n    decoding: logfmt\n\
          sinks:\n  out:\n    type: file\n    inputs: [app]\n    path: {dir}/out.json\n    \
-         format: json\n",
+         encoding: json\n",
     );
     let output = Command::new(bin())
         .args(["run", "-c"])
@@ -231,8 +231,8 @@ fn the_detector_dates_events_by_their_lines_and_templates_a_trace_once() {
         "sources:\n  app:\n    type: stdin\n    multiline: java\n\
          transforms:\n  detect:\n    type: deepsentry\n    inputs: [app]\n\
          sinks:\n  out:\n    type: file\n    inputs: [detect]\n    path: {dir}/out.json\n    \
-         format: json\n  alerts:\n    type: file\n    inputs: [detect]\n    path: {dir}/alerts.log\n    \
-         format: alert\n",
+         encoding: json\n  alerts:\n    type: file\n    inputs: [detect]\n    path: {dir}/alerts.log\n    \
+         encoding: alert\n",
     );
     let second_trace = JAVA_LOG
         .replace("2024-01-15", "2024-01-16")

@@ -417,7 +417,7 @@ fn two_instances_in_one_group_split_partitions_and_take_over() {
             &format!(
                 "data_dir: {{dir}}/{name}-data\nsources:\n{}\
                  sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {{dir}}/{name}.jsonl\n    \
-                 format: json\n",
+                 encoding: json\n",
                 source_yaml(&broker.bootstrap, &input, &group)
             ),
         );
@@ -688,7 +688,7 @@ fn json_payloads_are_decoded_and_dated_by_their_own_time() {
         &format!(
             "sources:\n{}    decoding: json\n\
              sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {{dir}}/out.json\n    \
-             format: json\n",
+             encoding: json\n",
             source_yaml(&broker.bootstrap, &input, &unique("g"))
         ),
     );

@@ -110,7 +110,7 @@ fn fan_out_writes_every_line_to_every_sink() {
         "data_dir: {dir}/data\n\
          sources:\n  in:\n    type: file\n    include: ['{dir}/in.log']\n    exit_on_eof: true\n\
          sinks:\n  text:\n    type: file\n    inputs: [in]\n    path: {dir}/a.log\n\
-         \x20 json:\n    type: file\n    inputs: [in]\n    path: {dir}/b.jsonl\n    format: json\n",
+         \x20 json:\n    type: file\n    inputs: [in]\n    path: {dir}/b.jsonl\n    encoding: json\n",
     );
     let mut child = s.start(&config, Stdio::null(), Stdio::null());
     assert!(wait_exit(&s, &mut child, Duration::from_secs(60)).success());

@@ -10,7 +10,7 @@ use crate::common::*;
 const KEY: &str = r"blk_-?\d+";
 
 /// Every scored event as a JSON line in `{dir}/out.jsonl`.
-const JSON_SINK: &str = "    type: file\n    path: '{dir}/out.jsonl'\n    format: json\n";
+const JSON_SINK: &str = "    type: file\n    path: '{dir}/out.jsonl'\n    encoding: json\n";
 
 /// Sends SIGHUP and waits for the outcome to be logged (the `n`-th reload line).
 fn hangup(s: &Scratch, child: &std::process::Child, n: usize) -> String {

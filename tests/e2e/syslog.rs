@@ -106,7 +106,7 @@ fn udp_lines_arrive_with_facility_severity_and_app_name() {
         &s,
         &format!(
             "    type: syslog\n    mode: udp\n    address: 127.0.0.1:{udp}\n    encoding: text\n    \
-             format: rfc3164\n    facility: local3\n    severity: warning\n"
+             protocol: rfc3164\n    facility: local3\n    severity: warning\n"
         ),
     );
     let (code, stderr) = run_to_end(&config);

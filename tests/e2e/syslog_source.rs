@@ -60,7 +60,7 @@ fn logger_reaches_the_source_over_udp_tcp_and_a_unix_socket() {
              tcp:\n    type: syslog\n    mode: tcp\n    address: 127.0.0.1:{tcp}\n  \
              local:\n    type: syslog\n    mode: unix\n    address: {}\n\
              sinks:\n  out:\n    type: file\n    inputs: [udp, tcp, local]\n    path: {{dir}}/out.json\n    \
-             format: json\n",
+             encoding: json\n",
             socket.display()
         ),
     );
@@ -205,7 +205,7 @@ fn rsyslog_forwards_to_the_source_over_tcp() {
         &format!(
             "sources:\n  relay:\n    type: syslog\n    mode: tcp\n    address: 127.0.0.1:{tcp}\n\
              sinks:\n  out:\n    type: file\n    inputs: [relay]\n    path: {{dir}}/out.json\n    \
-             format: json\n"
+             encoding: json\n"
         ),
     );
     let mut child = s.start(&config, Stdio::null(), Stdio::null());

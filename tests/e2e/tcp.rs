@@ -99,7 +99,7 @@ fn oversized_line_over_tcp_is_truncated_and_the_next_line_survives() {
         "p.yml",
         &format!(
             "sources:\n  net:\n    type: tcp\n    address: 127.0.0.1:{port}\n    max_line_bytes: 64\n\
-             sinks:\n  out:\n    type: console\n    inputs: [net]\n    format: text\n"
+             sinks:\n  out:\n    type: console\n    inputs: [net]\n    encoding: text\n"
         ),
     );
     let mut child = s.start(&config, Stdio::null(), Stdio::piped());

@@ -495,7 +495,7 @@ fn shutdown_flushes_the_pending_request() {
 }
 
 #[test]
-fn headers_method_and_text_follow_the_config() {
+fn headers_method_and_the_monitor_line_follow_the_config() {
     let s = Scratch::new();
     let server = Server::start(Vec::new());
     let input = input_lines(3, "formatted");
@@ -503,7 +503,7 @@ fn headers_method_and_text_follow_the_config() {
     let config = replay_pipeline(
         &s,
         &format!(
-            "    type: webhook\n    url: {}\n    method: put\n    encoding: text\n    \
+            "    type: webhook\n    url: {}\n    method: put\n    encoding: monitor\n    \
              headers:\n      Authorization: 'Bearer ${{ALERT_TOKEN}}'\n      X-Team: sre\n",
             server.url("/alerts?source=deepsentry")
         ),

@@ -9,19 +9,151 @@ use crate::anomaly;
 use crate::batch::Batch;
 use crate::event::{Event, Value};
 
-/// How an event is written as text.
+/// How an event is written as bytes: the value of every sink's `encoding` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
-    /// The raw message, one per line.
+    /// `text`: the raw message, one per line.
     Text,
-    /// One JSON object per line: timestamp, message, source, stream and every field.
+    /// `json`: one JSON object per line: timestamp, message, source, stream and every field.
     Json,
-    /// The live monitor's console line:
+    /// `json_array`: the JSON objects of a batch in one array, for sinks that send batches
+    /// (the webhook's request body); [`encode`] writes one event as [`Encoding::Json`] does.
+    JsonArray,
+    /// `monitor`: the live monitor's console line,
     /// `[14:23:46] ANOMALY - score: 3.67 (threshold: 2.45) - "Unexpected error" ⚠️`.
-    Deepsentry,
-    /// The alert file's block (`TIMESTAMP=`, `SCORE=`, `THRESHOLD=`, `MESSAGE=`,
+    /// `deepsentry`, its former name, is still read.
+    Monitor,
+    /// `alert`: the alert file's block (`TIMESTAMP=`, `SCORE=`, `THRESHOLD=`, `MESSAGE=`,
     /// `CONTEXT_WINDOW=`), written for anomalies only.
     Alert,
+}
+
+impl Encoding {
+    /// Every encoding, in the order the documentation lists them.
+    pub const ALL: [Encoding; 5] = [
+        Encoding::Text,
+        Encoding::Json,
+        Encoding::JsonArray,
+        Encoding::Monitor,
+        Encoding::Alert,
+    ];
+
+    /// Its name in a configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Text => "text",
+            Encoding::Json => "json",
+            Encoding::JsonArray => "json_array",
+            Encoding::Monitor => "monitor",
+            Encoding::Alert => "alert",
+        }
+    }
+
+    /// The encoding a configuration names, former names included.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "deepsentry" => Some(Encoding::Monitor),
+            _ => Self::ALL.into_iter().find(|e| e.name() == name),
+        }
+    }
+}
+
+impl std::fmt::Display for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The encodings a sink writes, and the one it uses when its configuration names none. Each
+/// sink declares its own (a unit type implementing this) and takes an
+/// [`EncodingConfig`] of it as its `encoding` key.
+pub trait SinkEncodings {
+    /// What the sink can write, in the order its error messages list them.
+    const SUPPORTED: &'static [Encoding];
+    /// What it writes when `encoding` is not set.
+    const DEFAULT: Encoding;
+}
+
+/// A sink's `encoding` setting: an [`Encoding`] that sink `S` supports. An encoding it does
+/// not support is a configuration error at the key, listing the valid ones.
+pub struct EncodingConfig<S> {
+    encoding: Encoding,
+    sink: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S> EncodingConfig<S> {
+    /// The encoding chosen.
+    pub fn get(&self) -> Encoding {
+        self.encoding
+    }
+}
+
+impl<S: SinkEncodings> EncodingConfig<S> {
+    /// `encoding`, if `S` supports it.
+    pub fn new(encoding: Encoding) -> Result<Self, String> {
+        if S::SUPPORTED.contains(&encoding) {
+            Ok(Self {
+                encoding,
+                sink: std::marker::PhantomData,
+            })
+        } else {
+            Err(format!(
+                "this sink does not write `{encoding}`; expected one of {}",
+                Self::choices()
+            ))
+        }
+    }
+
+    fn choices() -> String {
+        S::SUPPORTED
+            .iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl<S: SinkEncodings> Default for EncodingConfig<S> {
+    fn default() -> Self {
+        Self {
+            encoding: S::DEFAULT,
+            sink: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S> Clone for EncodingConfig<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for EncodingConfig<S> {}
+
+impl<S> PartialEq for EncodingConfig<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoding == other.encoding
+    }
+}
+
+impl<S> std::fmt::Debug for EncodingConfig<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncodingConfig({})", self.encoding)
+    }
+}
+
+impl<'de, S: SinkEncodings> serde::Deserialize<'de> for EncodingConfig<S> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match Encoding::from_name(&name) {
+            Some(encoding) => Self::new(encoding).map_err(serde::de::Error::custom),
+            // Worded as serde words an unknown variant, so the loader shows it the same way.
+            None => Err(serde::de::Error::custom(format!(
+                "unknown variant `{name}`, expected one of {}",
+                Self::choices()
+            ))),
+        }
+    }
 }
 
 /// Appends `event` encoded as `encoding` to `out`, newline-terminated. Returns `false` (and
@@ -33,11 +165,11 @@ pub fn encode(encoding: Encoding, event: &Event, out: &mut Vec<u8>) -> bool {
             out.extend_from_slice(event.message_bytes());
             out.push(b'\n');
         }
-        Encoding::Json => {
+        Encoding::Json | Encoding::JsonArray => {
             encode_json(event, out);
             out.push(b'\n');
         }
-        Encoding::Deepsentry => encode_console(event, out),
+        Encoding::Monitor => encode_console(event, out),
         Encoding::Alert => return encode_alert(event, out),
     }
     true
@@ -209,17 +341,11 @@ mod tests {
     #[test]
     fn console_line_matches_the_live_monitor_format() {
         assert_eq!(
-            encoded(
-                Encoding::Deepsentry,
-                &scored("Unexpected error", 3.67, true)
-            ),
+            encoded(Encoding::Monitor, &scored("Unexpected error", 3.67, true)),
             "[14:23:47] ANOMALY - score: 3.67 (threshold: 2.45) - \"Unexpected error\" ⚠️\n"
         );
         assert_eq!(
-            encoded(
-                Encoding::Deepsentry,
-                &scored("Got block report", 0.21, false)
-            ),
+            encoded(Encoding::Monitor, &scored("Got block report", 0.21, false)),
             "[14:23:47] Normal - score: 0.21 (threshold: 2.45) - \"Got block report\"\n"
         );
     }
@@ -228,10 +354,10 @@ mod tests {
     fn a_later_member_of_an_alert_group_shows_its_count() {
         let mut event = scored("Disk failed", 9.5, true);
         event.fields.insert(anomaly::ALERT_COUNT, Value::Int(1));
-        assert!(encoded(Encoding::Deepsentry, &event).ends_with("\"Disk failed\" ⚠️\n"));
+        assert!(encoded(Encoding::Monitor, &event).ends_with("\"Disk failed\" ⚠️\n"));
         event.fields.insert(anomaly::ALERT_COUNT, Value::Int(4));
         assert_eq!(
-            encoded(Encoding::Deepsentry, &event),
+            encoded(Encoding::Monitor, &event),
             "[14:23:47] ANOMALY - score: 9.50 (threshold: 2.45) - \"Disk failed\" ⚠️ (x4)\n"
         );
         // JSON writes structured values as JSON.
@@ -263,6 +389,45 @@ mod tests {
             &mut out
         ));
         assert!(out.is_empty());
+    }
+
+    struct LineSink;
+
+    impl SinkEncodings for LineSink {
+        const SUPPORTED: &'static [Encoding] = &[Encoding::Monitor, Encoding::Json];
+        const DEFAULT: Encoding = Encoding::Monitor;
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct LineSinkConfig {
+        #[serde(default)]
+        encoding: EncodingConfig<LineSink>,
+    }
+
+    fn line_sink(yaml: &str) -> Result<Encoding, String> {
+        serde_yaml::from_str::<LineSinkConfig>(yaml)
+            .map(|c| c.encoding.get())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_sink_reads_the_encodings_it_supports_and_names_them_otherwise() {
+        assert_eq!(line_sink("{}"), Ok(Encoding::Monitor));
+        assert_eq!(line_sink("encoding: json"), Ok(Encoding::Json));
+        assert_eq!(line_sink("encoding: deepsentry"), Ok(Encoding::Monitor));
+        let unsupported = line_sink("encoding: alert").unwrap_err();
+        assert!(
+            unsupported.contains("does not write `alert`; expected one of `monitor`, `json`"),
+            "{unsupported}"
+        );
+        let unknown = line_sink("encoding: xml").unwrap_err();
+        assert!(
+            unknown.contains("unknown variant `xml`, expected one of `monitor`, `json`"),
+            "{unknown}"
+        );
+        for encoding in Encoding::ALL {
+            assert_eq!(Encoding::from_name(encoding.name()), Some(encoding));
+        }
     }
 
     #[test]

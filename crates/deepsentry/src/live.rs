@@ -157,7 +157,7 @@ impl LiveConfig {
             map(vec![
                 ("type", "console".into()),
                 ("inputs", Value::Sequence(vec!["detect".into()])),
-                ("format", "deepsentry".into()),
+                ("encoding", "monitor".into()),
             ]),
         )];
         if let Some(path) = &self.output_file {
@@ -167,7 +167,7 @@ impl LiveConfig {
                     ("type", "file".into()),
                     ("inputs", Value::Sequence(vec!["detect".into()])),
                     ("path", path.display().to_string().into()),
-                    ("format", "alert".into()),
+                    ("encoding", "alert".into()),
                 ]),
             ));
         }
@@ -256,8 +256,8 @@ mod tests {
         assert_eq!(detect["sequence_length"], 10);
         assert_eq!(detect["batch_interval"], 0.5);
         assert_eq!(detect["model"], "builtin");
-        assert_eq!(p["sinks"]["console"]["format"], "deepsentry");
-        assert_eq!(p["sinks"]["alerts"]["format"], "alert");
+        assert_eq!(p["sinks"]["console"]["encoding"], "monitor");
+        assert_eq!(p["sinks"]["alerts"]["encoding"], "alert");
         assert_eq!(p["sinks"]["alerts"]["path"], "/tmp/alerts.log");
     }
 

@@ -1,23 +1,23 @@
 //! The `console` sink: writes events to stdout (or stderr), one line each.
 
 use async_trait::async_trait;
-use deepsentry_core::codec::{encode_batch, Encoding};
+use deepsentry_core::codec::{encode_batch, Encoding, EncodingConfig, SinkEncodings};
 use deepsentry_core::{BuildContext, Sink, SinkConfig, SinkContext};
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// How the console shows events.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ConsoleFormat {
-    /// The live monitor's line: `[14:23:46] ANOMALY - score: 3.67 (threshold: 2.45) - "..." ⚠️`
-    /// (just `[time] message` for events without a score). The default.
-    #[default]
-    Deepsentry,
-    /// The raw message.
-    Text,
-    /// One JSON object per event.
-    Json,
+/// What the console sink writes: the live monitor's line by default (`[time] message` for
+/// events without a score), the raw message, JSON objects, or alert blocks.
+pub struct ConsoleEncodings;
+
+impl SinkEncodings for ConsoleEncodings {
+    const SUPPORTED: &'static [Encoding] = &[
+        Encoding::Monitor,
+        Encoding::Text,
+        Encoding::Json,
+        Encoding::Alert,
+    ];
+    const DEFAULT: Encoding = Encoding::Monitor;
 }
 
 /// Which stream the console sink writes to.
@@ -35,9 +35,10 @@ pub enum ConsoleTarget {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleSinkConfig {
-    /// `deepsentry` (default), `text` or `json`.
-    #[serde(default)]
-    pub format: ConsoleFormat,
+    /// `monitor` (default), `text`, `json` or `alert`. `format`, its former name, is still
+    /// read.
+    #[serde(default, alias = "format")]
+    pub encoding: EncodingConfig<ConsoleEncodings>,
     /// `stdout` (default) or `stderr`.
     #[serde(default)]
     pub target: ConsoleTarget,
@@ -45,19 +46,9 @@ pub struct ConsoleSinkConfig {
 
 deepsentry_core::register_sink!(
     "console",
-    "Writes events to stdout or stderr (formats: deepsentry, text, json)",
+    "Writes events to stdout or stderr (encodings: monitor, text, json, alert)",
     ConsoleSinkConfig
 );
-
-impl ConsoleFormat {
-    fn encoding(self) -> Encoding {
-        match self {
-            ConsoleFormat::Deepsentry => Encoding::Deepsentry,
-            ConsoleFormat::Text => Encoding::Text,
-            ConsoleFormat::Json => Encoding::Json,
-        }
-    }
-}
 
 #[async_trait]
 impl SinkConfig for ConsoleSinkConfig {
@@ -80,7 +71,7 @@ impl Sink for ConsoleSinkConfig {
         };
         let delivered = cx.metrics.counter("events_delivered");
         let dropped = cx.metrics.dropped("output_closed");
-        let encoding = self.format.encoding();
+        let encoding = self.encoding.get();
         let mut buf = Vec::with_capacity(64 * 1024);
         while let Some(batch) = cx.input.recv().await {
             buf.clear();
@@ -112,13 +103,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn format_names_and_defaults() {
-        let config: ConsoleSinkConfig = serde_yaml::from_str("format: json").unwrap();
-        assert_eq!(config.format, ConsoleFormat::Json);
+    fn encoding_names_and_defaults() {
+        let config: ConsoleSinkConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(config.encoding.get(), Encoding::Monitor);
         assert_eq!(config.target, ConsoleTarget::Stdout);
-        let err = serde_yaml::from_str::<ConsoleSinkConfig>("format: xml").unwrap_err();
+        let config: ConsoleSinkConfig = serde_yaml::from_str("encoding: json").unwrap();
+        assert_eq!(config.encoding.get(), Encoding::Json);
+        // The former key name.
+        let config: ConsoleSinkConfig = serde_yaml::from_str("format: text").unwrap();
+        assert_eq!(config.encoding.get(), Encoding::Text);
+        let err = serde_yaml::from_str::<ConsoleSinkConfig>("encoding: json_array").unwrap_err();
         assert!(err
             .to_string()
-            .contains("expected one of `deepsentry`, `text`, `json`"));
+            .contains("expected one of `monitor`, `text`, `json`, `alert`"));
     }
 }

@@ -10,24 +10,24 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use deepsentry_core::backoff::Backoff;
-use deepsentry_core::codec::{encode_batch, Encoding};
+use deepsentry_core::codec::{encode_batch, Encoding, EncodingConfig, SinkEncodings};
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{BuildContext, Sink, SinkConfig, SinkContext};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-/// How events are written to the file.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FileFormat {
-    /// The raw message, one per line (the default).
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-    /// The alert block of the live monitor (`TIMESTAMP=`, `SCORE=`, `THRESHOLD=`, `MESSAGE=`,
-    /// `CONTEXT_WINDOW=`), for anomalies only.
-    Alert,
+/// What the file sink writes: the raw message by default, JSON objects, the live monitor's
+/// line, or the alert block (`TIMESTAMP=`, `SCORE=`, ..., for anomalies only).
+pub struct FileEncodings;
+
+impl SinkEncodings for FileEncodings {
+    const SUPPORTED: &'static [Encoding] = &[
+        Encoding::Text,
+        Encoding::Json,
+        Encoding::Monitor,
+        Encoding::Alert,
+    ];
+    const DEFAULT: Encoding = Encoding::Text;
 }
 
 /// Settings of the `file` sink.
@@ -39,9 +39,10 @@ pub struct FileSinkConfig {
     /// Append to an existing file (default `true`); `false` truncates it at start.
     #[serde(default = "default_append")]
     pub append: bool,
-    /// `text` (default), `json` or `alert`.
-    #[serde(default)]
-    pub format: FileFormat,
+    /// `text` (default), `json`, `monitor` or `alert`. `format`, its former name, is still
+    /// read.
+    #[serde(default, alias = "format")]
+    pub encoding: EncodingConfig<FileEncodings>,
     /// How many times a failed write is retried (with a doubling pause from 100 ms) before the
     /// batch is dropped and counted. Default 5.
     #[serde(default = "default_write_retries")]
@@ -58,19 +59,9 @@ fn default_write_retries() -> u32 {
 
 deepsentry_core::register_sink!(
     "file",
-    "Appends events to a file (formats: text, json, alert)",
+    "Appends events to a file (encodings: text, json, monitor, alert)",
     FileSinkConfig
 );
-
-impl FileFormat {
-    fn encoding(self) -> Encoding {
-        match self {
-            FileFormat::Text => Encoding::Text,
-            FileFormat::Json => Encoding::Json,
-            FileFormat::Alert => Encoding::Alert,
-        }
-    }
-}
 
 /// A `file` sink with its file open.
 #[derive(Debug)]
@@ -154,7 +145,7 @@ impl Sink for FileSink {
     async fn run(mut self: Box<Self>, mut cx: SinkContext) -> anyhow::Result<()> {
         let delivered = cx.metrics.counter("events_delivered");
         let dropped = cx.metrics.dropped("write_failed");
-        let encoding = self.config.format.encoding();
+        let encoding = self.config.encoding.get();
         let path = self.config.path.display().to_string();
         let mut buf = Vec::with_capacity(256 * 1024);
         // A disk that stays full fails every batch: say so every 10 s, not every batch.
@@ -226,13 +217,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_and_valid_formats() {
+    fn defaults_and_valid_encodings() {
         let config: FileSinkConfig = serde_yaml::from_str("path: /tmp/x.log").unwrap();
         assert!(config.append);
-        assert_eq!(config.format, FileFormat::Text);
-        let err = serde_yaml::from_str::<FileSinkConfig>("path: x\nformat: csv").unwrap_err();
-        assert!(err.to_string().contains("`text`, `json`, `alert`"));
-        let err = serde_yaml::from_str::<FileSinkConfig>("format: json").unwrap_err();
+        assert_eq!(config.encoding.get(), Encoding::Text);
+        let config: FileSinkConfig = serde_yaml::from_str("path: x\nencoding: alert").unwrap();
+        assert_eq!(config.encoding.get(), Encoding::Alert);
+        let err = serde_yaml::from_str::<FileSinkConfig>("path: x\nencoding: csv").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("`text`, `json`, `monitor`, `alert`"));
+        let err = serde_yaml::from_str::<FileSinkConfig>("encoding: json").unwrap_err();
         assert!(err.to_string().contains("missing field `path`"));
     }
 }

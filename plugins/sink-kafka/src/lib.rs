@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use deepsentry_core::codec::{encode, Encoding};
+use deepsentry_core::codec::{encode, Encoding, EncodingConfig, SinkEncodings};
 use deepsentry_core::metrics::Counter;
 use deepsentry_core::{AckToken, Batch, BuildContext, Event, Sink, SinkConfig, SinkContext};
 use deepsentry_kafka::{client_config, KafkaLog};
@@ -32,16 +32,14 @@ use tokio::sync::Notify;
 
 pub use template::Template;
 
-/// How each event is written into a message's payload.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum KafkaEncoding {
-    /// The raw message.
-    Text,
-    /// A JSON object with the timestamp, message, source, stream and every field (the
-    /// default, so enrichment travels with the line).
-    #[default]
-    Json,
+/// What each message's payload holds: a JSON object with the timestamp, message, source,
+/// stream and every field (the default, so enrichment travels with the line), the raw
+/// message, or the live monitor's line.
+pub struct KafkaEncodings;
+
+impl SinkEncodings for KafkaEncodings {
+    const SUPPORTED: &'static [Encoding] = &[Encoding::Json, Encoding::Text, Encoding::Monitor];
+    const DEFAULT: Encoding = Encoding::Json;
 }
 
 /// Compression of the produced batches.
@@ -86,9 +84,9 @@ pub struct KafkaSinkConfig {
     /// Kafka source) are always sent, as header `<name>`.
     #[serde(default)]
     pub header_fields: Vec<String>,
-    /// `json` (default) or `text`.
+    /// `json` (default), `text` or `monitor`.
     #[serde(default)]
-    pub encoding: KafkaEncoding,
+    pub encoding: EncodingConfig<KafkaEncodings>,
     /// `none` (default), `gzip`, `snappy` or `lz4`.
     #[serde(default)]
     pub compression: Compression,
@@ -331,10 +329,7 @@ impl KafkaSink {
 
     /// Queues every event of `batch`; its acknowledgement follows the delivery reports.
     async fn send_batch(&self, mut batch: Batch, cx: &SinkContext, buf: &mut Vec<u8>) {
-        let encoding = match self.config.encoding {
-            KafkaEncoding::Text => Encoding::Text,
-            KafkaEncoding::Json => Encoding::Json,
-        };
+        let encoding = self.config.encoding.get();
         let delivery = BatchDelivery::new(batch.take_acks());
         let mut topic = String::new();
         let mut key_buf = String::new();
@@ -410,7 +405,7 @@ mod tests {
     fn defaults_and_choices() {
         let config: KafkaSinkConfig =
             serde_yaml::from_str("bootstrap_servers: k:9092\ntopic: out\n").unwrap();
-        assert_eq!(config.encoding, KafkaEncoding::Json);
+        assert_eq!(config.encoding.get(), Encoding::Json);
         assert_eq!(config.compression, Compression::None);
         assert!(config.key_field.is_none());
         let err = serde_yaml::from_str::<KafkaSinkConfig>(

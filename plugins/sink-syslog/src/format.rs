@@ -5,15 +5,15 @@ use std::io::Write;
 
 use chrono::SecondsFormat;
 use deepsentry_core::anomaly;
-use deepsentry_core::codec::{encode, Encoding};
+use deepsentry_core::codec::{encode, Encoding, SinkEncodings};
 use deepsentry_core::event::Value;
 use deepsentry_core::Event;
 use serde::Deserialize;
 
-/// Which syslog message format to write.
+/// Which syslog protocol's message format to write.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum SyslogFormat {
+pub enum Protocol {
     /// RFC 5424: ISO timestamp, structured data with score and threshold.
     #[default]
     Rfc5424,
@@ -98,25 +98,21 @@ impl Severity {
     }
 }
 
-/// How the message part (after the header) is written.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageEncoding {
-    /// The live monitor's console line, as `deepsentry | grep ANOMALY | logger` forwards it
-    /// (the default).
-    #[default]
-    Deepsentry,
-    /// The raw log line.
-    Text,
-    /// The event as a JSON object.
-    Json,
+/// What the message part (after the header) holds: the live monitor's line by default, as
+/// `deepsentry | grep ANOMALY | logger` forwards it; the raw log line; or the event as a JSON
+/// object.
+pub struct SyslogEncodings;
+
+impl SinkEncodings for SyslogEncodings {
+    const SUPPORTED: &'static [Encoding] = &[Encoding::Monitor, Encoding::Text, Encoding::Json];
+    const DEFAULT: Encoding = Encoding::Monitor;
 }
 
 /// Everything about the header that does not change per event.
 #[derive(Debug, Clone)]
 pub struct Header {
     /// RFC 5424 or 3164.
-    pub format: SyslogFormat,
+    pub protocol: Protocol,
     /// The facility.
     pub facility: Facility,
     /// The severity.
@@ -129,7 +125,7 @@ pub struct Header {
     /// `PROCID`.
     pub proc_id: u32,
     /// The message part.
-    pub encoding: MessageEncoding,
+    pub encoding: Encoding,
 }
 
 /// The enterprise number of the structured-data id: 32473 is reserved for examples and
@@ -197,8 +193,8 @@ impl Header {
     pub fn write(&self, event: &Event, out: &mut Vec<u8>) {
         let pri = u16::from(self.facility.code()) * 8 + u16::from(self.severity.code());
         let _ = write!(out, "<{pri}>");
-        match self.format {
-            SyslogFormat::Rfc5424 => {
+        match self.protocol {
+            Protocol::Rfc5424 => {
                 out.extend_from_slice(b"1 ");
                 out.extend_from_slice(
                     event
@@ -216,7 +212,7 @@ impl Header {
                 structured_data(out, event);
                 out.push(b' ');
             }
-            SyslogFormat::Rfc3164 => {
+            Protocol::Rfc3164 => {
                 let _ = write!(out, "{} ", event.timestamp.format("%b %e %H:%M:%S"));
                 if let Some(hostname) = &self.hostname {
                     header_field(out, hostname, 255);
@@ -227,12 +223,7 @@ impl Header {
             }
         }
         let start = out.len();
-        let encoding = match self.encoding {
-            MessageEncoding::Deepsentry => Encoding::Deepsentry,
-            MessageEncoding::Text => Encoding::Text,
-            MessageEncoding::Json => Encoding::Json,
-        };
-        encode(encoding, event, out);
+        encode(self.encoding, event, out);
         // One message per event: the codec's newline goes, and so do line breaks inside.
         while out.last() == Some(&b'\n') {
             out.pop();
@@ -251,15 +242,15 @@ mod tests {
     use chrono::TimeZone;
     use deepsentry_core::Origin;
 
-    fn header(format: SyslogFormat) -> Header {
+    fn header(protocol: Protocol) -> Header {
         Header {
-            format,
+            protocol,
             facility: Facility::User,
             severity: Severity::Alert,
             app_name: "deepsentry".into(),
             hostname: Some("web 1".into()),
             proc_id: 42,
-            encoding: MessageEncoding::Text,
+            encoding: Encoding::Text,
         }
     }
 
@@ -281,16 +272,16 @@ mod tests {
         event
     }
 
-    fn written(format: SyslogFormat, event: &Event) -> String {
+    fn written(protocol: Protocol, event: &Event) -> String {
         let mut out = Vec::new();
-        header(format).write(event, &mut out);
+        header(protocol).write(event, &mut out);
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn rfc5424_with_structured_data() {
         assert_eq!(
-            written(SyslogFormat::Rfc5424, &event()),
+            written(Protocol::Rfc5424, &event()),
             "<9>1 2022-01-05T14:23:47.000000Z web_1 deepsentry 42 anomaly \
              [deepsentry@32473 score=\"3.6700\" threshold=\"2.4500\" anomaly=\"true\" \
              session=\"blk_1\\\"\\]\"] disk \"full\"]"
@@ -305,15 +296,15 @@ mod tests {
             Origin::new("in", "app"),
         );
         assert_eq!(
-            written(SyslogFormat::Rfc3164, &plain),
+            written(Protocol::Rfc3164, &plain),
             "<9>Jan  5 04:03:02 web_1 deepsentry[42]: a b"
         );
-        assert!(written(SyslogFormat::Rfc5424, &plain).ends_with(" 42 - - a b"));
+        assert!(written(Protocol::Rfc5424, &plain).ends_with(" 42 - - a b"));
     }
 
     #[test]
     fn the_local_socket_format_has_no_hostname() {
-        let mut h = header(SyslogFormat::Rfc3164);
+        let mut h = header(Protocol::Rfc3164);
         h.hostname = None;
         let mut out = Vec::new();
         h.write(&event(), &mut out);
@@ -326,7 +317,7 @@ mod tests {
 
     #[test]
     fn priorities() {
-        let mut h = header(SyslogFormat::Rfc3164);
+        let mut h = header(Protocol::Rfc3164);
         h.facility = Facility::Local7;
         h.severity = Severity::Debug;
         let mut out = Vec::new();

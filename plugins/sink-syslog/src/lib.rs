@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use deepsentry_core::backoff::Backoff;
+use deepsentry_core::codec::EncodingConfig;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{Batch, BuildContext, Sink, SinkConfig, SinkContext};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket, UnixDatagram};
 
-pub use format::{Facility, Header, MessageEncoding, Severity, SyslogFormat};
+pub use format::{Facility, Header, Protocol, Severity, SyslogEncodings};
 
 /// How messages travel to the daemon.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -60,9 +61,10 @@ pub struct SyslogSinkConfig {
     #[serde(default)]
     pub address: Option<String>,
     /// `rfc5424` or `rfc3164`. Default: `rfc5424` over the network, `rfc3164` on a Unix
-    /// socket (what `logger` writes there, and what daemons parse on `/dev/log`).
-    #[serde(default)]
-    pub format: Option<SyslogFormat>,
+    /// socket (what `logger` writes there, and what daemons parse on `/dev/log`). `format`,
+    /// its former name, is still read.
+    #[serde(default, alias = "format")]
+    pub protocol: Option<Protocol>,
     /// TCP framing: `octet_counting` (default) or `newline`.
     #[serde(default)]
     pub framing: Framing,
@@ -79,9 +81,9 @@ pub struct SyslogSinkConfig {
     /// socket, where the daemon adds its own.
     #[serde(default)]
     pub hostname: Option<String>,
-    /// The message part: `deepsentry` (the live monitor's line, default), `text` or `json`.
+    /// The message part: `monitor` (the live monitor's line, default), `text` or `json`.
     #[serde(default)]
-    pub encoding: MessageEncoding,
+    pub encoding: EncodingConfig<SyslogEncodings>,
     /// The longest pause between reconnection attempts, in seconds. Default 30.
     #[serde(default = "default_reconnect_max_secs")]
     pub reconnect_max_secs: f64,
@@ -293,9 +295,9 @@ impl SinkConfig for SyslogSinkConfig {
         Ok(Box::new(SyslogSink {
             target,
             header: Header {
-                format: self.format.unwrap_or(match self.mode {
-                    Mode::Unix => SyslogFormat::Rfc3164,
-                    Mode::Udp | Mode::Tcp => SyslogFormat::Rfc5424,
+                protocol: self.protocol.unwrap_or(match self.mode {
+                    Mode::Unix => Protocol::Rfc3164,
+                    Mode::Udp | Mode::Tcp => Protocol::Rfc5424,
                 }),
                 facility: self.facility,
                 severity: self.severity,
@@ -307,7 +309,7 @@ impl SinkConfig for SyslogSinkConfig {
                     }
                 },
                 proc_id: std::process::id(),
-                encoding: self.encoding,
+                encoding: self.encoding.get(),
             },
             reconnect_max: Duration::from_secs_f64(self.reconnect_max_secs),
             max_message_bytes,
@@ -453,6 +455,7 @@ impl Sink for SyslogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deepsentry_core::codec::Encoding;
 
     #[test]
     fn defaults_follow_logger() {
@@ -460,7 +463,11 @@ mod tests {
         assert_eq!(config.mode, Mode::Unix);
         assert_eq!(config.facility, Facility::User);
         assert_eq!(config.severity, Severity::Alert);
-        assert_eq!(config.format, None);
+        assert_eq!(config.protocol, None);
+        assert_eq!(config.encoding.get(), Encoding::Monitor);
+        // The former name of `protocol`.
+        let config: SyslogSinkConfig = serde_yaml::from_str("format: rfc5424").unwrap();
+        assert_eq!(config.protocol, Some(Protocol::Rfc5424));
         assert_eq!(config.framing, Framing::OctetCounting);
         assert_eq!(config.app_name, "deepsentry");
         let err = serde_yaml::from_str::<SyslogSinkConfig>("severity: critical").unwrap_err();

@@ -1,55 +1,57 @@
-//! Request bodies: events encoded as `json`, `json_array` or `text`.
+//! Request bodies: events encoded as `json`, `json_array`, `monitor` or `text`.
 
-use deepsentry_core::codec::{self, Encoding};
+use deepsentry_core::codec::{self, Encoding, SinkEncodings};
 use deepsentry_core::Event;
-use serde::Deserialize;
 
-/// What a request's body holds.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum WebhookEncoding {
-    /// A JSON object per event (the default): by default one event per request, the body being
-    /// that object; with `max_events` above 1, newline-delimited objects.
-    #[default]
-    Json,
-    /// A JSON array of the events of a batch (100 by default).
-    JsonArray,
-    /// The live monitor's line, `[14:23:46] ANOMALY - score: 3.67 (threshold: 2.45) - "..."`,
-    /// what the `curl -d "$line"` recipe posts: by default one line per request; with
-    /// `max_events` above 1, one line per event.
-    Text,
+/// What a request's body holds:
+/// - `json` (the default): a JSON object per event; by default one event per request, the
+///   body being that object; with `max_events` above 1, newline-delimited objects;
+/// - `json_array`: a JSON array of the events of a batch (100 by default);
+/// - `monitor`: the live monitor's line,
+///   `[14:23:46] ANOMALY - score: 3.67 (threshold: 2.45) - "..."`, what the
+///   `curl -d "$line"` recipe posts: by default one line per request; with `max_events`
+///   above 1, one line per event;
+/// - `text`: the raw log line, one per event in the same way.
+pub struct WebhookEncodings;
+
+impl SinkEncodings for WebhookEncodings {
+    const SUPPORTED: &'static [Encoding] = &[
+        Encoding::Json,
+        Encoding::JsonArray,
+        Encoding::Monitor,
+        Encoding::Text,
+    ];
+    const DEFAULT: Encoding = Encoding::Json;
 }
 
-impl WebhookEncoding {
-    /// How many events a request holds unless `max_events` says otherwise.
-    pub fn default_max_events(self) -> usize {
-        match self {
-            WebhookEncoding::Json | WebhookEncoding::Text => 1,
-            WebhookEncoding::JsonArray => 100,
-        }
+/// How many events a request holds unless `max_events` says otherwise.
+pub fn default_max_events(encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::JsonArray => 100,
+        _ => 1,
     }
+}
 
-    /// The `Content-Type` of a body that may hold up to `max_events` events.
-    pub fn content_type(self, max_events: usize) -> &'static str {
-        match self {
-            WebhookEncoding::Json if max_events > 1 => "application/x-ndjson",
-            WebhookEncoding::Json | WebhookEncoding::JsonArray => "application/json",
-            WebhookEncoding::Text => "text/plain; charset=utf-8",
-        }
+/// The `Content-Type` of a body in `encoding` that may hold up to `max_events` events.
+pub fn content_type(encoding: Encoding, max_events: usize) -> &'static str {
+    match encoding {
+        Encoding::Json if max_events > 1 => "application/x-ndjson",
+        Encoding::Json | Encoding::JsonArray => "application/json",
+        _ => "text/plain; charset=utf-8",
     }
 }
 
 /// A request body being filled, one event at a time.
 #[derive(Debug)]
 pub struct Body {
-    encoding: WebhookEncoding,
+    encoding: Encoding,
     bytes: Vec<u8>,
     events: usize,
 }
 
 impl Body {
     /// An empty body.
-    pub fn new(encoding: WebhookEncoding) -> Self {
+    pub fn new(encoding: Encoding) -> Self {
         Self {
             encoding,
             bytes: Vec::new(),
@@ -74,18 +76,17 @@ impl Body {
 
     /// Adds `event`.
     pub fn push(&mut self, event: &Event) {
-        let (separator, encoding) = match self.encoding {
-            WebhookEncoding::Json => (b'\n', Encoding::Json),
-            WebhookEncoding::JsonArray => (b',', Encoding::Json),
-            WebhookEncoding::Text => (b'\n', Encoding::Deepsentry),
+        let separator = match self.encoding {
+            Encoding::JsonArray => b',',
+            _ => b'\n',
         };
         if self.events > 0 {
             self.bytes.push(separator);
-        } else if self.encoding == WebhookEncoding::JsonArray {
+        } else if self.encoding == Encoding::JsonArray {
             self.bytes.push(b'[');
         }
-        codec::encode(encoding, event, &mut self.bytes);
-        // Both encodings end a record with a newline; the separator above takes its place.
+        codec::encode(self.encoding, event, &mut self.bytes);
+        // Every encoding ends a record with a newline; the separator above takes its place.
         if self.bytes.last() == Some(&b'\n') {
             self.bytes.pop();
         }
@@ -97,10 +98,9 @@ impl Body {
     /// a newline.
     pub fn take(&mut self) -> Vec<u8> {
         match self.encoding {
-            WebhookEncoding::JsonArray if self.events > 0 => self.bytes.push(b']'),
-            WebhookEncoding::Json | WebhookEncoding::Text if self.events > 1 => {
-                self.bytes.push(b'\n')
-            }
+            Encoding::JsonArray if self.events > 0 => self.bytes.push(b']'),
+            Encoding::JsonArray => {}
+            _ if self.events > 1 => self.bytes.push(b'\n'),
             _ => {}
         }
         self.events = 0;
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn json_is_one_object_or_one_per_line() {
-        let mut body = Body::new(WebhookEncoding::Json);
+        let mut body = Body::new(Encoding::Json);
         body.push(&event("a \"quoted\" line", Some(3.67)));
         let one = body.take();
         let object = json(&one);
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn json_array_holds_the_batch() {
-        let mut body = Body::new(WebhookEncoding::JsonArray);
+        let mut body = Body::new(Encoding::JsonArray);
         for i in 0..3 {
             body.push(&event(&format!("line {i}"), None));
         }
@@ -171,27 +171,32 @@ mod tests {
     }
 
     #[test]
-    fn text_is_the_live_monitors_line() {
-        let mut body = Body::new(WebhookEncoding::Text);
+    fn monitor_is_the_live_monitors_line_and_text_the_raw_line() {
+        let mut body = Body::new(Encoding::Monitor);
         body.push(&event("Unexpected error", Some(3.67)));
         assert_eq!(
             String::from_utf8(body.take()).unwrap(),
             "[14:23:46] ANOMALY - score: 3.67 (threshold: 2.45) - \"Unexpected error\" ⚠️"
         );
+        let mut body = Body::new(Encoding::Text);
+        body.push(&event("Unexpected error", Some(3.67)));
+        body.push(&event("second", None));
+        assert_eq!(
+            String::from_utf8(body.take()).unwrap(),
+            "Unexpected error\nsecond\n"
+        );
     }
 
     #[test]
     fn content_types_follow_the_encoding() {
-        assert_eq!(WebhookEncoding::Json.content_type(1), "application/json");
+        assert_eq!(content_type(Encoding::Json, 1), "application/json");
+        assert_eq!(content_type(Encoding::Json, 10), "application/x-ndjson");
+        assert_eq!(content_type(Encoding::JsonArray, 100), "application/json");
         assert_eq!(
-            WebhookEncoding::Json.content_type(10),
-            "application/x-ndjson"
+            content_type(Encoding::Monitor, 1),
+            "text/plain; charset=utf-8"
         );
-        assert_eq!(
-            WebhookEncoding::JsonArray.content_type(100),
-            "application/json"
-        );
-        assert_eq!(WebhookEncoding::JsonArray.default_max_events(), 100);
-        assert_eq!(WebhookEncoding::Text.default_max_events(), 1);
+        assert_eq!(default_max_events(Encoding::JsonArray), 100);
+        assert_eq!(default_max_events(Encoding::Monitor), 1);
     }
 }

@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{WebhookEncoding, WebhookSink};
+use crate::body::{content_type, default_max_events};
+use crate::{WebhookEncodings, WebhookSink};
 use anyhow::{bail, ensure, Context};
 use async_trait::async_trait;
+use deepsentry_core::codec::EncodingConfig;
 use deepsentry_core::{BuildContext, Sink, SinkConfig};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde::Deserialize;
@@ -47,10 +49,11 @@ pub struct WebhookSinkConfig {
     /// value, e.g. `Authorization: "Bearer ${ALERT_TOKEN}"`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// `json` (default), `json_array` or `text`.
+    /// `json` (default), `json_array`, `monitor` (the live monitor's line) or `text` (the raw
+    /// line).
     #[serde(default)]
-    pub encoding: WebhookEncoding,
-    /// The most events in one request. Default 1 for `json` and `text`, 100 for `json_array`.
+    pub encoding: EncodingConfig<WebhookEncodings>,
+    /// The most events in one request. Default 100 for `json_array`, 1 for the others.
     #[serde(default)]
     pub max_events: Option<usize>,
     /// A request is sent once its body reaches this many bytes. Default 1,000,000.
@@ -154,7 +157,7 @@ impl SinkConfig for WebhookSinkConfig {
         let headers = parse_headers(&self.headers)?;
         let max_events = self
             .max_events
-            .unwrap_or_else(|| self.encoding.default_max_events());
+            .unwrap_or_else(|| default_max_events(self.encoding.get()));
         ensure!(max_events >= 1, "`max_events` must be at least 1");
         ensure!(self.max_bytes >= 1, "`max_bytes` must be at least 1");
         ensure!(self.concurrency >= 1, "`concurrency` must be at least 1");
@@ -170,7 +173,7 @@ impl SinkConfig for WebhookSinkConfig {
             "`retry_initial_backoff_secs` must not exceed `retry_max_backoff_secs`"
         );
         let content_type = (!headers.contains_key(CONTENT_TYPE))
-            .then(|| HeaderValue::from_static(self.encoding.content_type(max_events)));
+            .then(|| HeaderValue::from_static(content_type(self.encoding.get(), max_events)));
         let mut client = reqwest::Client::builder()
             .use_rustls_tls()
             // A redirect would resend the alerts as a bodiless GET, with the secret headers,
@@ -201,7 +204,7 @@ impl SinkConfig for WebhookSinkConfig {
             url,
             method: self.method.into(),
             content_type,
-            encoding: self.encoding,
+            encoding: self.encoding.get(),
             max_events,
             max_bytes: self.max_bytes,
             timeout,

@@ -23,12 +23,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use deepsentry_core::codec::Encoding;
 use deepsentry_core::ratelimit::LogRateLimit;
 use deepsentry_core::{AckToken, Sink, SinkContext};
 use reqwest::header::HeaderValue;
 use tokio::task::JoinSet;
 
-pub use body::{Body, WebhookEncoding};
+pub use body::{Body, WebhookEncodings};
 pub use config::{HttpMethod, WebhookSinkConfig};
 pub use retry::{judge_status, parse_retry_after, Backoff, Verdict};
 
@@ -41,7 +42,7 @@ pub struct WebhookSink {
     url: reqwest::Url,
     method: reqwest::Method,
     content_type: Option<HeaderValue>,
-    encoding: WebhookEncoding,
+    encoding: Encoding,
     max_events: usize,
     max_bytes: usize,
     timeout: Duration,
@@ -178,7 +179,7 @@ mod tests {
     fn defaults() {
         let config = config("url: http://127.0.0.1:9/hook").unwrap();
         assert_eq!(config.method, HttpMethod::Post);
-        assert_eq!(config.encoding, WebhookEncoding::Json);
+        assert_eq!(config.encoding.get(), Encoding::Json);
         assert_eq!(config.max_events, None);
         assert_eq!(config.concurrency, 4);
         assert_eq!(config.max_retries, None);

@@ -10,7 +10,7 @@
 //! transforms:
 //!   detect: { type: deepsentry, inputs: [app], model: models/default }
 //! sinks:
-//!   alerts: { type: file, inputs: [detect], path: alerts.log, format: alert }
+//!   alerts: { type: file, inputs: [detect], path: alerts.log, encoding: alert }
 //! ```
 //!
 //! Every error names the file, line and column, the component and the key, and lists the valid
