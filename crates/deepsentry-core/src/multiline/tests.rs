@@ -1,0 +1,192 @@
+use super::*;
+
+/// Joins `lines` the way a source does, returning the events.
+fn join(config: MultilineConfig, lines: &[&str]) -> Vec<String> {
+    let mut joiner = Joiner::new(config);
+    let now = Instant::now();
+    let (mut events, mut open): (Vec<String>, Option<String>) = (Vec::new(), None);
+    for line in lines {
+        match joiner.push(line.as_bytes(), now) {
+            Step::Alone => events.push(line.to_string()),
+            Step::Opened { closed } => {
+                if closed {
+                    events.extend(open.take());
+                }
+                open = Some(line.to_string());
+            }
+            Step::Joined | Step::Completed => {
+                let event = open.as_mut().expect("an open event");
+                event.push('\n');
+                event.push_str(line);
+                if joiner.push_completed_hint() {
+                    events.extend(open.take());
+                }
+            }
+            Step::ClosedThenAlone => {
+                events.extend(open.take());
+                events.push(line.to_string());
+            }
+        }
+    }
+    events.extend(open);
+    events
+}
+
+impl Joiner {
+    fn push_completed_hint(&self) -> bool {
+        !self.open
+    }
+}
+
+const JAVA: &[&str] = &[
+    "2024-01-15 14:23:47,123 INFO Server started",
+    "2024-01-15 14:23:48,001 ERROR Request failed",
+    "java.lang.IllegalStateException: connection reset",
+    "\tat com.acme.Client.send(Client.java:42)",
+    "\tat com.acme.Server.handle(Server.java:7)",
+    "Caused by: java.io.IOException: broken pipe",
+    "\tat java.net.Socket.write(Socket.java:1)",
+    "\t... 12 more",
+    "2024-01-15 14:23:49,000 INFO Next request",
+];
+
+#[test]
+fn a_java_trace_after_a_logged_line_is_one_event() {
+    let events = join(MultilineConfig::preset(Preset::Java), JAVA);
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert_eq!(events[1].lines().count(), 7);
+    assert!(events[1].starts_with("2024-01-15 14:23:48,001 ERROR"));
+    assert!(events[2].ends_with("Next request"));
+}
+
+#[test]
+fn without_timestamps_continuations_are_recognised() {
+    let lines = [
+        "Server started",
+        "Request failed",
+        "java.lang.IllegalStateException: connection reset",
+        "    at com.acme.Client.send(Client.java:42)",
+        "Caused by: java.io.IOException: broken pipe",
+        "    ... 12 more",
+        "Next request",
+    ];
+    let events = join(MultilineConfig::preset(Preset::Java), &lines);
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert_eq!(events[1].lines().count(), 5);
+}
+
+#[test]
+fn a_python_traceback_ends_with_its_exception_line() {
+    let lines = [
+        "ERROR:root:job failed",
+        "Traceback (most recent call last):",
+        "  File \"job.py\", line 3, in <module>",
+        "    run()",
+        "KeyNotFound: 'user'",
+        "INFO:root:next job",
+    ];
+    let events = join(MultilineConfig::preset(Preset::Python), &lines);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(events[0].ends_with("KeyNotFound: 'user'"));
+    assert_eq!(events[1], "INFO:root:next job");
+}
+
+#[test]
+fn a_go_panic_with_its_goroutines_is_one_event() {
+    let lines = [
+        "panic: runtime error: index out of range [5] with length 3",
+        "",
+        "goroutine 1 [running]:",
+        "main.main()",
+        "\t/tmp/prog.go:8 +0x1d",
+        "net/http.(*conn).serve(0xc000120000)",
+        "created by net/http.(*Server).Serve",
+        "exit status 2",
+        "listening on :8080",
+    ];
+    let events = join(MultilineConfig::preset(Preset::Go), &lines);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[0].lines().count(), 8);
+}
+
+#[test]
+fn ruby_frames_join() {
+    let lines = [
+        "app.rb:3:in `foo': undefined method `bar' for nil (NoMethodError)",
+        "\tfrom app.rb:7:in `<main>'",
+        "app/models/user.rb:12:in `save'",
+        "Started GET /",
+    ];
+    let events = join(MultilineConfig::preset(Preset::Ruby), &lines);
+    assert_eq!(events.len(), 2, "{events:#?}");
+}
+
+#[test]
+fn vector_modes() {
+    let through = MultilineConfig::patterns(r"^\S", r"^\s", Mode::ContinueThrough).unwrap();
+    assert_eq!(
+        join(through, &["a", " b", " c", "d", "e", " f"]),
+        ["a\n b\n c", "d", "e\n f"]
+    );
+    let past = MultilineConfig::patterns(r"\\$", r"\\$", Mode::ContinuePast).unwrap();
+    assert_eq!(
+        join(past, &["one", "two \\", "three \\", "four", "five"]),
+        ["one", "two \\\nthree \\\nfour", "five"]
+    );
+    let before = MultilineConfig::patterns(r"^BEGIN", r"^BEGIN", Mode::HaltBefore).unwrap();
+    assert_eq!(
+        join(before, &["x", "BEGIN 1", "a", "BEGIN 2", "b"]),
+        ["x", "BEGIN 1\na", "BEGIN 2\nb"]
+    );
+    let with = MultilineConfig::patterns(r"^[^;]*$", r";$", Mode::HaltWith).unwrap();
+    assert_eq!(
+        join(with, &["select *", "from t;", "done;", "x"]),
+        ["select *\nfrom t;", "done;", "x"]
+    );
+}
+
+#[test]
+fn settings_parse_from_a_name_or_a_map() {
+    let preset: MultilineConfig = serde_yaml::from_str("java").unwrap();
+    assert!(matches!(preset.rule, Rule::Preset(Preset::Java)));
+    let map: MultilineConfig = serde_yaml::from_str(
+            "{start_pattern: '^\\S', condition_pattern: '^\\s', mode: continue_through, timeout_ms: 50}",
+        )
+        .unwrap();
+    assert_eq!(map.timeout, Duration::from_millis(50));
+    let err = serde_yaml::from_str::<MultilineConfig>("jva").unwrap_err();
+    assert!(err.to_string().contains("java"), "{err}");
+    let err = serde_yaml::from_str::<MultilineConfig>("{mode: halt_before}").unwrap_err();
+    assert!(err.to_string().contains("start_pattern"), "{err}");
+}
+
+#[test]
+fn the_exception_of_a_trace() {
+    let java = JAVA[2..8].join("\n");
+    assert_eq!(
+        trace_exception(&java),
+        Some("java.lang.IllegalStateException")
+    );
+    let python = "Traceback (most recent call last):\n  File \"a.py\", line 1\nKeyNotFound: 'x'";
+    assert_eq!(trace_exception(python), Some("KeyNotFound"));
+    assert_eq!(trace_exception("  continued text\n  more: of it"), None);
+}
+
+#[test]
+fn exception_names() {
+    assert_eq!(
+        exception_name(b"java.lang.IllegalStateException: x"),
+        Some("java.lang.IllegalStateException")
+    );
+    assert_eq!(
+        exception_name(b"Caused by: java.io.IOException: y"),
+        Some("java.io.IOException")
+    );
+    assert_eq!(exception_name(b"ValueError: bad"), Some("ValueError"));
+    assert_eq!(
+        exception_name(b"ActiveRecord::RecordNotFoundError"),
+        Some("ActiveRecord::RecordNotFoundError")
+    );
+    assert_eq!(exception_name(b"Error handling request"), None);
+    assert_eq!(exception_name(b"at Foo.bar(Foo.java:1)"), None);
+}
