@@ -15,6 +15,10 @@ use crate::scorer::{Scorer, ScorerSettings, SequenceModel, SessionKey};
 /// pass the floor of a model trained on one stream (no sessions).
 pub(super) const LINE_FLOOR_MARGIN: f64 = 10.0;
 
+/// Fewer held-out lines than this cannot show the one line in a thousand the floor of a
+/// model trained on one stream stands for; the highest of them stands in.
+pub(super) const LINE_TAIL_SAMPLE: usize = 1_000;
+
 /// Mixture weights tried for the class prior (see [`ClassPrior`]).
 pub(super) const PRIOR_WEIGHTS: [f64; 11] =
     [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5];
@@ -204,9 +208,7 @@ pub(super) fn calibrate(
     training.score_floor = if by_sessions {
         training.score_p99 + options.floor_margin.max(1.0).ln()
     } else {
-        // One stream is judged line by line: the 99th percentile of held-out lines is a far
-        // larger sample than that of sessions' maxima, so a smaller margin says as much.
-        training.score_p99 + LINE_FLOOR_MARGIN.ln()
+        one_stream_floor(training.score_p99, max, sorted.len())
     };
     tracing::info!(
         sessions = sorted.len(),
@@ -219,4 +221,35 @@ pub(super) fn calibrate(
         "threshold floor calibrated on held-out sessions (or lines)"
     );
     Ok(())
+}
+
+/// The floor of a model trained on one stream, judged line by line, from the 99th
+/// percentile and the highest score of its `lines` held-out lines. The 99th percentile of
+/// held-out lines is a far larger sample than that of sessions' maxima, so a smaller margin
+/// says as much: ten times less likely than that line is about one line in a thousand. A
+/// short log holds out a few hundred lines, too few to see one in a thousand (their 99th
+/// percentile is their third highest): their highest score is then the only sight of the
+/// tail, and no held-out line, normal by definition, is left above the floor.
+fn one_stream_floor(p99: f64, max: f64, lines: usize) -> f64 {
+    let floor = p99 + LINE_FLOOR_MARGIN.ln();
+    if lines < LINE_TAIL_SAMPLE {
+        floor.max(max)
+    } else {
+        floor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_stream_keeps_every_held_out_line_under_its_floor() {
+        let margin = LINE_FLOOR_MARGIN.ln();
+        // 120 held-out lines: the highest stands in for the tail they cannot show.
+        assert_eq!(one_stream_floor(1.8, 5.8, 120), 5.8);
+        assert_eq!(one_stream_floor(5.0, 5.5, 120), 5.0 + margin);
+        // Enough lines to see one in a thousand: one odd line does not decide.
+        assert_eq!(one_stream_floor(1.8, 16.0, 5_000), 1.8 + margin);
+    }
 }
