@@ -295,7 +295,7 @@ impl Transform for DeepsentryTransform {
         let mut saved_at = Instant::now();
         let mut retraining = self.retraining(&cx.metrics);
         let mut job: Option<RetrainInFlight> = None;
-        let (_preparing, mut prepared) = PrepareStage::start(cx.input, self.scorer.preparer());
+        let (mut preparing, mut prepared) = PrepareStage::start(cx.input, self.scorer.preparer());
         let mut waiting = Waiting::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         // While the input is quiet, sessions still time out (see `Scorer::tick`).
@@ -339,7 +339,13 @@ impl Transform for DeepsentryTransform {
                         waiting.push(batch, acks);
                         deadline.get_or_insert_with(|| tokio::time::Instant::now() + interval);
                     }
-                    None => closed = true,
+                    None => {
+                        if let Err(e) = preparing.ended().await {
+                            self.save_state();
+                            return Err(e);
+                        }
+                        closed = true;
+                    }
                 },
                 _ = due => {}
                 _ = ticks.tick(), if waiting.is_empty() && self.scorer.session_count() > 0 => {

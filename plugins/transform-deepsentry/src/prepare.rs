@@ -48,7 +48,7 @@ impl Waiting {
 
 /// The preparing task; it stops when the input ends or when this is dropped.
 pub(crate) struct PrepareStage {
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl PrepareStage {
@@ -60,13 +60,26 @@ impl PrepareStage {
     ) -> (Self, mpsc::Receiver<(Prepared, Vec<AckToken>)>) {
         let (prepared, receiver) = mpsc::channel(PREPARED_AHEAD);
         let task = tokio::spawn(prepare_batches(input, preparer, prepared));
-        (Self { task }, receiver)
+        (Self { task: Some(task) }, receiver)
+    }
+
+    /// Once its receiver has closed: whether the task ended because the input did (`Ok`), or
+    /// failed. A panic there must not pass for the end of the input.
+    pub(crate) async fn ended(&mut self) -> anyhow::Result<()> {
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| anyhow::anyhow!("preparing batches for scoring failed: {e}")),
+            None => Ok(()),
+        }
     }
 }
 
 impl Drop for PrepareStage {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
