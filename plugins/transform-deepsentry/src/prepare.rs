@@ -99,3 +99,26 @@ async fn prepare_batches(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_preparing_task_that_panicked_is_an_error_not_the_end_of_input() {
+        let mut finished = PrepareStage {
+            task: Some(tokio::spawn(async {})),
+        };
+        assert!(finished.ended().await.is_ok());
+        let mut failed = PrepareStage {
+            task: Some(tokio::spawn(async { panic!("a bug in preparing") })),
+        };
+        let error = failed.ended().await.unwrap_err().to_string();
+        assert!(
+            error.contains("preparing batches for scoring failed"),
+            "{error}"
+        );
+        // Asked again (the receiver stays closed): nothing more to report.
+        assert!(failed.ended().await.is_ok());
+    }
+}
