@@ -335,11 +335,14 @@ pub fn variant_allowance(words: usize) -> Option<usize> {
 }
 
 /// In how many words `other` differs from `words` when it is a variant of it: as many words,
-/// at most `allowed` of them different, and never a level word (`ERROR x` is another
-/// statement than `INFO x`). This is Drain's idea of one template per log statement.
+/// at most `allowed` of them different, and the same severity. A level word may differ only
+/// where the line's severity does not (`switch error 3 Link ok` and `... Link error` are one
+/// statement with a status field), while `ERROR x` is another statement than `INFO x`. This is
+/// Drain's idea of one template per log statement.
 pub fn variant_distance(other: &str, words: &[&str], allowed: usize) -> Option<usize> {
     let mut differing = 0;
     let mut count = 0;
+    let mut level_differs = false;
     for (a, b) in other.split(' ').zip(words) {
         count += 1;
         if a != *b {
@@ -349,16 +352,22 @@ pub fn variant_distance(other: &str, words: &[&str], allowed: usize) -> Option<u
                 )
                 .is_some()
             };
-            if level(a) || level(b) {
-                return None;
-            }
+            level_differs |= level(a) || level(b);
             differing += 1;
             if differing > allowed {
                 return None;
             }
         }
     }
-    (count == words.len() && other.split(' ').count() == count).then_some(differing)
+    if count != words.len() || other.split(' ').count() != count {
+        return None;
+    }
+    if level_differs
+        && crate::severity::severity_of(other) != crate::severity::severity_of(&words.join(" "))
+    {
+        return None;
+    }
+    Some(differing)
 }
 
 /// The tokens of a template for feature hashing: words split on non-alphanumeric characters

@@ -521,6 +521,13 @@ mod tests {
         // Two words different, or another level, is another statement.
         assert!(v.family_of("disk <NUM> of array beta degraded").is_none());
         assert!(v.family_of("disk <NUM> of pool alpha ERROR").is_none());
+        // A level word that leaves the line's level as it was is a field (a status).
+        let status = "switch ERROR port <NUM> link ok";
+        let t = info(&mut v, status, None);
+        v.insert(t);
+        v.observe(status, 12);
+        let same_level = "switch ERROR port <NUM> link error";
+        assert_eq!(v.family_of(same_level).as_deref(), Some(status));
 
         // After a restart, restored in the order first seen, the family counts again.
         let mut restored = Vocabulary::new(VocabularyLimits::default());
