@@ -60,8 +60,11 @@ if compgen -G "$data/loghub/*_2k.log" >/dev/null; then
   echo "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
   for log in "$data"/loghub/*_2k.log; do
     name=$(basename "$log" _2k.log)
-    # Labelled when every line's first token is `-` or an upper-case category.
-    if awk '$1 != "-" && $1 !~ /^[A-Z]+$/ { bad = 1; exit } END { exit bad }' "$log"; then
+    # Labelled when every line's first token is `-` (normal) or an upper-case category
+    # (`KERNDTLB`, `R_HDA_NR`), and some are `-`: a log whose every line starts with its level
+    # (`INFO ...`) is not labelled.
+    if awk '$1 == "-" { normal = 1 } $1 != "-" && $1 !~ /^[A-Z][A-Z0-9_]*$/ { bad = 1; exit }
+        END { exit bad || !normal }' "$log"; then
       labelled=yes
       head -n 1200 "$log" | awk '$1 == "-"' | cut -d' ' -f2- >"$work/$name-train.log"
       tail -n +1201 "$log" >"$work/$name-test.log"
