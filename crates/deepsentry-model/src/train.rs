@@ -49,8 +49,8 @@ mod corpus;
 use calibrate::{calibrate, learn_prior};
 pub use corpus::REPLAY_LINES;
 use corpus::{
-    assign_sessions, before_tail, held_out, read_corpus, replay_sample, resolve_session_key,
-    sessions_inside_inputs,
+    assign_sessions, before_tail, held_out, pass_sessions, read_corpus, replay_sample,
+    resolve_session_key, sessions_inside_inputs, unordered_pairs,
 };
 
 /// Everything `deepsentry train` can set.
@@ -95,6 +95,12 @@ pub struct TrainOptions {
     /// held-out session to pass the floor: the floor is the 99th percentile of the held-out
     /// sessions' highest scores plus `ln(floor_margin)` nats.
     pub floor_margin: f64,
+    /// Chance that two neighbouring events of a training session are swapped in a pass,
+    /// where the training sessions show those two templates next to each other in both
+    /// orders, so that the detector learns that they may arrive in either order (several
+    /// writers, clock skew). Sessions only: a model of one stream keeps the order it was
+    /// written in.
+    pub order_noise: f64,
     /// Whether to mine count invariants.
     pub invariants: bool,
     /// Whether the bundle keeps a replay sample of the training lines for later updates
@@ -143,6 +149,9 @@ pub mod defaults {
     /// How many times less likely than the 99th-percentile held-out session's least likely
     /// event an event must be to pass the threshold floor.
     pub const FLOOR_MARGIN: f64 = 200.0;
+    /// Chance that neighbours seen in both orders are swapped in a training pass: none (see
+    /// models/README.md for what swapping measured).
+    pub const ORDER_NOISE: f64 = 0.0;
 }
 
 impl Default for TrainOptions {
@@ -165,6 +174,7 @@ impl Default for TrainOptions {
             learning_rate: 3e-3,
             holdout: defaults::HOLDOUT,
             floor_margin: defaults::FLOOR_MARGIN,
+            order_noise: defaults::ORDER_NOISE,
             invariants: true,
             replay: true,
             progress: false,
@@ -194,6 +204,11 @@ pub fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
 pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     let started = Instant::now();
     anyhow::ensure!(!options.inputs.is_empty(), "no training input given");
+    anyhow::ensure!(
+        (0.0..1.0).contains(&options.order_noise),
+        "order noise {} is not a share: give a number from 0 up to (not including) 1",
+        options.order_noise
+    );
     anyhow::ensure!(
         (1..=64).contains(&options.sequence_length),
         "sequence_length must be between 1 and 64"
@@ -411,14 +426,30 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         "detector",
     );
     let mut detector_loss = 0.0;
+    let order_noise = Some(options.order_noise)
+        .filter(|_| by_sessions)
+        .unwrap_or(0.0);
+    let mut used = vec![false; corpus.sessions.len()];
+    for &(s, _, _) in &samples {
+        used[s as usize] = true;
+    }
+    let mut order_rng = SplitMix64::new(options.seed ^ 0x6a05_7e1e_d0e5_0001);
+    let unordered = unordered_pairs(&corpus.sessions, &used);
     for _epoch in 0..options.epochs {
         rng.shuffle(&mut samples);
+        let sessions = pass_sessions(
+            &corpus.sessions,
+            &used,
+            order_noise,
+            &unordered,
+            &mut order_rng,
+        );
         let mut epoch_loss = 0.0;
         for chunk in samples.chunks(options.batch_size) {
             let windows: Vec<Vec<&[f32]>> = chunk
                 .iter()
                 .map(|&(s, i, _)| {
-                    let session = &corpus.sessions[s as usize];
+                    let session = &sessions[s as usize];
                     let i = i as usize;
                     session[i.saturating_sub(steps)..i]
                         .iter()
@@ -427,7 +458,14 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
                 })
                 .collect();
             let input = window_input(&windows, steps, sizes.embedding_size, known, &train_device);
-            let targets: Vec<i64> = chunk.iter().map(|&(_, _, t)| i64::from(t)).collect();
+            // A jostled session's event at the same place; the end stays the end.
+            let target = |s: u32, i: u32| sessions[s as usize].get(i as usize).copied();
+            let targets: Vec<i64> = chunk
+                .iter()
+                .map(|&(s, i, t)| {
+                    i64::from(target(s, i).filter(|_| order_noise > 0.0).unwrap_or(t))
+                })
+                .collect();
             let targets =
                 Tensor::<1, Int>::from_data(TensorData::new(targets, [chunk.len()]), &train_device);
             let loss = detector.loss(input, targets);
@@ -473,6 +511,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             },
             session_key_found: found_key,
             epochs: options.epochs,
+            order_noise,
             seed: options.seed,
             autoencoder_loss: ae_loss,
             detector_loss,

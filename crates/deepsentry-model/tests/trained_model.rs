@@ -308,3 +308,37 @@ fn idle_sessions_end_by_the_log_clock() {
         "a block that was never written ends too early"
     );
 }
+
+#[test]
+fn order_noise_applies_to_sessions_and_not_to_one_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("normal.log");
+    let lines: Vec<String> = HdfsGenerator::new(2, 0.0, 8)
+        .take(1500)
+        .map(|l| l.text)
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let sessions = TrainOptions {
+        inputs: vec![input],
+        session_key: SessionKeySpec::Regex(SESSION_KEY.into()),
+        order_noise: 0.3,
+        epochs: 2,
+        ..TrainOptions::default()
+    };
+    let model = train(&sessions).unwrap();
+    assert_eq!(model.metadata.training.order_noise, 0.3);
+    let one_stream = TrainOptions {
+        session_key: SessionKeySpec::Stream,
+        ..sessions.clone()
+    };
+    assert_eq!(
+        train(&one_stream).unwrap().metadata.training.order_noise,
+        0.0
+    );
+    let not_a_share = TrainOptions {
+        order_noise: 1.0,
+        ..sessions
+    };
+    let error = train(&not_a_share).err().expect("refused").to_string();
+    assert!(error.contains("order noise 1 is not a share"), "{error}");
+}

@@ -137,6 +137,12 @@ pub(crate) struct TrainArgs {
     /// session (99th percentile) an event must be to pass the threshold floor.
     #[arg(long, default_value_t = defaults::FLOOR_MARGIN)]
     pub(crate) floor_margin: f64,
+    /// Chance that two neighbouring events of a training session are swapped in a pass,
+    /// where the training sessions show those two templates next to each other in both orders
+    /// (several writers, clock skew); 0 (the default) keeps the order as logged. Sessions
+    /// only: a model of one stream keeps the order it was written in.
+    #[arg(long, default_value_t = defaults::ORDER_NOISE)]
+    pub(crate) order_noise: f64,
     /// Width of the sequence detector's layers (the state size of a GRU detector).
     #[arg(long, default_value_t = defaults::DETECTOR_HIDDEN)]
     pub(crate) detector_hidden: usize,

@@ -23,6 +23,7 @@ pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
         backend: args.backend,
         holdout: args.holdout,
         floor_margin: args.floor_margin,
+        order_noise: args.order_noise,
         detector_hidden: args.detector_hidden,
         detector: args.detector,
         detector_members: args.detector_members,

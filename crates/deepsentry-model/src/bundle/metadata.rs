@@ -78,6 +78,10 @@ pub struct TrainingSummary {
     pub session_key_found: Option<String>,
     /// Epochs of each model.
     pub epochs: usize,
+    /// Chance that neighbours seen in both orders were swapped in a training pass (0 for a
+    /// model of one stream, and for bundles trained before it was read).
+    #[serde(default)]
+    pub order_noise: f64,
     /// Random seed.
     pub seed: u64,
     /// Final autoencoder loss (mean squared error).

@@ -1,8 +1,10 @@
 //! Reading the training data: lines, templates, sessions, the session key, and the hold-out.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
+use deepsentry_core::rng::SplitMix64;
 use deepsentry_core::Origin;
 use regex::Regex;
 
@@ -291,4 +293,138 @@ pub(super) fn before_tail(corpus: &Corpus, share: f64) -> Vec<&[u32]> {
 pub(super) fn held_out(name: &str, seed: u64, share: f64) -> bool {
     let h = deepsentry_core::hash::fnv1a(name.as_bytes(), seed);
     (h % 10_000) as f64 / 10_000.0 < share
+}
+
+/// `session` with neighbouring events swapped at `rate`: each neighbouring pair of
+/// `unordered` templates (see [`unordered_pairs`]) is swapped with that chance, and an event
+/// swapped once is not swapped again, so none moves more than one place.
+/// Events that happen close together in a session often arrive from several writers (a
+/// block's datanodes, a request's services) whose clocks and buffers do not agree, so their
+/// order in the log is not the order of what happened; a detector trained only on the orders
+/// of the training log finds every other such order surprising.
+pub(super) fn jostled(
+    session: &[u32],
+    rate: f64,
+    unordered: &HashSet<(u32, u32)>,
+    rng: &mut SplitMix64,
+) -> Vec<u32> {
+    let mut out = session.to_vec();
+    let mut i = 0;
+    while i + 1 < out.len() {
+        if unordered.contains(&(out[i], out[i + 1])) && rng.chance(rate) {
+            out.swap(i, i + 1);
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The training sessions as one pass over them reads them: those `used` jostled at `rate`
+/// (see [`jostled`]), drawn anew for each pass; the others, or all with a `rate` of 0, as
+/// they are.
+pub(super) fn pass_sessions<'a>(
+    sessions: &'a [Vec<u32>],
+    used: &[bool],
+    rate: f64,
+    unordered: &HashSet<(u32, u32)>,
+    rng: &mut SplitMix64,
+) -> Vec<Cow<'a, [u32]>> {
+    sessions
+        .iter()
+        .zip(used)
+        .map(|(session, &used)| {
+            if used && rate > 0.0 {
+                Cow::Owned(jostled(session, rate, unordered, rng))
+            } else {
+                Cow::Borrowed(session.as_slice())
+            }
+        })
+        .collect()
+}
+
+/// The pairs of templates that the `used` sessions show next to each other in both orders:
+/// neighbours whose order the log does not keep. A pair always seen in one order (a block
+/// is invalidated, then deleted) is an order that means something, and is never swapped.
+pub(super) fn unordered_pairs(sessions: &[Vec<u32>], used: &[bool]) -> HashSet<(u32, u32)> {
+    let mut seen = HashSet::new();
+    for (session, _) in sessions.iter().zip(used).filter(|(_, &u)| u) {
+        for pair in session.windows(2) {
+            if pair[0] != pair[1] {
+                seen.insert((pair[0], pair[1]));
+            }
+        }
+    }
+    seen.iter()
+        .copied()
+        .filter(|&(a, b)| seen.contains(&(b, a)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every pair of different templates below `n`, in both orders.
+    fn all_pairs(n: u32) -> HashSet<(u32, u32)> {
+        (0..n)
+            .flat_map(|a| (0..n).map(move |b| (a, b)))
+            .filter(|(a, b)| a != b)
+            .collect()
+    }
+
+    #[test]
+    fn jostling_swaps_neighbours_only_and_keeps_every_event() {
+        let session: Vec<u32> = (0..400).collect();
+        let any = all_pairs(400);
+        let mut rng = SplitMix64::new(7);
+        assert_eq!(jostled(&session, 0.0, &any, &mut rng), session);
+        assert_eq!(
+            jostled(&[1, 2, 3, 4, 5], 1.0, &any, &mut rng),
+            vec![2, 1, 4, 3, 5]
+        );
+
+        let out = jostled(&session, 0.1, &any, &mut rng);
+        let mut sorted = out.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, session, "the same events");
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(at, &event)| (at as i64 - i64::from(event)).abs() <= 1));
+        let moved = out.iter().zip(&session).filter(|(a, b)| a != b).count();
+        // About one pair in ten swapped: some 70 of 400 events moved.
+        assert!((30..120).contains(&moved), "{moved} moved");
+        // The same seed, the same passes.
+        let first = jostled(&session, 0.1, &any, &mut SplitMix64::new(9));
+        assert_eq!(jostled(&session, 0.1, &any, &mut SplitMix64::new(9)), first);
+    }
+
+    #[test]
+    fn only_neighbours_seen_in_both_orders_are_swapped() {
+        // 1 and 2 come in either order; 3 always follows 2 (invalidated, then deleted).
+        let sessions = vec![vec![0, 1, 2, 3], vec![0, 2, 1, 3], vec![0, 1, 2, 3, 3]];
+        let unordered = unordered_pairs(&sessions, &[true, true, true]);
+        assert_eq!(unordered, HashSet::from([(1, 2), (2, 1)]));
+        // A session not trained on says nothing about orders.
+        assert!(unordered_pairs(&sessions, &[true, false, true]).is_empty());
+        let mut rng = SplitMix64::new(3);
+        for _ in 0..20 {
+            let out = jostled(&[0, 1, 2, 3], 1.0, &unordered, &mut rng);
+            assert_eq!(out, vec![0, 2, 1, 3]);
+        }
+    }
+
+    #[test]
+    fn a_pass_jostles_the_sessions_it_uses_and_no_others() {
+        let sessions = vec![(0..50).collect::<Vec<u32>>(), (0..50).collect()];
+        let any = all_pairs(50);
+        let mut rng = SplitMix64::new(1);
+        let pass = pass_sessions(&sessions, &[true, false], 0.5, &any, &mut rng);
+        assert_ne!(&*pass[0], sessions[0].as_slice());
+        assert!(matches!(pass[1], Cow::Borrowed(_)));
+        let pass = pass_sessions(&sessions, &[true, true], 0.0, &any, &mut rng);
+        assert!(pass.iter().all(|s| matches!(s, Cow::Borrowed(_))));
+    }
 }
