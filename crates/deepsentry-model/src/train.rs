@@ -149,9 +149,8 @@ pub mod defaults {
     /// How many times less likely than the 99th-percentile held-out session's least likely
     /// event an event must be to pass the threshold floor.
     pub const FLOOR_MARGIN: f64 = 200.0;
-    /// Chance that neighbours seen in both orders are swapped in a training pass: none (see
-    /// models/README.md for what swapping measured).
-    pub const ORDER_NOISE: f64 = 0.0;
+    /// Chance that neighbours seen in both orders are swapped in a training pass.
+    pub const ORDER_NOISE: f64 = 0.5;
 }
 
 impl Default for TrainOptions {

@@ -139,7 +139,7 @@ pub(crate) struct TrainArgs {
     pub(crate) floor_margin: f64,
     /// Chance that two neighbouring events of a training session are swapped in a pass,
     /// where the training sessions show those two templates next to each other in both orders
-    /// (several writers, clock skew); 0 (the default) keeps the order as logged. Sessions
+    /// (several writers, clock skew); 0 keeps the order as logged. Sessions
     /// only: a model of one stream keeps the order it was written in.
     #[arg(long, default_value_t = defaults::ORDER_NOISE)]
     pub(crate) order_noise: f64,
