@@ -49,7 +49,7 @@ mod corpus;
 use calibrate::{calibrate, learn_prior};
 pub use corpus::REPLAY_LINES;
 use corpus::{
-    assign_sessions, before_tail, held_out, pass_sessions, read_corpus, replay_sample,
+    assign_sessions, before_tail, held_out_sessions, pass_sessions, read_corpus, replay_sample,
     resolve_session_key, sessions_inside_inputs, unordered_pairs,
 };
 
@@ -364,11 +364,16 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     // A key found in one stream splits it for the windows' sake; its sessions are not units
     // whose ends mean anything, so that stream is held out and judged line by line too.
     let by_sessions = found_key.is_none() && corpus.sessions.len() >= 20;
-    let is_held_out: Vec<bool> = corpus
-        .session_names
-        .iter()
-        .map(|n| by_sessions && held_out(n, options.seed, options.holdout))
-        .collect();
+    let is_held_out: Vec<bool> = if by_sessions {
+        held_out_sessions(
+            &corpus.sessions,
+            &corpus.session_names,
+            options.seed,
+            options.holdout,
+        )
+    } else {
+        vec![false; corpus.sessions.len()]
+    };
     let training_part: Vec<&[u32]> = if by_sessions {
         corpus.sessions.iter().map(Vec::as_slice).collect()
     } else {

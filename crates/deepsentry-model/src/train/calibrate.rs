@@ -19,17 +19,24 @@ pub(super) const LINE_FLOOR_MARGIN: f64 = 10.0;
 /// model trained on one stream stands for; the highest of them stands in.
 pub(super) const LINE_TAIL_SAMPLE: usize = 1_000;
 
-/// Mixture weights tried for the class prior (see [`ClassPrior`]). Never below 1 %: a
-/// network trained to predict the training sessions' next events grows sure of them, and a
-/// few hundred held-out normal sessions cannot show the rare normal orders a production day
-/// brings (held-out likelihood alone chose no prior at all on HDFS). With one part in a
-/// hundred of how often each event comes, no event of a template that is 5 % of the training
-/// lines costs more than 7.6 nats, however unexpected the detector finds it there.
-pub(super) const PRIOR_WEIGHTS: [f64; 6] = [0.01, 0.03, 0.1, 0.2, 0.3, 0.5];
+/// Mixture weights tried for the class prior (see [`ClassPrior`]).
+pub(super) const PRIOR_WEIGHTS: [f64; 11] =
+    [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5];
+
+/// The least prior weight of a model of sessions. Its networks learn each distinct training
+/// session's orders and grow sure of them, and its floor is calibrated on a few hundred
+/// held-out sessions, which cannot show the rare normal orders a later day brings (held-out
+/// likelihood chose no prior at all on HDFS). With one part in a hundred of how often each
+/// event comes, no event of a template that is 5 % of the training lines costs more than
+/// 7.6 nats, however unexpected the detector finds it there. A model of one stream is
+/// calibrated on its held-out lines, which show those orders as they come, and keeps the
+/// full choice: an order anomaly of common events stays visible there.
+pub(super) const SESSION_PRIOR_WEIGHT: f64 = 0.01;
 
 /// Sets the class prior: how often each class came (over all training targets, smoothed,
 /// plus the `carried` counts of a bundle being updated), and its weight, the one of
-/// [`PRIOR_WEIGHTS`] under which the held-out events are most likely.
+/// [`PRIOR_WEIGHTS`] (from [`SESSION_PRIOR_WEIGHT`] up for a model of sessions) under which the
+/// held-out events are most likely.
 pub(super) fn learn_prior(
     model: &mut LoadedModel,
     carried: &[f64],
@@ -68,8 +75,13 @@ pub(super) fn learn_prior(
         }
     }
     let total: f64 = counts.iter().sum();
+    let least = if by_sessions {
+        SESSION_PRIOR_WEIGHT
+    } else {
+        0.0
+    };
     model.metadata.prior = ClassPrior {
-        weight: PRIOR_WEIGHTS[0],
+        weight: least,
         probabilities: counts.iter().map(|c| (c / total) as f32).collect(),
     };
     if held.is_empty() {
@@ -99,6 +111,7 @@ pub(super) fn learn_prior(
         }
     }
     let best = (0..PRIOR_WEIGHTS.len())
+        .filter(|&i| PRIOR_WEIGHTS[i] >= least)
         .max_by(|&a, &b| likelihood[a].total_cmp(&likelihood[b]))
         .unwrap_or(0);
     model.metadata.prior.weight = PRIOR_WEIGHTS[best];
@@ -106,7 +119,7 @@ pub(super) fn learn_prior(
     tracing::info!(
         weight = PRIOR_WEIGHTS[best],
         held_out_nats_per_event = format!("{:.3}", -likelihood[best] / events),
-        at_lowest_weight = format!("{:.3}", -likelihood[0] / events),
+        detector_alone = format!("{:.3}", -likelihood[0] / events),
         "class prior mixed into the detector's predictions"
     );
 }
