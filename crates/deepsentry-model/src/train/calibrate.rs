@@ -80,11 +80,13 @@ pub(super) fn learn_prior(
     } else {
         0.0
     };
+    // Weight 0 while the candidates are compared: the detector's own predictions.
     model.metadata.prior = ClassPrior {
-        weight: least,
+        weight: 0.0,
         probabilities: counts.iter().map(|c| (c / total) as f32).collect(),
     };
     if held.is_empty() {
+        model.metadata.prior.weight = least;
         return;
     }
     // Held-out events are many; a sample of them decides as well.
