@@ -417,12 +417,12 @@ impl SequenceModel for LoadedModel {
             .try_into_vec::<f32>()
             .expect("log-probabilities are f32")
             .chunks(classes)
-            .map(|row| {
-                let mut row = row.to_vec();
-                self.metadata.prior.mix(&mut row);
-                row
-            })
+            .map(<[f32]>::to_vec)
             .collect()
+    }
+
+    fn mixed(&self, class: usize, log_p: f32) -> f32 {
+        self.metadata.prior.mixed(class, log_p)
     }
 
     fn score_floor(&self) -> f64 {

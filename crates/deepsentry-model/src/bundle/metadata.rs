@@ -132,16 +132,18 @@ pub struct ClassPrior {
 }
 
 impl ClassPrior {
-    /// Mixes the prior into `log_probs` (one row of the detector's log-probabilities).
-    pub fn mix(&self, log_probs: &mut [f32]) {
-        if self.weight <= 0.0 || self.probabilities.len() != log_probs.len() {
-            return;
-        }
-        let w = self.weight as f32;
-        for (lp, prior) in log_probs.iter_mut().zip(&self.probabilities) {
-            *lp = ((1.0 - w) * lp.exp() + w * prior)
-                .max(f32::MIN_POSITIVE)
-                .ln();
+    /// The prior mixed into `log_p`, the detector's log-probability of `class`. Mixed one
+    /// class at a time, as the scorer looks it up: a window's row has every class, an event
+    /// needs one.
+    pub fn mixed(&self, class: usize, log_p: f32) -> f32 {
+        match self.probabilities.get(class) {
+            Some(&prior) if self.weight > 0.0 => {
+                let w = self.weight as f32;
+                ((1.0 - w) * log_p.exp() + w * prior)
+                    .max(f32::MIN_POSITIVE)
+                    .ln()
+            }
+            _ => log_p,
         }
     }
 }

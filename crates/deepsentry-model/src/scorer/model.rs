@@ -25,9 +25,15 @@ pub trait SequenceModel {
     fn end_class(&self) -> usize;
     /// Encodes templates in one batch: vectors, errors and the classes they map to.
     fn embed(&self, templates: &[&str]) -> Vec<Embedded>;
-    /// Log-probabilities of every class after each window; a window is the vectors of up to
-    /// `sequence_length` previous events, oldest first.
+    /// The detector's log-probabilities of every class after each window; a window is the
+    /// vectors of up to `sequence_length` previous events, oldest first. What the model mixes
+    /// into them is applied by [`SequenceModel::mixed`].
     fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>>;
+    /// `log_p`, a log-probability of `class` from [`SequenceModel::log_probs`], with what the
+    /// model mixes into its predictions (the class prior); as it is by default.
+    fn mixed(&self, _class: usize, log_p: f32) -> f32 {
+        log_p
+    }
     /// The score below which nothing is flagged, learned in training.
     fn score_floor(&self) -> f64;
     /// How often the system brings new templates, and how common each severity is.

@@ -23,9 +23,9 @@ where
         let end = self.model.end_class();
         let mut ranked: Vec<(usize, f32)> = log_probs
             .iter()
-            .copied()
             .enumerate()
             .filter(|&(class, _)| class < templates.len() || class == end)
+            .map(|(class, &log_p)| (class, self.model.mixed(class, log_p)))
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         let list = ranked
@@ -44,7 +44,7 @@ where
     pub(super) fn score_of(&self, p: &Pending, log_probs: Option<&[f32]>) -> (f64, Reason) {
         let surprise = |class: usize| {
             log_probs.map_or(MAX_SURPRISE, |lp| {
-                (-f64::from(lp[class])).clamp(0.0, MAX_SURPRISE)
+                (-f64::from(self.model.mixed(class, lp[class]))).clamp(0.0, MAX_SURPRISE)
             })
         };
         let novelty = self.model.novelty();
