@@ -80,13 +80,11 @@ pub(super) fn learn_prior(
     } else {
         0.0
     };
-    // Weight 0 while the candidates are compared: the detector's own predictions.
     model.metadata.prior = ClassPrior {
-        weight: 0.0,
+        weight: least,
         probabilities: counts.iter().map(|c| (c / total) as f32).collect(),
     };
     if held.is_empty() {
-        model.metadata.prior.weight = least;
         return;
     }
     // Held-out events are many; a sample of them decides as well.
@@ -103,6 +101,7 @@ pub(super) fn learn_prior(
                     .collect()
             })
             .collect();
+        // The detector's own predictions: the prior is mixed when a class is looked up.
         let rows = model.log_probs(&windows);
         for (&&(_, _, target), row) in chunk.iter().zip(rows) {
             let detector = f64::from(row[target]).exp();
