@@ -462,12 +462,12 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
                 })
                 .collect();
             let input = window_input(&windows, steps, sizes.embedding_size, known, &train_device);
-            // A jostled session's event at the same place; the end stays the end.
-            let target = |s: u32, i: u32| sessions[s as usize].get(i as usize).copied();
+            // The event at that place of the session as this pass reads it (jostled or not);
+            // past its end, the end.
             let targets: Vec<i64> = chunk
                 .iter()
                 .map(|&(s, i, t)| {
-                    i64::from(target(s, i).filter(|_| order_noise > 0.0).unwrap_or(t))
+                    i64::from(sessions[s as usize].get(i as usize).copied().unwrap_or(t))
                 })
                 .collect();
             let targets =
