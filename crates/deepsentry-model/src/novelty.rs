@@ -178,12 +178,77 @@ impl Occurrences {
     }
 }
 
+/// What may come after an event: a template, or the end of its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// A template, by its text.
+    Template(Arc<str>),
+    /// The session ended.
+    End,
+}
+
+/// Distinct successors remembered per online template; any further one counts in the total
+/// only, so it keeps the probability the detector gives it.
+const MAX_FOLLOWERS: usize = 8;
+
+/// What came after an online template in its sessions: the online statistics through which
+/// the sequence part learns a template it has no class for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Followers {
+    /// The first [`MAX_FOLLOWERS`] distinct successors and how often each came.
+    next: Vec<(Next, u32)>,
+    /// How often anything came after it.
+    total: u32,
+}
+
+impl Followers {
+    /// How often `next` came after the template, and how often anything did.
+    pub fn count(&self, next: &Next) -> (u32, u32) {
+        let count = self
+            .next
+            .iter()
+            .find(|(n, _)| n == next)
+            .map_or(0, |(_, c)| *c);
+        (count, self.total)
+    }
+
+    fn add(&mut self, next: Next, count: u32) {
+        self.total = self.total.saturating_add(count);
+        if let Some((_, c)) = self.next.iter_mut().find(|(n, _)| *n == next) {
+            *c = c.saturating_add(count);
+        } else if self.next.len() < MAX_FOLLOWERS {
+            self.next.push((next, count));
+        }
+    }
+
+    /// Bytes it may take, whatever it holds (the texts are shared with the vocabulary).
+    const BYTES: usize = MAX_FOLLOWERS * std::mem::size_of::<(Next, u32)>();
+}
+
+/// [`Followers`] as written to `data_dir`: each successor's text (`None` for a session's
+/// end) and count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowersState {
+    /// Successors and their counts.
+    pub next: Vec<(Option<String>, u32)>,
+    /// How often anything came next (successors past the remembered ones included).
+    pub total: u32,
+}
+
 struct OnlineEntry {
     info: Arc<TemplateInfo>,
     /// Its own occurrences (what is kept across a restart, and what eviction goes by).
     seen: Occurrences,
     /// Those of its family, itself and its variants, kept by the first of the family.
     family: Occurrences,
+    /// What came after it.
+    followers: Followers,
+}
+
+impl OnlineEntry {
+    fn bytes(&self) -> usize {
+        self.info.bytes() + Followers::BYTES
+    }
 }
 
 /// Online templates a new one is compared with to find the family it joins, the most recent
@@ -277,7 +342,7 @@ impl Vocabulary {
             self.known.insert(key, info.clone());
             return info;
         }
-        self.online_bytes += info.bytes();
+        self.online_bytes += info.bytes() + Followers::BYTES;
         if info.class.is_none() && info.family.is_none() {
             let words = key.split(' ').count();
             self.heads_by_words
@@ -296,9 +361,10 @@ impl Vocabulary {
                 info: info.clone(),
                 seen: never,
                 family: never,
+                followers: Followers::default(),
             },
         ) {
-            self.online_bytes -= old.info.bytes();
+            self.online_bytes -= old.bytes();
         }
         self.enforce_limits();
         info
@@ -338,6 +404,64 @@ impl Vocabulary {
         if let Some(entry) = self.online.get_mut(key.as_deref().unwrap_or(text)) {
             entry.family.merge(seen);
         }
+    }
+
+    /// Records that `next` came after the online template `text` in a session; returns what
+    /// was known before: how often `next` came after its family (itself and its variants, one
+    /// statement), and how often anything did. `None` when `text` is not an online template.
+    pub fn follow(&mut self, text: &str, next: Next) -> Option<(u32, u32)> {
+        let key = self.family_head(text);
+        let followers = &mut self
+            .online
+            .get_mut(key.as_deref().unwrap_or(text))?
+            .followers;
+        let before = followers.count(&next);
+        followers.add(next, 1);
+        Some(before)
+    }
+
+    /// What came after each online template, to keep across a restart.
+    pub fn followers(&self) -> Vec<(String, FollowersState)> {
+        self.online
+            .iter()
+            .filter(|(_, e)| e.followers.total > 0)
+            .map(|(text, e)| {
+                let next = e
+                    .followers
+                    .next
+                    .iter()
+                    .map(|(n, c)| {
+                        let text = match n {
+                            Next::Template(t) => Some(t.to_string()),
+                            Next::End => None,
+                        };
+                        (text, *c)
+                    })
+                    .collect();
+                let state = FollowersState {
+                    next,
+                    total: e.followers.total,
+                };
+                (text.to_string(), state)
+            })
+            .collect()
+    }
+
+    /// Restores what came after the online template `text` (after a restart).
+    pub fn restore_followers(&mut self, text: &str, state: &FollowersState) {
+        let Some(entry) = self.online.get_mut(text) else {
+            return;
+        };
+        let mut followers = Followers::default();
+        for (next, count) in &state.next {
+            let next = next
+                .as_deref()
+                .map_or(Next::End, |t| Next::Template(t.into()));
+            followers.add(next, *count);
+        }
+        // Successors past the remembered ones count in the total only.
+        followers.total = followers.total.max(state.total);
+        entry.followers = followers;
     }
 
     /// The first of `text`'s family, which keeps the family's occurrences; `None` when `text`
@@ -400,7 +524,7 @@ impl Vocabulary {
                 break;
             }
             if let Some(entry) = self.online.remove(&key) {
-                self.online_bytes -= entry.info.bytes();
+                self.online_bytes -= entry.bytes();
                 self.evicted += 1;
             }
         }
@@ -419,6 +543,9 @@ pub struct OnlineState {
     pub lines_seen: u64,
     /// Each online template and its occurrences.
     pub templates: Vec<(String, Occurrences)>,
+    /// What came after each online template that something came after.
+    #[serde(default)]
+    pub followers: Vec<(String, FollowersState)>,
 }
 
 #[cfg(test)]
@@ -541,6 +668,69 @@ mod tests {
             restored.restore(text, *seen);
         }
         assert_eq!(restored.observe(variant, 14).map(|o| o.count), Some(4));
+    }
+
+    #[test]
+    fn what_follows_an_online_template_is_counted_for_its_family_and_bounded() {
+        let mut vocabulary = Vocabulary::new(VocabularyLimits::default());
+        let first = info(&mut vocabulary, "disk alpha rebuilt", None);
+        vocabulary.insert(first);
+        let mut variant = info(&mut vocabulary, "disk beta rebuilt", None);
+        variant.family = vocabulary.family_of("disk beta rebuilt");
+        assert!(variant.family.is_some());
+        vocabulary.insert(variant);
+        let known = info(&mut vocabulary, "job done", Some(0));
+        vocabulary.insert(known);
+
+        let done = || Next::Template("job done".into());
+        assert_eq!(
+            vocabulary.follow("job done", done()),
+            None,
+            "a training template"
+        );
+        assert_eq!(
+            vocabulary.follow("disk alpha rebuilt", done()),
+            Some((0, 0))
+        );
+        assert_eq!(vocabulary.follow("disk beta rebuilt", done()), Some((1, 1)));
+        assert_eq!(
+            vocabulary.follow("disk alpha rebuilt", Next::End),
+            Some((0, 2))
+        );
+        assert_eq!(
+            vocabulary.follow("disk alpha rebuilt", done()),
+            Some((2, 3))
+        );
+        // Past the remembered successors, a new one counts in the total only.
+        for i in 0..2 * MAX_FOLLOWERS {
+            let next = Next::Template(format!("step {i}").into());
+            vocabulary.follow("disk alpha rebuilt", next);
+        }
+        let late = Next::Template(format!("step {}", 2 * MAX_FOLLOWERS - 1).into());
+        let total = 4 + 2 * MAX_FOLLOWERS as u32;
+        assert_eq!(
+            vocabulary.follow("disk alpha rebuilt", late),
+            Some((0, total))
+        );
+        assert_eq!(
+            vocabulary.follow("disk alpha rebuilt", done()),
+            Some((3, total + 1))
+        );
+
+        // Kept across a restart by the first of the family.
+        let saved = vocabulary.followers();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].0, "disk alpha rebuilt");
+        assert_eq!(saved[0].1.next.len(), MAX_FOLLOWERS);
+        assert_eq!(saved[0].1.next[1], (None, 1), "the end of a session");
+        let mut restored = Vocabulary::new(VocabularyLimits::default());
+        let first = info(&mut restored, "disk alpha rebuilt", None);
+        restored.insert(first);
+        restored.restore_followers(&saved[0].0, &saved[0].1);
+        assert_eq!(
+            restored.follow("disk alpha rebuilt", done()),
+            Some((4, total + 2))
+        );
     }
 
     #[test]

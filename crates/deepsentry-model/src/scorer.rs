@@ -11,13 +11,17 @@
 //! 3. every distinct window not yet in the cache is scored by the sequence detector, in one
 //!    batched forward pass;
 //! 4. the event's score, in nats of surprise, and its reason:
-//!    - a template the detector knows: `-ln p(template | window)` (`unlikely_next`);
+//!    - a template the detector knows: `-ln p(template | window)` (`unlikely_next`); when the
+//!      session's previous event is of a template learned online, which the detector has no
+//!      class for, `p` is updated by how often this template came after that one in keyed
+//!      sessions (a Dirichlet posterior with the detector's `p` as its prior);
 //!    - a template learned online, on its first [`LEARNING_OCCURRENCES`] occurrences: how
 //!      rarely this system's normal logs bring a new template of its severity, as learned in
 //!      training (`new_template`): a system whose templates never change flags it, one that
 //!      keeps producing new INFO lines does not, and a level rare in training makes it more
 //!      surprising;
-//!    - later on: how rare it still is, `-ln(occurrences / lines since it first came)`, raised,
+//!    - later on: how rare it still is, `-ln(occurrences / lines since it first came)` (updated
+//!      the same way after another template learned online), raised,
 //!      in a system that never brought new templates of its severity in training, by that
 //!      lasting novelty (`rare_template`);
 //!
@@ -39,7 +43,7 @@ use deepsentry_core::{Event, Origin, Value};
 
 use crate::alerts::AlertGroups;
 use crate::invariants::InvariantCheck;
-use crate::novelty::{Occurrences, OnlineState, TemplateInfo, Vocabulary};
+use crate::novelty::{Next, Occurrences, OnlineState, TemplateInfo, Vocabulary};
 use crate::sessions::SessionStore;
 use crate::severity::{severity_of, Severity};
 use crate::threshold::AdaptiveThreshold;
@@ -154,6 +158,9 @@ struct Pending {
     at: i64,
     /// The scorer's line counter at this event.
     line: u64,
+    /// When the session's previous event was of a template learned online: how often this
+    /// event's template (or end) came after that one before, and how often anything did.
+    followed: Option<(u32, u32)>,
     context: String,
     /// For a session end: the invariants its counts broke.
     broken: Vec<String>,
@@ -239,9 +246,12 @@ where
             .collect();
         // In the order first seen: the first of a family is learned again before its variants.
         templates.sort_by(|a, b| (a.1.first_seen, &a.0).cmp(&(b.1.first_seen, &b.0)));
+        let mut followers = self.vocabulary.followers();
+        followers.sort_by(|a, b| a.0.cmp(&b.0));
         OnlineState {
             lines_seen: self.lines_seen,
             templates,
+            followers,
         }
     }
 
@@ -257,6 +267,9 @@ where
         self.learn_templates(&texts);
         for (text, seen) in &state.templates {
             self.vocabulary.restore(text, *seen);
+        }
+        for (text, followers) in &state.followers {
+            self.vocabulary.restore_followers(text, followers);
         }
     }
 
@@ -295,6 +308,9 @@ where
         let learned = self.learn_templates(&texts);
         for (text, seen) in &online.templates {
             self.vocabulary.restore(text, *seen);
+        }
+        for (text, followers) in &online.followers {
+            self.vocabulary.restore_followers(text, followers);
         }
         for session in self.sessions.values_mut() {
             for template in &mut session.window {
@@ -408,6 +424,11 @@ where
         let mut event = Event::from_str(&message, timestamp, session.origin.clone());
         event.fields.insert(anomaly::SESSION_END, Value::Bool(true));
         let context = Self::context(&session, "(end)");
+        let followed = session
+            .window
+            .last()
+            .filter(|last| last.class.is_none() && self.counts_followers())
+            .and_then(|last| self.vocabulary.follow(&last.text, Next::End));
         Pending {
             event,
             session: key,
@@ -419,9 +440,17 @@ where
             severity: Severity::Info,
             at,
             line: self.lines_seen,
+            followed,
             context,
             broken,
         }
+    }
+
+    /// Whether what follows a template learned online is counted: only where sessions are
+    /// keyed. In one interleaved stream the line after a new template is mostly another
+    /// request's, and counting it teaches noise that makes every other line more surprising.
+    fn counts_followers(&self) -> bool {
+        !matches!(self.settings.session_key, SessionKey::Stream)
     }
 
     /// The severity of an event: its decoded level field where the settings name one and the
@@ -498,6 +527,7 @@ where
             let key = session_at.of(&event);
             let origin = event.origin.clone();
             let slots = self.invariants.slots;
+            let counts_followers = self.counts_followers();
             let (session, session_name, evicted) = self.sessions.touch(key, now, || Session {
                 window: Vec::new(),
                 messages: Vec::new(),
@@ -506,6 +536,15 @@ where
                 counts: vec![0; slots].into_boxed_slice(),
             });
             let window = session.window.clone();
+            // The detector has no class for a template learned online: what follows one in its
+            // session is learned here, by counting.
+            let followed = window
+                .last()
+                .filter(|last| last.class.is_none() && counts_followers)
+                .and_then(|last| {
+                    self.vocabulary
+                        .follow(&last.text, Next::Template(template.text.clone()))
+                });
             let context = Self::context(session, event.message());
             session.lines += 1;
             if session.window.len() == self.sequence_length {
@@ -538,6 +577,7 @@ where
                 severity,
                 at: now,
                 line,
+                followed,
                 context,
                 broken: Vec::new(),
             });

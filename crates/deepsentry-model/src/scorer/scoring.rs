@@ -13,6 +13,24 @@ use super::{
 use crate::alerts::Reason;
 use crate::severity::Severity;
 
+/// Weight, in occurrences, of the probability an event had before anything was counted after
+/// the template learned online that precedes it: what follows a new template is learned over
+/// as many occurrences as the template itself.
+const FOLLOWER_PRIOR: f64 = LEARNING_OCCURRENCES as f64;
+
+/// `log_p`, the log-probability of an event without online counts, updated by what came after
+/// the template learned online before it (`followed`: this event's count, and the total): the
+/// mean of a Dirichlet posterior whose prior is `p` with the weight of [`FOLLOWER_PRIOR`]
+/// occurrences. With nothing counted it is `p`; with many, the observed share.
+fn followed(log_p: f64, followed: Option<(u32, u32)>) -> f64 {
+    match followed {
+        None => log_p,
+        Some((count, total)) => ((f64::from(count) + FOLLOWER_PRIOR * log_p.exp())
+            / (f64::from(total) + FOLLOWER_PRIOR))
+            .ln(),
+    }
+}
+
 impl<M: Deref> Scorer<M>
 where
     M::Target: SequenceModel,
@@ -44,7 +62,8 @@ where
     pub(super) fn score_of(&self, p: &Pending, log_probs: Option<&[f32]>) -> (f64, Reason) {
         let surprise = |class: usize| {
             log_probs.map_or(MAX_SURPRISE, |lp| {
-                (-f64::from(self.model.mixed(class, lp[class]))).clamp(0.0, MAX_SURPRISE)
+                let log_p = f64::from(self.model.mixed(class, lp[class]));
+                (-followed(log_p, p.followed)).clamp(0.0, MAX_SURPRISE)
             })
         };
         let novelty = self.model.novelty();
@@ -68,6 +87,9 @@ where
                 if before.count < LEARNING_OCCURRENCES {
                     (new.max(rarity), Reason::NewTemplate)
                 } else {
+                    // Once learned, after a template learned online it is as likely as it
+                    // came after that one.
+                    let rarity = (-followed(-rarity, p.followed)).max(0.0);
                     let score = rarity + novelty.lasting_novelty(p.severity);
                     (score.min(MAX_SURPRISE), Reason::RareTemplate)
                 }

@@ -423,6 +423,66 @@ fn what_was_learned_online_survives_a_restart() {
     assert!(scored.iter().any(flagged));
 }
 
+/// `sessions` keyed sessions in each of which `beta` comes right after `cache warmed`, a
+/// template the training never showed.
+fn followed_sessions(sessions: usize) -> Vec<String> {
+    (0..sessions)
+        .flat_map(|i| ["alpha step", "cache warmed", "beta step"].map(|l| format!("{l} req={i}")))
+        .collect()
+}
+
+fn keyed(session_key: SessionKey) -> Scorer<Box<SteadyModel>> {
+    Scorer::new(
+        Box::new(SteadyModel::new(20_000, 0)),
+        ScorerSettings {
+            min_samples: 0,
+            session_key,
+            ..ScorerSettings::default()
+        },
+    )
+}
+
+/// The scores of the `beta` lines of [`followed_sessions`].
+fn beta_scores(scorer: &mut Scorer<Box<SteadyModel>>, sessions: usize) -> Vec<f64> {
+    score_all(scorer, &followed_sessions(sessions))
+        .iter()
+        .filter(|e| e.message().starts_with("beta"))
+        .map(|e| match e.fields.get(anomaly::ANOMALY_SCORE) {
+            Some(Value::Float(score)) => *score,
+            other => panic!("no score: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn what_follows_a_new_template_in_its_sessions_is_learned() {
+    let by_request = || SessionKey::Regex(Regex::new(r"req=(\d+)").unwrap());
+    let detector = -0.09f64.ln();
+    let mut scorer = keyed(by_request());
+    let scores = beta_scores(&mut scorer, 20);
+    assert_eq!(scorer.online_state().templates.len(), 1);
+    assert!((scores[0] - detector).abs() < 1e-6, "nothing counted yet");
+    assert!(
+        scores.windows(2).all(|w| w[1] < w[0]),
+        "less surprising each time: {scores:?}"
+    );
+    assert!(scores[19] < 0.3, "{scores:?}");
+
+    // Kept across a restart.
+    let state = scorer.online_state();
+    assert_eq!(state.followers.len(), 1);
+    let json = serde_json::to_string(&state).unwrap();
+    let mut restarted = keyed(by_request());
+    restarted.restore_online_state(serde_json::from_str(&json).unwrap());
+    assert!(beta_scores(&mut restarted, 1)[0] < 0.3);
+
+    // In one stream the next line is mostly another request's: not counted.
+    let mut stream = keyed(SessionKey::Stream);
+    let scores = beta_scores(&mut stream, 20);
+    assert!(scores.iter().all(|s| (s - detector).abs() < 1e-6));
+    assert!(stream.online_state().followers.is_empty());
+}
+
 #[test]
 fn a_retrained_model_takes_over_between_batches_with_what_was_learned() {
     let mut scorer = steady(20_000, 0);
