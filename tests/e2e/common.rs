@@ -72,6 +72,16 @@ impl Scratch {
     /// Starts the shipped `pipelines/NAME` with `env`, its console output going to
     /// `console.log` and its data and API kept to this scratch directory and a free port.
     pub fn start_shipped(&self, name: &str, env: &[(&str, &str)]) -> Child {
+        self.start_shipped_with_stdin(name, env, Stdio::null())
+    }
+
+    /// [`start_shipped`](Self::start_shipped) with `stdin` as its standard input.
+    pub fn start_shipped_with_stdin(
+        &self,
+        name: &str,
+        env: &[(&str, &str)],
+        stdin: Stdio,
+    ) -> Child {
         let pipeline = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../pipelines")
             .join(name);
@@ -83,7 +93,7 @@ impl Scratch {
         ];
         all.extend_from_slice(env);
         let console = std::fs::File::create(self.path("console.log")).expect("console log");
-        self.start_with_env(&pipeline, &all, Stdio::null(), Stdio::from(console))
+        self.start_with_env(&pipeline, &all, stdin, Stdio::from(console))
     }
 
     /// What a run started with [`start_shipped`](Self::start_shipped) printed so far.

@@ -590,6 +590,80 @@ fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it
 }
 
 #[test]
+fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
+    let s = Scratch::new();
+    write_lines(
+        &s.path("normal.log"),
+        &interleaved_requests(1, 1200, None),
+        false,
+    );
+    let model = s.path("model");
+    let output = Command::new(bin())
+        .args(["train", "--no-replay", "--input"])
+        .arg(s.path("normal.log"))
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The app's output, with a logged failure and its stack trace halfway through.
+    let mut lines = interleaved_requests(2, 200, None);
+    let trace = [
+        "2024-03-01T10:00:30Z web[20050]: payment gateway call failed",
+        "java.lang.IllegalStateException: gateway closed the connection",
+        "\tat com.example.shop.Payments.authorize(Payments.java:88)",
+        "\tat com.example.shop.Orders.place(Orders.java:41)",
+        "Caused by: java.net.SocketException: Connection reset",
+        "\tat java.base/java.net.SocketInputStream.read(SocketInputStream.java:186)",
+        "\t... 2 more",
+    ];
+    let at = lines.len() / 2;
+    lines.splice(at..at, trace.iter().map(|l| l.to_string()));
+    let input = lines.join("\n") + "\n";
+
+    let model = model.display().to_string();
+    let mut child = s.start_shipped_with_stdin(
+        "sidecar.yml",
+        &[("ANOMALY_MODEL", model.as_str())],
+        Stdio::piped(),
+    );
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    assert!(
+        wait_exit(&s, &mut child, Duration::from_secs(60)).success(),
+        "{}",
+        s.stderr()
+    );
+
+    let console = s.console();
+    let scored: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("] Normal - score: ") || l.contains("] ANOMALY - score: "))
+        .collect();
+    let traced: Vec<&&str> = scored
+        .iter()
+        .filter(|l| l.contains("payment gateway call failed"))
+        .collect();
+    assert_eq!(traced.len(), 1, "the trace is one event:\n{console}");
+    assert!(traced[0].contains("ANOMALY"), "{}", traced[0]);
+    assert!(
+        !scored
+            .iter()
+            .any(|l| l.contains("Payments.java") && !l.contains("payment gateway call failed")),
+        "no frame is an event of its own:\n{console}"
+    );
+    let flagged = scored.iter().filter(|l| l.contains("ANOMALY")).count();
+    assert!(flagged <= 5, "{flagged} events flagged:\n{console}");
+}
+
+#[test]
 fn train_from_keeps_the_known_templates_and_learns_the_new_ones() {
     let s = Scratch::new();
     let normal: Vec<String> = HdfsGenerator::new(17, 0.0, 8)
