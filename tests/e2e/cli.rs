@@ -85,6 +85,11 @@ fn config_errors_name_file_line_key_and_choices() {
             &["p.yml:8:5", "key `encoding`", "unknown variant `xml`", "`monitor`, `text`, `json`, `alert`"],
         ),
         (
+            "bad value of a transform key",
+            "sources:\n  in:\n    type: stdin\ntransforms:\n  detect:\n    type: deepsentry\n    inputs: [in]\n    alert_group_by: templates\nsinks:\n  out:\n    type: console\n    inputs: [detect]\n",
+            &["p.yml:8:5", "key `alert_group_by`", "unknown variant `templates`", "expected `template` or `burst`"],
+        ),
+        (
             "encoding the sink does not write",
             "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [in]\n    encoding: json_array\n",
             &["p.yml:8:5", "key `encoding`", "does not write `json_array`", "`monitor`, `text`, `json`, `alert`"],

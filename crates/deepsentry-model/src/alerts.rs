@@ -1,6 +1,7 @@
-//! Why an event scored as it did, and alert grouping: anomalies of the same template and
-//! reason within `alert_group_secs` of the group's first one (in the events' own clock) are one
-//! alert. The first is the alert (`alert: true`); the later ones stay anomalies but carry the
+//! Why an event scored as it did, and alert grouping: anomalies of the same key (the scorer's
+//! choice: a template, or the severity and stream of a burst of new templates, see
+//! [`crate::scorer::AlertGrouping`]) and reason within `alert_group_secs` of the group's first
+//! one (in the events' own clock) are one alert. The first is the alert (`alert: true`); the later ones stay anomalies but carry the
 //! group's id and running count, so a sink filtering on `alert` gets one message per distinct
 //! anomaly and nothing is hidden from one that keeps every anomaly.
 
@@ -65,9 +66,9 @@ pub struct AlertGroups {
 /// Open groups kept before the expired ones are dropped.
 const PRUNE_AT: usize = 4096;
 
-fn group_id(template: &str, reason: Reason, at: i64) -> String {
+fn group_id(key: &str, reason: Reason, at: i64) -> String {
     let hash = deepsentry_core::hash::Fnv1a::with_seed(0)
-        .write(template.as_bytes())
+        .write(key.as_bytes())
         .write(reason.as_str().as_bytes())
         .finish();
     format!("{hash:016x}-{at}")
@@ -88,15 +89,16 @@ impl AlertGroups {
         self.grouped
     }
 
-    /// Places an anomaly of `template` for `reason` at `at` (seconds, the events' clock).
-    pub fn mark(&mut self, template: &Arc<str>, reason: Reason, at: i64) -> AlertMark {
+    /// Places an anomaly grouped by `key` (its template, or what else the scorer groups by)
+    /// for `reason` at `at` (seconds, the events' clock).
+    pub fn mark(&mut self, key: &Arc<str>, reason: Reason, at: i64) -> AlertMark {
         if self.groups.len() >= PRUNE_AT {
             let window = self.window_secs;
             self.groups
                 .retain(|_, g| at.saturating_sub(g.first) <= window);
         }
-        let key = (template.clone(), reason);
-        if let Some(group) = self.groups.get_mut(&key) {
+        let group_key = (key.clone(), reason);
+        if let Some(group) = self.groups.get_mut(&group_key) {
             // An event older than the group's first (lines out of order) still belongs to it.
             if at.saturating_sub(group.first) <= self.window_secs {
                 group.count += 1;
@@ -108,9 +110,9 @@ impl AlertGroups {
                 };
             }
         }
-        let id: Arc<str> = group_id(template, reason, at).into();
+        let id: Arc<str> = group_id(key, reason, at).into();
         self.groups.insert(
-            key,
+            group_key,
             Group {
                 id: id.clone(),
                 first: at,

@@ -57,7 +57,7 @@ mod tests;
 
 pub use model::{Embedded, SequenceModel};
 pub use prepare::{Prepared, Preparer};
-pub use settings::{ScorerSettings, SessionKey, NOVELTY_FLOOR};
+pub use settings::{AlertGrouping, ScorerSettings, SessionKey, NOVELTY_FLOOR};
 
 /// Longest message kept per line in a context window (bytes, cut on a char boundary).
 const CONTEXT_MESSAGE_BYTES: usize = 240;

@@ -1,14 +1,15 @@
 //! Scoring a batch: every event's score, reason and verdict, and the fields it leaves with.
 
 use std::ops::Deref;
+use std::sync::Arc;
 
 use deepsentry_core::anomaly;
 use deepsentry_core::{Event, Value};
 use foldhash::{HashSet, HashSetExt};
 
 use super::{
-    Kind, Pending, Scorer, SequenceModel, Window, END_OF_SESSION, LEARNING_OCCURRENCES,
-    MAX_CACHED_WINDOWS, MAX_SURPRISE,
+    AlertGrouping, Kind, Pending, Scorer, SequenceModel, Window, END_OF_SESSION,
+    LEARNING_OCCURRENCES, MAX_CACHED_WINDOWS, MAX_SURPRISE,
 };
 use crate::alerts::Reason;
 use crate::severity::Severity;
@@ -166,7 +167,19 @@ where
                         fields.insert(anomaly::EXPECTED, self.expected(log_probs));
                     }
                 }
-                let mark = self.alerts.mark(&p.alert_key, reason, p.at);
+                let burst;
+                let key = match (reason, self.settings.alert_grouping) {
+                    (Reason::NewTemplate, AlertGrouping::Burst) => {
+                        burst = Arc::from(format!(
+                            "new {} templates in {}",
+                            p.severity.name(),
+                            event.origin.stream
+                        ));
+                        &burst
+                    }
+                    _ => &p.alert_key,
+                };
+                let mark = self.alerts.mark(key, reason, p.at);
                 self.stats.alerts += u64::from(mark.alert);
                 fields.insert(anomaly::ALERT, Value::Bool(mark.alert));
                 fields.insert(anomaly::ALERT_GROUP, Value::Str(mark.group.to_string()));

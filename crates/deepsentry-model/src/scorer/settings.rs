@@ -16,6 +16,19 @@ pub enum SessionKey {
     Field(String),
 }
 
+/// What the alerts of new templates are grouped by (those of other reasons are grouped by
+/// template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlertGrouping {
+    /// One group per new template (and its variants).
+    Template,
+    /// New templates of one severity in one stream within the window are one alert: a deploy
+    /// or a reboot that brings many new statements at once is one incident, while a new error
+    /// among new informational lines is still an alert of its own.
+    #[default]
+    Burst,
+}
+
 /// Settings of the scorer (the transform's keys).
 #[derive(Debug, Clone)]
 pub struct ScorerSettings {
@@ -37,6 +50,8 @@ pub struct ScorerSettings {
     pub max_sessions: usize,
     /// Anomalies of one template and reason within this many seconds are one alert.
     pub alert_group_secs: i64,
+    /// What the alerts of new templates are grouped by.
+    pub alert_grouping: AlertGrouping,
     /// Bounds of the online vocabulary.
     pub vocabulary: VocabularyLimits,
     /// Name of a field holding the event's level (decoded by a source), read before the line's
@@ -66,6 +81,7 @@ impl Default for ScorerSettings {
             session_ttl_secs: 3600,
             max_sessions: 100_000,
             alert_group_secs: 60,
+            alert_grouping: AlertGrouping::Burst,
             vocabulary: VocabularyLimits::default(),
             level_field: None,
             novelty_floor: NOVELTY_FLOOR,

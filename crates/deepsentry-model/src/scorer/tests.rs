@@ -574,6 +574,61 @@ fn anomalies_of_one_template_and_reason_are_one_alert() {
     assert_eq!(scorer.stats().anomalies, 3);
 }
 
+/// Whether each of the flagged events of `lines` (scored with `grouping`, the last line from
+/// another stream) was sent as an alert.
+fn alerts_of_new_templates(grouping: AlertGrouping, lines: &[&str]) -> Vec<(String, bool)> {
+    let mut scorer = Scorer::new(
+        Box::new(SteadyModel::new(20_000, 0)),
+        ScorerSettings {
+            min_samples: 0,
+            alert_grouping: grouping,
+            ..ScorerSettings::default()
+        },
+    );
+    let normal = stream(40, 1000, |_| String::new());
+    let normal: Vec<&str> = normal.iter().map(String::as_str).collect();
+    scorer.process(events(&normal));
+    let mut batch = events(lines);
+    let other = Origin::new("test", "other.log");
+    batch.last_mut().unwrap().origin = other;
+    scorer
+        .process(batch)
+        .iter()
+        .filter(|e| flagged(e))
+        .map(|e| {
+            let alert = e.fields.get(anomaly::ALERT) == Some(&Value::Bool(true));
+            (e.message().to_string(), alert)
+        })
+        .collect()
+}
+
+#[test]
+fn new_templates_of_one_severity_in_one_stream_are_one_alert() {
+    let lines = [
+        "cache warmed",
+        "queue drained",
+        "disk failed",
+        "index rebuilt",
+        "cache warmed",
+    ];
+    let burst = alerts_of_new_templates(AlertGrouping::Burst, &lines);
+    let sent: Vec<&str> = burst
+        .iter()
+        .filter(|(_, alert)| *alert)
+        .map(|(m, _)| m.as_str())
+        .collect();
+    assert_eq!(burst.len(), 5, "every new template is still flagged");
+    // The informational burst, the warning, and the same statement in another stream.
+    assert_eq!(sent, ["cache warmed", "disk failed", "cache warmed"]);
+
+    let by_template = alerts_of_new_templates(AlertGrouping::Template, &lines);
+    let sent = by_template.iter().filter(|(_, alert)| *alert).count();
+    assert_eq!(
+        sent, 4,
+        "one alert per new template (the last one in its own stream)"
+    );
+}
+
 #[test]
 fn the_template_cache_is_bounded_and_ids_held_by_sessions_stay_valid() {
     let mut scorer = Scorer::new(
