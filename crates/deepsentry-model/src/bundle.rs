@@ -14,7 +14,7 @@ use crate::backend::{self, BackendKind};
 use crate::detector::{message_code, window_input, SequenceDetector, WindowTables};
 use crate::features::hashed_features;
 use crate::invariants::Invariant;
-use crate::normalize::{variant_allowance, variant_distance};
+use crate::normalize::{variant_allowance, variant_distance, wildcard_forms, WILDCARD};
 use crate::novelty::NoveltyStats;
 use crate::scorer::{Embedded, SequenceModel};
 
@@ -105,6 +105,8 @@ pub struct LoadedModel {
     /// The window network's first layer, split for scoring (absent for a GRU).
     window_tables: Option<WindowTables>,
     vocabulary: HashMap<String, usize>,
+    /// Whether a template holds a [`WILDCARD`] (then instances are looked up by their forms).
+    has_wildcards: bool,
     /// The training templates' classes by their number of words (to find the training
     /// template a new one is a variant of).
     by_length: HashMap<usize, Vec<usize>>,
@@ -119,7 +121,7 @@ impl LoadedModel {
         device: Device,
         backend: BackendKind,
     ) -> Self {
-        let vocabulary = metadata
+        let vocabulary: HashMap<String, usize> = metadata
             .templates
             .iter()
             .enumerate()
@@ -139,6 +141,9 @@ impl LoadedModel {
             backend,
             replay: Vec::new(),
             window_tables,
+            has_wildcards: vocabulary
+                .keys()
+                .any(|t| t.split(' ').any(|w| w == WILDCARD)),
             vocabulary,
             by_length: HashMap::new(),
         };
@@ -172,9 +177,19 @@ impl LoadedModel {
         (embedding, error)
     }
 
-    /// The class of a training template, if `template` is one.
+    /// The class of a training template, if `template` is one or an instance of one with a
+    /// [`WILDCARD`] (the same words but there).
     pub fn class_of(&self, template: &str) -> Option<usize> {
-        self.vocabulary.get(template).copied()
+        if let Some(&class) = self.vocabulary.get(template) {
+            return Some(class);
+        }
+        if !self.has_wildcards {
+            return None;
+        }
+        let words: Vec<&str> = template.split(' ').collect();
+        let class =
+            wildcard_forms(&words).find_map(|(_, form)| self.vocabulary.get(&form).copied());
+        class
     }
 
     /// The training template `template` is a variant of (see

@@ -324,6 +324,29 @@ pub fn template(line: &str) -> String {
     out
 }
 
+/// The word of a training template that stands for a field the normalizer could not mask but
+/// training found variable: one log statement whose words differ in one place only, in many
+/// ways (user names, program names), is one template with this word there.
+pub const WILDCARD: &str = "<*>";
+
+/// The templates `words` (a template split on spaces) would be an instance of, one per word:
+/// `words` with that word replaced by [`WILDCARD`], and its position. A masked value
+/// (`<NUM>`) may be the field's value too (a user named `1234`).
+pub fn wildcard_forms<'a>(words: &'a [&'a str]) -> impl Iterator<Item = (usize, String)> + 'a {
+    (0..words.len())
+        .filter(move |&i| words.len() >= 3 && words[i] != WILDCARD)
+        .map(move |i| {
+            let mut form = String::with_capacity(words.iter().map(|w| w.len() + 1).sum());
+            for (j, word) in words.iter().enumerate() {
+                if j > 0 {
+                    form.push(' ');
+                }
+                form.push_str(if i == j { WILDCARD } else { word });
+            }
+            (i, form)
+        })
+}
+
 /// Words a template may differ in from another and still be a variant of it, per word of the
 /// template (at least one): one word or field in a short line, a few in a long one.
 pub const VARIANT_WORDS_PER_WORD: f64 = 0.1;

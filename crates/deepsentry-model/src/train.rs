@@ -497,7 +497,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             &corpus
                 .lines
                 .iter()
-                .map(|l| (l.template, l.severity))
+                .map(|l| (l.shape, l.severity))
                 .collect::<Vec<_>>(),
         ),
         training: TrainingSummary {

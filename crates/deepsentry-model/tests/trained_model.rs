@@ -345,3 +345,41 @@ fn order_noise_applies_to_sessions_and_not_to_one_stream() {
     };
     assert!(error.contains("order noise 1 is not a share"), "{error}");
 }
+
+#[test]
+fn a_word_that_takes_many_values_in_training_is_a_field_of_one_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("normal.log");
+    let users = ["alice", "bob", "carol", "dave"];
+    let lines: Vec<String> = (0..600)
+        .map(|i| match i % 3 {
+            0 => format!("session opened for user {} by sshd", users[i % 4]),
+            1 => "reading the mail spool".to_string(),
+            _ => "session closed".to_string(),
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let options = TrainOptions {
+        inputs: vec![input],
+        session_key: SessionKeySpec::Stream,
+        epochs: 2,
+        ..TrainOptions::default()
+    };
+    let model = train(&options).unwrap();
+    let templates = &model.metadata.templates;
+    let folded = "session opened for user <*> by sshd";
+    assert!(templates.iter().any(|t| t == folded), "{templates:?}");
+    assert!(
+        !templates.iter().any(|t| t.contains("alice")),
+        "{templates:?}"
+    );
+    let class = model.class_of(folded);
+    assert!(class.is_some());
+    assert_eq!(model.class_of("session opened for user bob by sshd"), class);
+    assert_eq!(
+        model.class_of("session opened for user zed by sshd"),
+        class,
+        "a name training never saw is the same statement"
+    );
+    assert_eq!(model.class_of("session opened for a user by sshd"), None);
+}
