@@ -522,9 +522,9 @@ fn app_pipeline(s: &Scratch, model: &Path) -> PathBuf {
     )
 }
 
-#[test]
-fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it() {
-    let s = Scratch::new();
+/// `deepsentry train --no-replay` on 1,200 of [`interleaved_requests`]' normal requests, with
+/// no session key (found by itself): the model (`model`) and what training logged.
+fn train_on_interleaved_requests(s: &Scratch) -> (PathBuf, String) {
     write_lines(
         &s.path("normal.log"),
         &interleaved_requests(1, 1200, None),
@@ -538,8 +538,15 @@ fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it
         .arg(&out)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
+    (out, stderr)
+}
+
+#[test]
+fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it() {
+    let s = Scratch::new();
+    let (out, stderr) = train_on_interleaved_requests(&s);
     assert!(
         !out.join("replay.log").exists() && out.join("detector.bpk").exists(),
         "--no-replay keeps no training lines in the bundle"
@@ -592,24 +599,7 @@ fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it
 #[test]
 fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
     let s = Scratch::new();
-    write_lines(
-        &s.path("normal.log"),
-        &interleaved_requests(1, 1200, None),
-        false,
-    );
-    let model = s.path("model");
-    let output = Command::new(bin())
-        .args(["train", "--no-replay", "--input"])
-        .arg(s.path("normal.log"))
-        .arg("--out")
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (model, _) = train_on_interleaved_requests(&s);
 
     // The app's output, with a logged failure and its stack trace halfway through.
     let mut lines = interleaved_requests(2, 200, None);
