@@ -128,18 +128,25 @@ impl<'a> Loader<'a> {
     /// Builds every component of `raw` and checks the graph.
     fn assemble(mut self, raw: RawConfig) -> Result<PipelineConfig, ConfigErrors> {
         let mut components = Vec::new();
+        // Components whose own errors are reported: their ids still exist for the graph.
+        let mut invalid = BTreeMap::new();
         for (kind, section) in [
             (ComponentKind::Source, raw.sources),
             (ComponentKind::Transform, raw.transforms),
             (ComponentKind::Sink, raw.sinks),
         ] {
             for (id, body) in section.unwrap_or_default() {
-                if let Some(spec) = self.component(kind, id, body) {
-                    components.push(spec);
+                match self.component(kind, id.clone(), body) {
+                    Some(spec) => components.push(spec),
+                    None => {
+                        if let Some(id) = id.as_str() {
+                            invalid.insert(id.to_owned(), kind);
+                        }
+                    }
                 }
             }
         }
-        let warnings = self.check_graph(&components);
+        let warnings = self.check_graph(&components, &invalid);
         if !self.errors.is_empty() {
             return Err(self.fail());
         }
@@ -331,7 +338,13 @@ impl<'a> Loader<'a> {
         }
     }
 
-    pub(super) fn check_graph(&mut self, components: &[ComponentSpec]) -> Vec<String> {
+    /// Checks ids, inputs and cycles of the `components` that built; `invalid` are those whose
+    /// own errors were reported, which exist for their readers without another error.
+    pub(super) fn check_graph(
+        &mut self,
+        components: &[ComponentSpec],
+        invalid: &BTreeMap<String, ComponentKind>,
+    ) -> Vec<String> {
         let mut warnings = Vec::new();
         let mut kinds: BTreeMap<&str, ComponentKind> = BTreeMap::new();
         for c in components {
@@ -348,7 +361,10 @@ impl<'a> Loader<'a> {
                 );
             }
         }
-        if !components.iter().any(|c| c.kind == ComponentKind::Source) {
+        let declared = |kind: ComponentKind| {
+            components.iter().any(|c| c.kind == kind) || invalid.values().any(|&k| k == kind)
+        };
+        if !declared(ComponentKind::Source) {
             self.error_at(
                 &["sources"],
                 None,
@@ -359,7 +375,7 @@ impl<'a> Loader<'a> {
                 ),
             );
         }
-        if !components.iter().any(|c| c.kind == ComponentKind::Sink) {
+        if !declared(ComponentKind::Sink) {
             self.error_at(
                 &["sinks"],
                 None,
@@ -379,7 +395,10 @@ impl<'a> Loader<'a> {
         for c in components {
             for input in &c.inputs {
                 consumed.insert(input.as_str());
-                let problem = match kinds.get(input.as_str()) {
+                let problem = match kinds
+                    .get(input.as_str())
+                    .or_else(|| invalid.get(input.as_str()))
+                {
                     Some(ComponentKind::Sink) => Some(format!(
                         "input `{input}` is a sink, and sinks have no output"
                     )),

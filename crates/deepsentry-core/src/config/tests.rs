@@ -188,6 +188,15 @@ fn missing_and_dangling_inputs() {
 }
 
 #[test]
+fn a_component_with_an_error_is_not_also_a_missing_input() {
+    let all = errors(
+        "sources:\n  a:\n    type: testfile\n    paht: x\nsinks:\n  o:\n    type: testsink\n    inputs: [a]\n",
+    );
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].key.as_deref(), Some("paht"));
+}
+
+#[test]
 fn a_sink_is_not_an_input() {
     let all = errors(
         "sources:\n  a:\n    type: testfile\nsinks:\n  o:\n    type: testsink\n    inputs: [a]\n  p:\n    type: testsink\n    inputs: [o]\n",
