@@ -127,6 +127,10 @@ pub struct TemplateInfo {
     /// [`crate::normalize::variant_distance`]): that one's text. The two are one log
     /// statement: they share their occurrences and their alerts.
     pub family: Option<Arc<str>>,
+    /// For an instance of a training template with a field (see
+    /// [`crate::normalize::WILDCARD`]): that template, which its events name and group their
+    /// alerts by.
+    pub statement: Option<Arc<str>>,
     /// The vector the detector reads for it.
     pub vector: Vec<f32>,
     /// The autoencoder's reconstruction error.
@@ -559,6 +563,7 @@ mod tests {
             class,
             variant: false,
             family: None,
+            statement: None,
             vector: vec![0.0; 8],
             reconstruction_error: 0.0,
             severity: Severity::Info,

@@ -347,12 +347,22 @@ where
                 None => self.vocabulary.family_of(text),
                 Some(_) => None,
             };
+            let statement = match embedded.class {
+                Some(class) if !embedded.variant => self
+                    .model
+                    .templates()
+                    .get(class)
+                    .filter(|t| t.as_str() != *text)
+                    .map(|t| Arc::from(t.as_str())),
+                _ => None,
+            };
             let info = TemplateInfo {
                 id: self.vocabulary.next_id(),
                 text: Arc::from(*text),
                 class: embedded.class,
                 variant: embedded.variant,
                 family,
+                statement,
                 vector: embedded.vector,
                 reconstruction_error: embedded.error,
                 severity: severity_of(text),
@@ -569,11 +579,16 @@ where
                 window_key: window_key(&window),
                 window,
                 kind,
-                template: template.text.clone(),
-                alert_key: template
-                    .family
+                template: template
+                    .statement
                     .clone()
                     .unwrap_or_else(|| template.text.clone()),
+                alert_key: template
+                    .family
+                    .as_ref()
+                    .or(template.statement.as_ref())
+                    .unwrap_or(&template.text)
+                    .clone(),
                 severity,
                 at: now,
                 line,

@@ -382,4 +382,18 @@ fn a_word_that_takes_many_values_in_training_is_a_field_of_one_template() {
         "a name training never saw is the same statement"
     );
     assert_eq!(model.class_of("session opened for a user by sshd"), None);
+
+    // Its events name the statement, not the value.
+    let mut scorer = Scorer::new(
+        Arc::new(model),
+        ScorerSettings {
+            session_key: SessionKey::Stream,
+            ..settings()
+        },
+    );
+    let scored = scorer.process(events(&["session opened for user zed by sshd".to_string()]));
+    assert_eq!(
+        scored[0].fields.get(anomaly::TEMPLATE),
+        Some(&Value::Str(folded.into()))
+    );
 }
