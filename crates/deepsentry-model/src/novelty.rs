@@ -216,6 +216,16 @@ impl Followers {
         (count, self.total)
     }
 
+    /// The remembered successors and their counts.
+    pub fn counts(&self) -> impl Iterator<Item = (&Next, u32)> {
+        self.next.iter().map(|(n, c)| (n, *c))
+    }
+
+    /// How often anything came after the template.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
     fn add(&mut self, next: Next, count: u32) {
         self.total = self.total.saturating_add(count);
         if let Some((_, c)) = self.next.iter_mut().find(|(n, _)| *n == next) {
@@ -422,6 +432,12 @@ impl Vocabulary {
         let before = followers.count(&next);
         followers.add(next, 1);
         Some(before)
+    }
+
+    /// What came after the online template `text` (its family's first), so far.
+    pub fn followers_of(&self, text: &str) -> Option<&Followers> {
+        let key = self.family_head(text);
+        Some(&self.online.get(key.as_deref().unwrap_or(text))?.followers)
     }
 
     /// What came after each online template, to keep across a restart.

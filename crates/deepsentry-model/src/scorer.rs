@@ -161,6 +161,8 @@ struct Pending {
     /// When the session's previous event was of a template learned online: how often this
     /// event's template (or end) came after that one before, and how often anything did.
     followed: Option<(u32, u32)>,
+    /// ... and that template, for what `expected` names.
+    after_online: Option<Arc<str>>,
     context: String,
     /// For a session end: the invariants its counts broke.
     broken: Vec<String>,
@@ -451,6 +453,7 @@ where
             at,
             line: self.lines_seen,
             followed,
+            after_online: None,
             context,
             broken,
         }
@@ -573,6 +576,7 @@ where
                 let end = self.end_event(key, old, now, "evicted");
                 pending.push(end);
             }
+            let after_online = followed.and(window.last().map(|last| last.text.clone()));
             pending.push(Pending {
                 event,
                 session: session_name,
@@ -593,6 +597,7 @@ where
                 at: now,
                 line,
                 followed,
+                after_online,
                 context,
                 broken: Vec::new(),
             });

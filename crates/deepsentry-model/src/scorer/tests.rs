@@ -467,6 +467,21 @@ fn what_follows_a_new_template_in_its_sessions_is_learned() {
         "less surprising each time: {scores:?}"
     );
     assert!(scores[19] < 0.3, "{scores:?}");
+    // What it names as expected after the new template is what came, not the detector's
+    // first choice (`alpha`, 0.9).
+    let cache = scorer.vocabulary.online().next().unwrap().0.to_string();
+    let row = scorer.model.row.clone();
+    let expected = scorer.expected(&Kind::Known(0), Some(&cache), &row);
+    let first = &expected.to_string();
+    assert!(
+        first.starts_with(r#"[{"p":0.8"#) && first.contains(r#""template":"beta"}"#),
+        "{first}"
+    );
+    let detector_only = scorer.expected(&Kind::Known(0), None, &row).to_string();
+    assert!(
+        detector_only.starts_with(r#"[{"p":0.9,"template":"alpha"}"#),
+        "{detector_only}"
+    );
 
     // Kept across a restart.
     let state = scorer.online_state();
