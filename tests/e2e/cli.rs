@@ -287,3 +287,34 @@ fn a_config_error_never_prints_an_interpolated_secret() {
         );
     }
 }
+
+#[test]
+fn templates_counts_the_lines_of_each_with_fields_folded() {
+    let s = Scratch::new();
+    let log = s.path("app.log");
+    std::fs::write(
+        &log,
+        "Failed password for admin from 10.0.0.1 port 22\n\
+         Failed password for oracle from 10.0.0.2 port 22\n\
+         Failed password for guest from 10.0.0.3 port 22\n\
+         Failed password for admin from 10.0.0.4 port 22\n\
+         ERROR disk sda failed\n",
+    )
+    .unwrap();
+    let output = Command::new(bin())
+        .args(["templates", "--input"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "4\twarn\tFailed password for <*> from <IP> port <NUM>",
+            "1\terror\tERROR disk sda failed",
+        ],
+        "{stdout}"
+    );
+}

@@ -347,6 +347,76 @@ pub fn wildcard_forms<'a>(words: &'a [&'a str]) -> impl Iterator<Item = (usize, 
         })
 }
 
+/// Fewest distinct words at one place of otherwise identical templates that make that place a
+/// field: two may be a pair of states (`up`, `down`); three or more (user names, program
+/// names) are values the normalizer could not mask.
+const MIN_FIELD_VALUES: usize = 3;
+
+/// Folds templates that differ in one word only, in at least [`MIN_FIELD_VALUES`] ways and
+/// with the same severity, into one template with [`WILDCARD`] there (Drain's variable
+/// positions), so that a log statement is one class however many values its unmasked field
+/// took. Templates before `first_new` (a bundle's, being updated) keep their places, and a new
+/// template that is an instance of one of theirs joins it. Returns each template's new index.
+pub fn fold_variable_words(templates: &mut Vec<String>, first_new: usize) -> Vec<u32> {
+    use std::collections::HashMap;
+    let known: HashMap<&str, u32> = templates[..first_new]
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.split(' ').any(|w| w == WILDCARD))
+        .map(|(i, t)| (t.as_str(), i as u32))
+        .collect();
+    let mut target: Vec<Option<u32>> = vec![None; templates.len()];
+    // Templates by the wildcard forms they are an instance of, with their severity.
+    let mut groups: HashMap<(String, crate::severity::Severity), Vec<u32>> = HashMap::new();
+    for (id, template) in templates.iter().enumerate().skip(first_new) {
+        let words: Vec<&str> = template.split(' ').collect();
+        let severity = crate::severity::severity_of(template);
+        for (_, form) in wildcard_forms(&words) {
+            if let Some(&class) = known.get(form.as_str()) {
+                target[id] = Some(class);
+                break;
+            }
+            groups.entry((form, severity)).or_default().push(id as u32);
+        }
+    }
+    // The largest groups first; a template joins one group at most.
+    let mut groups: Vec<((String, crate::severity::Severity), Vec<u32>)> = groups
+        .into_iter()
+        .filter(|(_, members)| members.len() >= MIN_FIELD_VALUES)
+        .collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    let mut forms: HashMap<u32, String> = HashMap::new();
+    for ((form, _), members) in groups {
+        let free: Vec<u32> = members
+            .into_iter()
+            .filter(|&m| target[m as usize].is_none())
+            .collect();
+        if free.len() < MIN_FIELD_VALUES {
+            continue;
+        }
+        // The group takes the place of its first member.
+        for &m in &free {
+            target[m as usize] = Some(free[0]);
+        }
+        forms.insert(free[0], form);
+    }
+    // Renumber: known templates stay, the others follow in order, merged ones at their first.
+    let mut index: Vec<u32> = (0..templates.len() as u32).collect();
+    let mut kept = Vec::with_capacity(templates.len());
+    for (id, template) in std::mem::take(templates).into_iter().enumerate() {
+        let id = id as u32;
+        match target[id as usize] {
+            Some(to) if to != id => index[id as usize] = index[to as usize],
+            _ => {
+                index[id as usize] = kept.len() as u32;
+                kept.push(forms.remove(&id).unwrap_or(template));
+            }
+        }
+    }
+    *templates = kept;
+    index
+}
+
 /// Words a template may differ in from another and still be a variant of it, per word of the
 /// template (at least one): one word or field in a short line, a few in a long one.
 pub const VARIANT_WORDS_PER_WORD: f64 = 0.1;
@@ -427,111 +497,4 @@ pub fn tokens(template: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stack_trace_is_its_first_line_and_its_exception() {
-        let one = "2024-01-15 14:23:48,001 ERROR Request 17 failed\n\
-                   java.lang.IllegalStateException: connection 10.0.0.1:80 reset\n\
-                   \tat com.acme.Client.send(Client.java:42)\n\
-                   Caused by: java.io.IOException: broken pipe";
-        let two = "2024-01-16 09:00:00,500 ERROR Request 99 failed\n\
-                   java.lang.IllegalStateException: connection 10.0.0.2:80 reset\n\
-                   \tat com.acme.Pool.take(Pool.java:7)\n\
-                   \tat com.acme.Client.send(Client.java:40)";
-        assert_eq!(template(one), template(two));
-        assert!(
-            template(one).ends_with("failed java.lang.IllegalStateException"),
-            "{}",
-            template(one)
-        );
-        let other = two.replace("IllegalStateException", "TimeoutException");
-        assert_ne!(template(one), template(&other));
-    }
-
-    #[test]
-    fn hdfs_lines_share_a_template() {
-        let a = template(
-            "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating",
-        );
-        let b = template(
-            "081110 050012 7716 INFO dfs.DataNode$PacketResponder: PacketResponder 2 for block blk_-7860871182399763934 terminating",
-        );
-        assert_eq!(a, b);
-        assert_eq!(
-            a,
-            "<NUM> INFO dfs.DataNode$PacketResponder: PacketResponder <NUM> for block <BLK> terminating"
-        );
-    }
-
-    #[test]
-    fn masks_addresses_paths_ids() {
-        assert_eq!(
-            template("Receiving block blk_-1 src: /10.251.214.18:41299 dest: /10.250.17.177:50010"),
-            "Receiving block <BLK> src: <IP> dest: <IP>"
-        );
-        assert_eq!(
-            template("allocateBlock: /user/root/rand4/_temporary/_task_200811092030_0012_m_001326_0/part-01326. blk_87"),
-            "allocateBlock: <PATH>. <BLK>"
-        );
-        assert_eq!(
-            template("request 550e8400-e29b-41d4-a716-446655440000 took 12.5 ms at 0x7fff5fbff8c8 (req=ab12cd34ef)"),
-            "request <UUID> took <NUM> ms at <HEX> (req=<HEX>)"
-        );
-        assert_eq!(
-            template("- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 RAS KERNEL INFO cache parity error corrected"),
-            "- <NUM> <ID> RAS KERNEL INFO cache parity error corrected"
-        );
-        assert_eq!(
-            template("deleted /var/log/app.log, done."),
-            "deleted <PATH>, done."
-        );
-        assert_eq!(template("  spaced   out  "), "spaced out");
-        assert_eq!(template(""), "");
-    }
-
-    #[test]
-    fn lists_collapse_and_glued_addresses_split() {
-        assert_eq!(
-            template("BLOCK* ask 10.251.91.32:50010 to replicate blk_1 to datanode(s) 10.0.0.1:50010 10.0.0.2:50010"),
-            "BLOCK* ask <IP> to replicate <BLK> to datanode(s) <IP>"
-        );
-        assert_eq!(template("ids 1, 2, 3 done"), "ids <NUM> done");
-        assert_eq!(
-            template("10.250.11.85:50010:Transmitted block blk_-1 to /10.250.11.85:50010"),
-            "<IP>:Transmitted block <BLK> to <IP>"
-        );
-        assert_eq!(
-            template("10.251.66.192:50010:Got exception while serving blk_1 to /10.251.66.192:"),
-            "<IP>:Got exception while serving <BLK> to <IP>:"
-        );
-    }
-
-    #[test]
-    fn words_are_kept_as_they_are() {
-        assert_eq!(
-            template(
-                "Unexpected error trying to delete block blk_5. BlockInfo not found in volumeMap."
-            ),
-            "Unexpected error trying to delete block <BLK>. BlockInfo not found in volumeMap."
-        );
-    }
-
-    #[test]
-    fn tokens_split_words_and_keep_placeholders() {
-        assert_eq!(
-            tokens("<NUM> INFO dfs.DataNode$PacketResponder: block <BLK> terminating"),
-            [
-                "<NUM>",
-                "info",
-                "dfs",
-                "datanode",
-                "packetresponder",
-                "block",
-                "<BLK>",
-                "terminating"
-            ]
-        );
-    }
-}
+mod tests;

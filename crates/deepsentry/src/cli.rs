@@ -84,8 +84,9 @@ pub(crate) enum Command {
     Train(TrainArgs),
     /// Replay a labelled log through the detector and report precision, recall, F1, FPR.
     Eval(eval::EvalArgs),
-    /// Print the templates the normalizer makes of a log, most frequent first, with how many
-    /// lines each covers and the severity it names (to see what a model will learn).
+    /// Print the templates the normalizer makes of a log, with the words training would find
+    /// to be fields folded to `<*>`, most frequent first, with how many lines each covers and
+    /// the severity it names (to see what a model will learn).
     Templates {
         /// Log files to read.
         #[arg(long, value_name = "FILE", num_args = 1.., required = true)]

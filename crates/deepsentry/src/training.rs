@@ -63,7 +63,10 @@ pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
 
 pub(crate) fn print_templates(inputs: &[PathBuf]) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
-    let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    // Templates in the order first seen (training folds fields in that order) and their lines.
+    let mut templates: Vec<String> = Vec::new();
+    let mut counts: Vec<u64> = Vec::new();
+    let mut ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut scratch = String::new();
     for path in inputs {
         let file = std::fs::File::open(path)
@@ -76,10 +79,21 @@ pub(crate) fn print_templates(inputs: &[PathBuf]) -> anyhow::Result<()> {
                 continue;
             }
             deepsentry_model::normalize::template_into(text, &mut scratch);
-            *counts.entry(scratch.clone()).or_default() += 1;
+            let id = *ids.entry(scratch.clone()).or_insert_with(|| {
+                templates.push(scratch.clone());
+                counts.push(0);
+                templates.len() - 1
+            });
+            counts[id] += 1;
         }
     }
-    let mut sorted: Vec<(String, u64)> = counts.into_iter().collect();
+    // As training makes them: words that take many values in one statement folded to `<*>`.
+    let index = deepsentry_model::normalize::fold_variable_words(&mut templates, 0);
+    let mut folded = vec![0; templates.len()];
+    for (old, &new) in index.iter().enumerate() {
+        folded[new as usize] += counts[old];
+    }
+    let mut sorted: Vec<(String, u64)> = templates.into_iter().zip(folded).collect();
     sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut out = std::io::stdout().lock();
     for (template, count) in sorted {

@@ -9,7 +9,7 @@ use deepsentry_core::Origin;
 use regex::Regex;
 
 use super::TrainOptions;
-use crate::normalize::{template_into, wildcard_forms, WILDCARD};
+use crate::normalize::{fold_variable_words, template_into};
 use crate::scorer::SessionKey;
 use crate::session_key::{find_session_key, SessionKeySpec};
 use crate::severity::{level_of, severity_of, severity_with_level, Severity};
@@ -115,75 +115,6 @@ pub(super) fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::R
     };
     assign_sessions(&mut corpus, &SessionKey::Stream);
     Ok(corpus)
-}
-
-/// Fewest distinct words at one place of otherwise identical templates that make that place a
-/// field: two may be a pair of states (`up`, `down`); three or more (user names, program
-/// names) are values the normalizer could not mask.
-const MIN_FIELD_VALUES: usize = 3;
-
-/// Folds templates that differ in one word only, in at least [`MIN_FIELD_VALUES`] ways and
-/// with the same severity, into one template with [`WILDCARD`] there (Drain's variable
-/// positions), so that a log statement is one class however many values its unmasked field
-/// took. Templates before `first_new` (a bundle's, being updated) keep their places, and a new
-/// template that is an instance of one of theirs joins it. Returns each template's new index.
-fn fold_variable_words(templates: &mut Vec<String>, first_new: usize) -> Vec<u32> {
-    let known: HashMap<&str, u32> = templates[..first_new]
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.split(' ').any(|w| w == WILDCARD))
-        .map(|(i, t)| (t.as_str(), i as u32))
-        .collect();
-    let mut target: Vec<Option<u32>> = vec![None; templates.len()];
-    // Templates by the wildcard forms they are an instance of, with their severity.
-    let mut groups: HashMap<(String, Severity), Vec<u32>> = HashMap::new();
-    for (id, template) in templates.iter().enumerate().skip(first_new) {
-        let words: Vec<&str> = template.split(' ').collect();
-        let severity = severity_of(template);
-        for (_, form) in wildcard_forms(&words) {
-            if let Some(&class) = known.get(form.as_str()) {
-                target[id] = Some(class);
-                break;
-            }
-            groups.entry((form, severity)).or_default().push(id as u32);
-        }
-    }
-    // The largest groups first; a template joins one group at most.
-    let mut groups: Vec<((String, Severity), Vec<u32>)> = groups
-        .into_iter()
-        .filter(|(_, members)| members.len() >= MIN_FIELD_VALUES)
-        .collect();
-    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
-    let mut forms: HashMap<u32, String> = HashMap::new();
-    for ((form, _), members) in groups {
-        let free: Vec<u32> = members
-            .into_iter()
-            .filter(|&m| target[m as usize].is_none())
-            .collect();
-        if free.len() < MIN_FIELD_VALUES {
-            continue;
-        }
-        // The group takes the place of its first member.
-        for &m in &free {
-            target[m as usize] = Some(free[0]);
-        }
-        forms.insert(free[0], form);
-    }
-    // Renumber: known templates stay, the others follow in order, merged ones at their first.
-    let mut index: Vec<u32> = (0..templates.len() as u32).collect();
-    let mut kept = Vec::with_capacity(templates.len());
-    for (id, template) in std::mem::take(templates).into_iter().enumerate() {
-        let id = id as u32;
-        match target[id as usize] {
-            Some(to) if to != id => index[id as usize] = index[to as usize],
-            _ => {
-                index[id as usize] = kept.len() as u32;
-                kept.push(forms.remove(&id).unwrap_or(template));
-            }
-        }
-    }
-    *templates = kept;
-    index
 }
 
 /// Most lines a bundle keeps as its replay sample.
@@ -481,62 +412,6 @@ mod tests {
             .flat_map(|a| (0..n).map(move |b| (a, b)))
             .filter(|(a, b)| a != b)
             .collect()
-    }
-
-    #[test]
-    fn templates_differing_in_one_word_many_ways_are_one_statement() {
-        let owned = |list: &[&str]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
-        let mut templates = owned(&[
-            "Failed password for admin from <IP>",
-            "link up on <NUM>",
-            "Failed password for oracle from <IP>",
-            "link down on <NUM>",
-            "Failed password for guest from <IP>",
-            "job done",
-        ]);
-        let index = fold_variable_words(&mut templates, 0);
-        assert_eq!(
-            templates,
-            owned(&[
-                "Failed password for <*> from <IP>",
-                "link up on <NUM>",
-                "link down on <NUM>",
-                "job done",
-            ]),
-            "three user names are a field; two states are not"
-        );
-        assert_eq!(index, [0, 1, 0, 2, 0, 3]);
-
-        // Another severity is another statement.
-        let mut templates = owned(&[
-            "disk sda checked",
-            "disk sdb checked",
-            "disk error checked",
-            "disk sdc checked",
-        ]);
-        fold_variable_words(&mut templates, 0);
-        assert_eq!(
-            templates,
-            owned(&["disk <*> checked", "disk error checked"])
-        );
-
-        // A bundle's templates keep their places; a new instance of one joins it.
-        let mut templates = owned(&[
-            "Failed password for <*> from <IP>",
-            "job done",
-            "Failed password for root from <IP>",
-            "job started",
-        ]);
-        let index = fold_variable_words(&mut templates, 2);
-        assert_eq!(
-            templates,
-            owned(&[
-                "Failed password for <*> from <IP>",
-                "job done",
-                "job started"
-            ])
-        );
-        assert_eq!(index, [0, 1, 0, 2]);
     }
 
     #[test]

@@ -1,0 +1,162 @@
+use super::*;
+
+#[test]
+fn a_stack_trace_is_its_first_line_and_its_exception() {
+    let one = "2024-01-15 14:23:48,001 ERROR Request 17 failed\n\
+               java.lang.IllegalStateException: connection 10.0.0.1:80 reset\n\
+               \tat com.acme.Client.send(Client.java:42)\n\
+               Caused by: java.io.IOException: broken pipe";
+    let two = "2024-01-16 09:00:00,500 ERROR Request 99 failed\n\
+               java.lang.IllegalStateException: connection 10.0.0.2:80 reset\n\
+               \tat com.acme.Pool.take(Pool.java:7)\n\
+               \tat com.acme.Client.send(Client.java:40)";
+    assert_eq!(template(one), template(two));
+    assert!(
+        template(one).ends_with("failed java.lang.IllegalStateException"),
+        "{}",
+        template(one)
+    );
+    let other = two.replace("IllegalStateException", "TimeoutException");
+    assert_ne!(template(one), template(&other));
+}
+
+#[test]
+fn hdfs_lines_share_a_template() {
+    let a = template(
+        "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating",
+    );
+    let b = template(
+        "081110 050012 7716 INFO dfs.DataNode$PacketResponder: PacketResponder 2 for block blk_-7860871182399763934 terminating",
+    );
+    assert_eq!(a, b);
+    assert_eq!(
+        a,
+        "<NUM> INFO dfs.DataNode$PacketResponder: PacketResponder <NUM> for block <BLK> terminating"
+    );
+}
+
+#[test]
+fn masks_addresses_paths_ids() {
+    assert_eq!(
+        template("Receiving block blk_-1 src: /10.251.214.18:41299 dest: /10.250.17.177:50010"),
+        "Receiving block <BLK> src: <IP> dest: <IP>"
+    );
+    assert_eq!(
+        template("allocateBlock: /user/root/rand4/_temporary/_task_200811092030_0012_m_001326_0/part-01326. blk_87"),
+        "allocateBlock: <PATH>. <BLK>"
+    );
+    assert_eq!(
+        template("request 550e8400-e29b-41d4-a716-446655440000 took 12.5 ms at 0x7fff5fbff8c8 (req=ab12cd34ef)"),
+        "request <UUID> took <NUM> ms at <HEX> (req=<HEX>)"
+    );
+    assert_eq!(
+        template("- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 RAS KERNEL INFO cache parity error corrected"),
+        "- <NUM> <ID> RAS KERNEL INFO cache parity error corrected"
+    );
+    assert_eq!(
+        template("deleted /var/log/app.log, done."),
+        "deleted <PATH>, done."
+    );
+    assert_eq!(template("  spaced   out  "), "spaced out");
+    assert_eq!(template(""), "");
+}
+
+#[test]
+fn lists_collapse_and_glued_addresses_split() {
+    assert_eq!(
+        template("BLOCK* ask 10.251.91.32:50010 to replicate blk_1 to datanode(s) 10.0.0.1:50010 10.0.0.2:50010"),
+        "BLOCK* ask <IP> to replicate <BLK> to datanode(s) <IP>"
+    );
+    assert_eq!(template("ids 1, 2, 3 done"), "ids <NUM> done");
+    assert_eq!(
+        template("10.250.11.85:50010:Transmitted block blk_-1 to /10.250.11.85:50010"),
+        "<IP>:Transmitted block <BLK> to <IP>"
+    );
+    assert_eq!(
+        template("10.251.66.192:50010:Got exception while serving blk_1 to /10.251.66.192:"),
+        "<IP>:Got exception while serving <BLK> to <IP>:"
+    );
+}
+
+#[test]
+fn words_are_kept_as_they_are() {
+    assert_eq!(
+        template(
+            "Unexpected error trying to delete block blk_5. BlockInfo not found in volumeMap."
+        ),
+        "Unexpected error trying to delete block <BLK>. BlockInfo not found in volumeMap."
+    );
+}
+
+#[test]
+fn tokens_split_words_and_keep_placeholders() {
+    assert_eq!(
+        tokens("<NUM> INFO dfs.DataNode$PacketResponder: block <BLK> terminating"),
+        [
+            "<NUM>",
+            "info",
+            "dfs",
+            "datanode",
+            "packetresponder",
+            "block",
+            "<BLK>",
+            "terminating"
+        ]
+    );
+}
+
+#[test]
+fn templates_differing_in_one_word_many_ways_are_one_statement() {
+    let owned = |list: &[&str]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    let mut templates = owned(&[
+        "Failed password for admin from <IP>",
+        "link up on <NUM>",
+        "Failed password for oracle from <IP>",
+        "link down on <NUM>",
+        "Failed password for guest from <IP>",
+        "job done",
+    ]);
+    let index = fold_variable_words(&mut templates, 0);
+    assert_eq!(
+        templates,
+        owned(&[
+            "Failed password for <*> from <IP>",
+            "link up on <NUM>",
+            "link down on <NUM>",
+            "job done",
+        ]),
+        "three user names are a field; two states are not"
+    );
+    assert_eq!(index, [0, 1, 0, 2, 0, 3]);
+
+    // Another severity is another statement.
+    let mut templates = owned(&[
+        "disk sda checked",
+        "disk sdb checked",
+        "disk error checked",
+        "disk sdc checked",
+    ]);
+    fold_variable_words(&mut templates, 0);
+    assert_eq!(
+        templates,
+        owned(&["disk <*> checked", "disk error checked"])
+    );
+
+    // A bundle's templates keep their places; a new instance of one joins it.
+    let mut templates = owned(&[
+        "Failed password for <*> from <IP>",
+        "job done",
+        "Failed password for root from <IP>",
+        "job started",
+    ]);
+    let index = fold_variable_words(&mut templates, 2);
+    assert_eq!(
+        templates,
+        owned(&[
+            "Failed password for <*> from <IP>",
+            "job done",
+            "job started"
+        ])
+    );
+    assert_eq!(index, [0, 1, 0, 2]);
+}
