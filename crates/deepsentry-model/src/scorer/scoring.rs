@@ -21,9 +21,10 @@ use crate::severity::Severity;
 const FOLLOWER_PRIOR: f64 = LEARNING_OCCURRENCES as f64;
 
 /// `log_p`, the log-probability of an event without online counts, updated by what came after
-/// the template learned online before it (`followed`: this event's count, and the total): the
-/// mean of a Dirichlet posterior whose prior is `p` with the weight of [`FOLLOWER_PRIOR`]
-/// occurrences. With nothing counted it is `p`; with many, the observed share.
+/// the template learned online before it (`followed`: how often this event's template came
+/// after it, and how often anything did): the log of the mean of a Dirichlet posterior whose
+/// prior is `e^log_p` with the weight of [`FOLLOWER_PRIOR`] occurrences. With nothing counted
+/// it is `log_p`; with many, the log of the observed share.
 fn followed(log_p: f64, followed: Option<(u32, u32)>) -> f64 {
     match followed {
         None => log_p,
