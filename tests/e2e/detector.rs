@@ -616,21 +616,8 @@ fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
     lines.splice(at..at, trace.iter().map(|l| l.to_string()));
     let input = lines.join("\n") + "\n";
 
-    let model = model.display().to_string();
-    let mut child = s.start_shipped_with_stdin(
-        "sidecar.yml",
-        &[("ANOMALY_MODEL", model.as_str())],
-        Stdio::piped(),
-    );
-    use std::io::Write;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    assert!(
-        wait_exit(&s, &mut child, Duration::from_secs(60)).success(),
-        "{}",
-        s.stderr()
-    );
+    run_sidecar(&s, &model.display().to_string(), &input);
+    assert!(!s.stderr().contains("does not fit"), "{}", s.stderr());
 
     let console = s.console();
     let scored: Vec<&str> = console
@@ -651,6 +638,30 @@ fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
     );
     let flagged = scored.iter().filter(|l| l.contains("ANOMALY")).count();
     assert!(flagged <= 5, "{flagged} events flagged:\n{console}");
+
+    // The built-in model (HDFS) on this app says that it does not fit.
+    let builtin = Scratch::new();
+    run_sidecar(&builtin, "builtin", &input);
+    assert!(
+        builtin.stderr().contains("the model does not fit this log"),
+        "{}",
+        builtin.stderr()
+    );
+}
+
+/// Runs the shipped `sidecar.yml` with `model` on `input` to its end.
+fn run_sidecar(s: &Scratch, model: &str, input: &str) {
+    use std::io::Write;
+    let mut child =
+        s.start_shipped_with_stdin("sidecar.yml", &[("ANOMALY_MODEL", model)], Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    assert!(
+        wait_exit(s, &mut child, Duration::from_secs(60)).success(),
+        "{}",
+        s.stderr()
+    );
 }
 
 #[test]

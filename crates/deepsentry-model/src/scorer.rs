@@ -93,6 +93,9 @@ pub struct ScorerStats {
     pub templates: u64,
     /// Templates learned online so far (every one, evicted or not).
     pub templates_learned: u64,
+    /// Lines whose template the model has no class for (learned online), however often seen:
+    /// most lines of a log the model was not trained on.
+    pub unknown_lines: u64,
     /// Online templates evicted to stay within the vocabulary's bounds.
     pub templates_evicted: u64,
     /// Bytes the online vocabulary takes.
@@ -526,15 +529,18 @@ where
                     }
                     Kind::Known(class)
                 }
-                None => match self.vocabulary.observe(&template.text, line) {
-                    Some(before) => Kind::Online(before),
-                    // Evicted since it was interned: as new as it gets.
-                    None => Kind::Online(Occurrences {
-                        count: 0,
-                        first_seen: line,
-                        last_seen: line,
-                    }),
-                },
+                None => {
+                    self.stats.unknown_lines += 1;
+                    match self.vocabulary.observe(&template.text, line) {
+                        Some(before) => Kind::Online(before),
+                        // Evicted since it was interned: as new as it gets.
+                        None => Kind::Online(Occurrences {
+                            count: 0,
+                            first_seen: line,
+                            last_seen: line,
+                        }),
+                    }
+                }
             };
             let severity = self.severity(&event, &template);
             let key = session_at.of(&event);
