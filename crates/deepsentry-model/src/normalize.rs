@@ -438,7 +438,8 @@ pub fn variant_distance(other: &str, words: &[&str], allowed: usize) -> Option<u
     let mut level_differs = false;
     for (a, b) in other.split(' ').zip(words) {
         count += 1;
-        if a != *b {
+        // A field found in training holds any word.
+        if a != *b && a != WILDCARD && *b != WILDCARD {
             let level = |w: &str| {
                 crate::severity::Severity::from_level(
                     w.trim_matches(|c: char| !c.is_ascii_alphanumeric()),

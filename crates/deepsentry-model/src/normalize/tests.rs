@@ -160,3 +160,16 @@ fn templates_differing_in_one_word_many_ways_are_one_statement() {
     );
     assert_eq!(index, [0, 1, 0, 2]);
 }
+
+#[test]
+fn a_field_found_in_training_matches_any_word_in_a_variant() {
+    let folded = "Failed password for <*> from <IP> port <NUM> ssh2";
+    let words: Vec<&str> = "Failed password for bob from <IP> port <NUM> ssh3"
+        .split(' ')
+        .collect();
+    assert_eq!(variant_distance(folded, &words, 1), Some(1));
+    let two: Vec<&str> = "Failed login for bob from <IP> port <NUM> ssh3"
+        .split(' ')
+        .collect();
+    assert_eq!(variant_distance(folded, &two, 1), None);
+}
