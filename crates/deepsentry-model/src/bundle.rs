@@ -384,29 +384,40 @@ impl SequenceModel for LoadedModel {
     }
 
     fn embed(&self, templates: &[&str]) -> Vec<Embedded> {
-        let (embedding, error) = self.encode(templates);
+        let classes: Vec<(Option<usize>, bool)> = templates
+            .iter()
+            .map(|template| match self.class_of(template) {
+                Some(class) => (Some(class), false),
+                None => match self.variant_of(template) {
+                    Some(class) => {
+                        tracing::trace!(template, nearest = %self.metadata.templates[class], "variant");
+                        (Some(class), true)
+                    }
+                    None => (None, false),
+                },
+            })
+            .collect();
+        // An instance of a training template with a field is encoded as that template, as in
+        // training.
+        let texts: Vec<&str> = templates
+            .iter()
+            .zip(&classes)
+            .map(|(template, &(class, variant))| match class {
+                Some(class) if !variant => self.metadata.templates[class].as_str(),
+                _ => template,
+            })
+            .collect();
+        let (embedding, error) = self.encode(&texts);
         let size = self.metadata.sizes.embedding_size;
         embedding
             .chunks(size)
-            .zip(templates)
+            .zip(classes)
             .zip(error)
-            .map(|((embedding, template), error)| {
-                let (class, variant) = match self.class_of(template) {
-                    Some(class) => (Some(class), false),
-                    None => match self.variant_of(template) {
-                        Some(class) => {
-                            tracing::trace!(template, nearest = %self.metadata.templates[class], "variant");
-                            (Some(class), true)
-                        }
-                        None => (None, false),
-                    },
-                };
-                Embedded {
-                    vector: message_code(embedding, class),
-                    error,
-                    class,
-                    variant,
-                }
+            .map(|((embedding, (class, variant)), error)| Embedded {
+                vector: message_code(embedding, class),
+                error,
+                class,
+                variant,
             })
             .collect()
     }
