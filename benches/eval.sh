@@ -14,6 +14,7 @@
 #    normal, so its row measures the share of normal lines flagged. "alerts" are anomalies
 #    after grouping (the first of each alert group; see docs/configuration.md); "session key"
 #    is the key `train` found (`session_key: auto`), if any.
+#    SPLITS="600 1200 1600" prints a table per split (the training lines; default 1200).
 # 3. Seeds: the HDFS recipe trained with seeds 1 to 5 (SEEDS to change; SEEDS= skips it; each
 #    training takes about two minutes on two cores).
 #
@@ -23,6 +24,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 data=${1:-$root/../shared/data}
 model=${MODEL:-$root/models/default}
 seeds=${SEEDS-1 2 3 4 5}
+splits=${SPLITS:-1200}
 if [ -z "${DEEPSENTRY_BIN:-}" ]; then
   (cd "$root" && cargo build --release --locked -p deepsentry >&2)
   DEEPSENTRY_BIN=$root/target/release/deepsentry
@@ -53,8 +55,9 @@ else
   echo
 fi
 
+for split in $splits; do
 if compgen -G "$data/loghub/*_2k.log" >/dev/null; then
-  echo "## loghub: train on lines 1-1200, replay lines 1201-2000"
+  echo "## loghub: train on lines 1-$split, replay lines $((split + 1))-2000"
   echo
   echo "| system | train lines | test lines | labelled | session key | lines flagged | flagged normal lines | alerts | alerts on normal lines | P | R | F1 | train s |"
   echo "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -66,12 +69,12 @@ if compgen -G "$data/loghub/*_2k.log" >/dev/null; then
     if awk '$1 == "-" { normal = 1 } $1 != "-" && $1 !~ /^[A-Z][A-Z0-9_]*$/ { bad = 1; exit }
         END { exit bad || !normal }' "$log"; then
       labelled=yes
-      head -n 1200 "$log" | awk '$1 == "-"' | cut -d' ' -f2- >"$work/$name-train.log"
-      tail -n +1201 "$log" >"$work/$name-test.log"
+      head -n "$split" "$log" | awk '$1 == "-"' | cut -d' ' -f2- >"$work/$name-train.log"
+      tail -n +"$((split + 1))" "$log" >"$work/$name-test.log"
     else
       labelled=no
-      head -n 1200 "$log" >"$work/$name-train.log"
-      tail -n +1201 "$log" | sed 's/^/- /' >"$work/$name-test.log"
+      head -n "$split" "$log" >"$work/$name-train.log"
+      tail -n +"$((split + 1))" "$log" | sed 's/^/- /' >"$work/$name-test.log"
     fi
     start=$(date +%s%N)
     "$DEEPSENTRY_BIN" train --input "$work/$name-train.log" --out "$work/$name-model" >/dev/null
@@ -108,7 +111,9 @@ EOF
 else
   echo "## loghub: $data/loghub not found, skipped"
   echo
+  break
 fi
+done
 
 if [ -n "$seeds" ] && [ -f "$hdfs_test" ]; then
   echo "## HDFS, the same recipe with other seeds"
