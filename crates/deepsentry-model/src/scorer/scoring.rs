@@ -167,6 +167,8 @@ where
                 _ => self.windows.get(&*p.window_key).cloned(),
             };
             let (score, reason) = self.score_of(&p, log_probs.as_deref());
+            // A certain event scores `-ln 1`, which is -0.0: shown as 0.
+            let score = score + 0.0;
             // A template's novelty is a probability learned from counts, not the detector's
             // output: it has its own floor.
             let verdict = match reason {
