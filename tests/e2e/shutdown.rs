@@ -38,7 +38,6 @@ fn sigint_on_the_default_pipeline_run_from_any_directory_exits_0() {
         .current_dir(s.dir.path())
         .env("DEEPSENTRY_LOG", "info")
         .env_remove("ANOMALY_MODEL")
-        // Not a pipe: with one, `deepsentry` scores its standard input instead.
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -13,9 +13,7 @@ use crate::{eval, input_format};
     version,
     about = "A log processor with a learned anomaly detector",
     long_about = "A log processor with a learned anomaly detector.\n\n\
-                  With no command, runs the built-in default pipeline (the demo), or, when \
-                  standard input is a pipe or a file (`app 2>&1 | deepsentry`), scores its \
-                  lines with the sidecar pipeline (`ANOMALY_MODEL` names the model)."
+                  With no command, runs the built-in default pipeline."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]

@@ -44,23 +44,6 @@ mod training;
 /// `pipelines/default.yml`, built into the binary so it runs from anywhere).
 const DEFAULT_PIPELINE: &str = include_str!("../../../pipelines/default.yml");
 
-/// The pipeline `deepsentry` with no command runs when its standard input is a pipe or a file
-/// (`app 2>&1 | deepsentry`): a copy of `pipelines/sidecar.yml`.
-const SIDECAR_PIPELINE: &str = include_str!("../../../pipelines/sidecar.yml");
-
-/// Whether standard input is a pipe or a file, something to read lines from (not a terminal,
-/// and not `/dev/null` as under systemd or in a container started without input).
-fn stdin_is_piped() -> bool {
-    use std::os::fd::AsFd;
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
-        return false;
-    };
-    std::fs::File::from(fd)
-        .metadata()
-        .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_file())
-}
-
 /// Exit status for a bad config (sysexits.h `EX_CONFIG`).
 const EX_CONFIG: u8 = 78;
 
@@ -70,25 +53,10 @@ fn main() -> ExitCode {
         eprintln!("deepsentry: {e}");
         return ExitCode::from(2);
     }
-    let command = match cli.command {
-        Some(command) => command,
-        // A pipe in (`app 2>&1 | deepsentry`): the sidecar scores it.
-        None if stdin_is_piped() => {
-            tracing::info!(
-                "standard input is a pipe or a file: scoring its lines (the sidecar pipeline; \
-                 ANOMALY_MODEL names the model, `deepsentry run` runs the demo)"
-            );
-            return run(
-                Box::new(|| config::load_str(SIDECAR_PIPELINE, "<built-in sidecar pipeline>")),
-                Duration::from_secs(30),
-            );
-        }
-        None => Command::Run {
-            config: None,
-            grace_period: 30.0,
-        },
-    };
-    match command {
+    match cli.command.unwrap_or(Command::Run {
+        config: None,
+        grace_period: 30.0,
+    }) {
         Command::Run {
             config,
             grace_period,
