@@ -649,6 +649,45 @@ fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
     );
 }
 
+#[test]
+fn deepsentry_sidecar_scores_a_pipe_line_by_line() {
+    use std::io::Write;
+    let s = Scratch::new();
+    let lines: Vec<String> = HdfsGenerator::new(9, 0.0, 8)
+        .take(200)
+        .map(|l| l.text)
+        .collect();
+    let mut child = Command::new(bin())
+        .arg("sidecar")
+        .current_dir(s.dir.path())
+        .env("ANOMALY_MODEL", model())
+        .env(
+            "DEEPSENTRY_API_ADDRESS",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all((lines.join("\n") + "\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("<built-in sidecar pipeline>"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let scored: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("score: ") && !l.contains("\"session "))
+        .collect();
+    assert_eq!(scored.len(), lines.len(), "{stdout}");
+    assert!(scored[0].contains(&lines[0]), "{}", scored[0]);
+}
+
 /// Runs the shipped `sidecar.yml` with `model` on `input` to its end.
 fn run_sidecar(s: &Scratch, model: &str, input: &str) {
     use std::io::Write;

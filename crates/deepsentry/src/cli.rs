@@ -64,6 +64,14 @@ pub(crate) enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
         grace_period: f64,
     },
+    /// Score the lines an application writes to standard input and print them in the live
+    /// monitor's format (`app 2>&1 | deepsentry sidecar`), stack traces joined; ends with the
+    /// input. The built-in copy of `pipelines/sidecar.yml`; ANOMALY_MODEL names the model.
+    Sidecar {
+        /// Seconds to let the pipeline drain after a shutdown signal before stopping anyway.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+        grace_period: f64,
+    },
     /// Check a pipeline config and exit: 0 when valid, 78 when not.
     Validate {
         /// Pipeline config (YAML).

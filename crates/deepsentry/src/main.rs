@@ -44,6 +44,9 @@ mod training;
 /// `pipelines/default.yml`, built into the binary so it runs from anywhere).
 const DEFAULT_PIPELINE: &str = include_str!("../../../pipelines/default.yml");
 
+/// The pipeline of `deepsentry sidecar` (a copy of `pipelines/sidecar.yml`).
+const SIDECAR_PIPELINE: &str = include_str!("../../../pipelines/sidecar.yml");
+
 /// Exit status for a bad config (sysexits.h `EX_CONFIG`).
 const EX_CONFIG: u8 = 78;
 
@@ -74,6 +77,10 @@ fn main() -> ExitCode {
             grace_period,
         } => run(
             Box::new(move || live::load(&config)),
+            Duration::from_secs_f64(grace_period.max(0.0)),
+        ),
+        Command::Sidecar { grace_period } => run(
+            Box::new(|| config::load_str(SIDECAR_PIPELINE, "<built-in sidecar pipeline>")),
             Duration::from_secs_f64(grace_period.max(0.0)),
         ),
         Command::Validate { config } => validate(&config),
