@@ -103,14 +103,19 @@ impl Scratch {
 
     /// Runs `config` with `input` on its standard input to its end; the exit status.
     pub fn run_with_input(&self, config: &Path, input: &[u8]) -> ExitStatus {
-        let mut child = self.start(config, Stdio::piped(), Stdio::null());
+        let child = self.start(config, Stdio::piped(), Stdio::null());
+        self.feed_to_end(child, input, Duration::from_secs(30))
+    }
+
+    /// Writes `input` to `child`'s standard input, closes it and waits for the exit status.
+    pub fn feed_to_end(&self, mut child: Child, input: &[u8], timeout: Duration) -> ExitStatus {
         child
             .stdin
             .take()
             .expect("stdin")
             .write_all(input)
             .expect("write stdin");
-        wait_exit(self, &mut child, Duration::from_secs(30))
+        wait_exit(self, &mut child, timeout)
     }
 
     pub fn stderr(&self) -> String {

@@ -690,17 +690,10 @@ fn deepsentry_sidecar_scores_a_pipe_line_by_line() {
 
 /// Runs the shipped `sidecar.yml` with `model` on `input` to its end.
 fn run_sidecar(s: &Scratch, model: &str, input: &str) {
-    use std::io::Write;
-    let mut child =
+    let child =
         s.start_shipped_with_stdin("sidecar.yml", &[("ANOMALY_MODEL", model)], Stdio::piped());
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    assert!(
-        wait_exit(s, &mut child, Duration::from_secs(60)).success(),
-        "{}",
-        s.stderr()
-    );
+    let status = s.feed_to_end(child, input.as_bytes(), Duration::from_secs(60));
+    assert!(status.success(), "{}", s.stderr());
 }
 
 #[test]

@@ -270,6 +270,11 @@ where
             .sort_by(|a, b| (a.1.first_seen, &a.0).cmp(&(b.1.first_seen, &b.0)));
         let texts: Vec<&str> = state.templates.iter().map(|(t, _)| t.as_str()).collect();
         self.learn_templates(&texts);
+        self.restore_learned(&state);
+    }
+
+    /// Puts back the occurrences and followers `state` holds of templates already encoded.
+    fn restore_learned(&mut self, state: &OnlineState) {
         for (text, seen) in &state.templates {
             self.vocabulary.restore(text, *seen);
         }
@@ -311,12 +316,7 @@ where
         let mut texts: Vec<&str> = online.templates.iter().map(|(t, _)| t.as_str()).collect();
         texts.extend(held.iter().map(|t| &**t));
         let learned = self.learn_templates(&texts);
-        for (text, seen) in &online.templates {
-            self.vocabulary.restore(text, *seen);
-        }
-        for (text, followers) in &online.followers {
-            self.vocabulary.restore_followers(text, followers);
-        }
+        self.restore_learned(&online);
         for session in self.sessions.values_mut() {
             for template in &mut session.window {
                 if let Some(info) = learned.get(&*template.text) {
@@ -503,6 +503,7 @@ where
             sessions,
             ..
         } = prepared;
+        let counts_followers = self.counts_followers();
         for (((event, template), stamped), session_at) in
             events.into_iter().zip(templates).zip(stamped).zip(sessions)
         {
@@ -546,7 +547,6 @@ where
             let key = session_at.of(&event);
             let origin = event.origin.clone();
             let slots = self.invariants.slots;
-            let counts_followers = self.counts_followers();
             let (session, session_name, evicted) = self.sessions.touch(key, now, || Session {
                 window: Vec::new(),
                 messages: Vec::new(),
