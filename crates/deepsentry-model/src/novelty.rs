@@ -47,6 +47,21 @@ impl SeverityCounts {
         }
     }
 
+    /// The count of `severity` and every severity above it.
+    pub fn at_least(&self, severity: Severity) -> u64 {
+        [
+            Severity::Debug,
+            Severity::Info,
+            Severity::Warn,
+            Severity::Error,
+            Severity::Fatal,
+        ]
+        .into_iter()
+        .filter(|&s| s >= severity)
+        .map(|s| self.get(s))
+        .sum()
+    }
+
     /// Adds one line of `severity`.
     pub fn add(&mut self, severity: Severity) {
         let slot = match severity {
@@ -92,11 +107,15 @@ impl NoveltyStats {
         stats
     }
 
-    /// Surprise (nats) of a template never seen in training, of `severity`: `-ln P(new and
-    /// severity)`, as often as the later half of training met new templates of that severity
-    /// (with half a line of prior, so "never" is finite and shrinks with more data).
+    /// Surprise (nats) of a template never seen in training, of `severity`: `-ln P(new and at
+    /// least as severe)`, as often as the later half of training met new templates of that
+    /// severity or a higher one (with half a line of prior, so "never" is finite and shrinks
+    /// with more data). Counting the higher severities too keeps the surprise from falling as
+    /// the severity rises, and pools the levels that systems draw apart differently: one whose
+    /// logs keep bringing new `FATAL` statements brings new `ERROR` ones as a matter of course.
     pub fn new_template_surprise(&self, severity: Severity) -> f64 {
-        let p = (self.later_new.get(severity) as f64 + 0.5) / (self.later_lines as f64 + 1.0);
+        let new = self.later_new.at_least(severity);
+        let p = (new as f64 + 0.5) / (self.later_lines as f64 + 1.0);
         -p.min(1.0).ln()
     }
 

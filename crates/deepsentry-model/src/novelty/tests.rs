@@ -39,6 +39,43 @@ fn novelty_is_learned_per_severity() {
 }
 
 #[test]
+fn a_new_template_is_as_surprising_as_new_templates_at_least_as_severe() {
+    // The later half brings new fatal lines often and new errors or warnings never.
+    let mut lines: Vec<(u32, Severity)> = (0..100).map(|i| (i % 4, Severity::Info)).collect();
+    lines.extend((0..100).map(|i| {
+        if i % 10 == 0 {
+            (1000 + i, Severity::Fatal)
+        } else {
+            (i % 4, Severity::Info)
+        }
+    }));
+    let stats = NoveltyStats::learn(&lines);
+    assert_eq!(stats.later_new.fatal, 10);
+    assert_eq!(stats.later_new.error, 0);
+    let surprise = |severity| stats.new_template_surprise(severity);
+    // A system that keeps bringing new fatal statements brings new errors as a matter of
+    // course: a new error is no more surprising than a new fatal line.
+    assert!((surprise(Severity::Error) - surprise(Severity::Fatal)).abs() < 1e-12);
+    assert!((surprise(Severity::Warn) - surprise(Severity::Fatal)).abs() < 1e-12);
+    assert!(
+        surprise(Severity::Error) < 3.0,
+        "{}",
+        surprise(Severity::Error)
+    );
+    // The surprise never falls as the severity rises.
+    let order = [
+        Severity::Debug,
+        Severity::Info,
+        Severity::Warn,
+        Severity::Error,
+        Severity::Fatal,
+    ];
+    for pair in order.windows(2) {
+        assert!(surprise(pair[0]) <= surprise(pair[1]), "{pair:?}");
+    }
+}
+
+#[test]
 fn a_system_that_never_changes_makes_novelty_expensive() {
     let steady: Vec<(u32, Severity)> = (0..20_000).map(|i| (i % 7, Severity::Info)).collect();
     let churning: Vec<(u32, Severity)> = (0..20_000).map(|i| (i / 3, Severity::Info)).collect();
