@@ -1,6 +1,6 @@
 //! The severity of a log line: the level it names (`ERROR`, `[warn]`, `level=fatal`, logcat's
-//! `E`) or, failing that or above it, what its words say (`Exception`, `Traceback`, `failed`,
-//! `panic`). The detector learns how common each severity is in a system's normal logs, so a
+//! `E`), raised by an exception, a traceback or a panic in its words; failing a level, what
+//! its words say (`Exception`, `Traceback`, `failed`, `panic`). The detector learns how common each severity is in a system's normal logs, so a
 //! level is evidence only where it is rare.
 
 use serde::{Deserialize, Serialize};
@@ -127,12 +127,23 @@ fn worded_severity(line: &str) -> Option<Severity> {
     severity
 }
 
-/// The severity of `line`: the higher of its named level (`INFO` when it names none) and what
-/// its words say, so an `INFO` line that carries an exception counts as an error.
+/// The severity of `line`: its named level, raised by an exception, a traceback or a panic in
+/// its words, so an `INFO` line that carries an exception counts as an error; where it names
+/// no level, what its words say (a word of failure is a warning), else `INFO`.
 pub fn severity_of(line: &str) -> Severity {
     match (named_level(line), worded_severity(line)) {
-        (Some(named), worded) => named.max(worded.unwrap_or(named)),
+        (Some(named), worded) => raised(named, worded),
         (None, worded) => worded.unwrap_or(Severity::Info),
+    }
+}
+
+/// A named level raised by what the words say. Only an exception, a traceback or a panic
+/// raises it: a word of failure (`failed`, `timeout`) in a line the program itself logged at
+/// `INFO` is its routine (`mount failed, retrying`), and the program's level knows better.
+fn raised(named: Severity, worded: Option<Severity>) -> Severity {
+    match worded {
+        Some(worded) if worded > Severity::Warn => named.max(worded),
+        _ => named,
     }
 }
 
@@ -153,10 +164,10 @@ pub fn level_of<'e>(
 }
 
 /// The severity of a line whose level a source decoded into a field (`level: warning`): the
-/// field's level, raised by what the line's words say.
+/// field's level, raised by an exception, a traceback or a panic in the line's words.
 pub fn severity_with_level(line: &str, level: &str) -> Severity {
     let named = Severity::from_level(level.trim()).unwrap_or(Severity::Info);
-    named.max(worded_severity(line).unwrap_or(named))
+    raised(named, worded_severity(line))
 }
 
 #[cfg(test)]
@@ -213,6 +224,19 @@ mod tests {
             severity_of("thread 'main' panicked at src/main.rs"),
             Severity::Fatal
         );
+        // A word of failure does not overrule the level the program chose.
+        assert_eq!(
+            severity_of("2005-08-28 RAS KERNEL INFO NFS Mount failed on io7, retrying (1)"),
+            Severity::Info
+        );
+        assert_eq!(
+            severity_of("[info] probe timeout, reconnecting"),
+            Severity::Info
+        );
+        assert_eq!(
+            severity_of("level=debug msg=\"connection refused\""),
+            Severity::Debug
+        );
         // A capital I inside a sentence is not a level.
         assert_eq!(severity_of("I/O done, Errors: 0"), Severity::Info);
     }
@@ -221,5 +245,10 @@ mod tests {
     fn a_decoded_level_field() {
         assert_eq!(severity_with_level("disk full", "CRIT"), Severity::Fatal);
         assert_eq!(severity_with_level("ok", "nonsense"), Severity::Info);
+        assert_eq!(severity_with_level("retry failed", "info"), Severity::Info);
+        assert_eq!(
+            severity_with_level("caught IOException", "info"),
+            Severity::Error
+        );
     }
 }
