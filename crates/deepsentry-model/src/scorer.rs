@@ -43,7 +43,7 @@ use deepsentry_core::{Event, Origin, Value};
 
 use crate::alerts::AlertGroups;
 use crate::invariants::InvariantCheck;
-use crate::novelty::{Next, Occurrences, OnlineState, TemplateInfo, Vocabulary};
+use crate::novelty::{Followers, Next, Occurrences, OnlineState, TemplateInfo, Vocabulary};
 use crate::sessions::SessionStore;
 use crate::severity::{severity_of, Severity};
 use crate::threshold::AdaptiveThreshold;
@@ -164,8 +164,9 @@ struct Pending {
     /// When the session's previous event was of a template learned online: how often this
     /// event's template (or end) came after that one before, and how often anything did.
     followed: Option<(u32, u32)>,
-    /// ... and that template, for what `expected` names.
-    after_online: Option<Arc<str>>,
+    /// ... and what had come after that template before this event, for what `expected`
+    /// ranks by (the counts as this event met them, not as the rest of its batch left them).
+    followers_before: Option<Box<Followers>>,
     context: String,
     /// For a session end: the invariants its counts broke.
     broken: Vec<String>,
@@ -456,7 +457,7 @@ where
             at,
             line: self.lines_seen,
             followed,
-            after_online: None,
+            followers_before: None,
             context,
             broken,
         }
@@ -557,13 +558,16 @@ where
             let window = session.window.clone();
             // The detector has no class for a template learned online: what follows one in its
             // session is learned here, by counting.
-            let followed = window
+            let after_online = window
                 .last()
-                .filter(|last| last.class.is_none() && counts_followers)
-                .and_then(|last| {
-                    self.vocabulary
-                        .follow(&last.text, Next::Template(template.text.clone()))
-                });
+                .filter(|last| last.class.is_none() && counts_followers);
+            let followers_before = after_online
+                .and_then(|last| self.vocabulary.followers_of(&last.text))
+                .map(|followers| Box::new(followers.clone()));
+            let followed = after_online.and_then(|last| {
+                self.vocabulary
+                    .follow(&last.text, Next::Template(template.text.clone()))
+            });
             let context = Self::context(session, event.message());
             session.lines += 1;
             if session.window.len() == self.sequence_length {
@@ -582,7 +586,6 @@ where
                 let end = self.end_event(key, old, now, "evicted");
                 pending.push(end);
             }
-            let after_online = followed.and(window.last().map(|last| last.text.clone()));
             pending.push(Pending {
                 event,
                 session: session_name,
@@ -603,7 +606,7 @@ where
                 at: now,
                 line,
                 followed,
-                after_online,
+                followers_before,
                 context,
                 broken: Vec::new(),
             });

@@ -12,7 +12,7 @@ use super::{
     LEARNING_OCCURRENCES, MAX_CACHED_WINDOWS, MAX_SURPRISE,
 };
 use crate::alerts::Reason;
-use crate::novelty::Next;
+use crate::novelty::{Followers, Next};
 use crate::severity::Severity;
 
 /// Weight, in occurrences, of the probability an event had before anything was counted after
@@ -38,34 +38,22 @@ impl<M: Deref> Scorer<M>
 where
     M::Target: SequenceModel,
 {
-    /// The three classes most likely for an event of `kind`, as `expected`: the detector's
-    /// view, updated by what came after `after_online`, the template learned online before it,
+    /// The three classes most likely for an event, as `expected`: the detector's view,
+    /// updated by `followers`, what had come after the template learned online before it
     /// where that was counted (as its score is).
-    pub(super) fn expected(
-        &self,
-        kind: &Kind,
-        after_online: Option<&str>,
-        log_probs: &[f32],
-    ) -> Value {
+    pub(super) fn expected(&self, followers: Option<&Followers>, log_probs: &[f32]) -> Value {
         let templates = self.model.templates();
         let end = self.model.end_class();
         // Counts of what came after the previous template, by class, before this event.
         let mut counts: HashMap<usize, u32> = HashMap::new();
-        let mut total = 0;
-        if let Some(followers) = after_online.and_then(|t| self.vocabulary.followers_of(t)) {
-            total = followers.total().saturating_sub(1);
-            for (next, count) in followers.counts() {
-                let class = match next {
-                    Next::End => Some(end),
-                    Next::Template(text) => self.vocabulary.get(text).and_then(|(t, _)| t.class),
-                };
-                if let Some(class) = class {
-                    *counts.entry(class).or_default() += count;
-                }
-            }
-            if let Kind::Known(class) = *kind {
-                // This event is counted already.
-                counts.entry(class).and_modify(|c| *c = c.saturating_sub(1));
+        let total = followers.map_or(0, Followers::total);
+        for (next, count) in followers.into_iter().flat_map(Followers::counts) {
+            let class = match next {
+                Next::End => Some(end),
+                Next::Template(text) => self.vocabulary.get(text).and_then(|(t, _)| t.class),
+            };
+            if let Some(class) = class {
+                *counts.entry(class).or_default() += count;
             }
         }
         let mut ranked: Vec<(usize, f32)> = log_probs
@@ -74,7 +62,7 @@ where
             .filter(|&(class, _)| class < templates.len() || class == end)
             .map(|(class, &log_p)| {
                 let log_p = f64::from(self.model.mixed(class, log_p));
-                let counted = after_online
+                let counted = followers
                     .is_some()
                     .then(|| (counts.get(&class).copied().unwrap_or(0), total));
                 (class, followed(log_p, counted) as f32)
@@ -183,8 +171,7 @@ where
             } else {
                 Reason::None
             };
-            let after_online = p.after_online;
-            let kind = p.kind;
+            let followers_before = p.followers_before;
             let mut event = p.event;
             let fields = &mut event.fields;
             // The fields below, in one allocation.
@@ -202,7 +189,7 @@ where
                 self.stats.anomalies += 1;
                 if reason == Reason::UnlikelyNext {
                     if let Some(log_probs) = &log_probs {
-                        let expected = self.expected(&kind, after_online.as_deref(), log_probs);
+                        let expected = self.expected(followers_before.as_deref(), log_probs);
                         fields.insert(anomaly::EXPECTED, expected);
                     }
                 }
