@@ -16,7 +16,7 @@ use crate::scorer::{Scorer, ScorerSettings, SequenceModel, SessionKey};
 pub(super) const LINE_FLOOR_MARGIN: f64 = 10.0;
 
 /// Fewer held-out lines than this cannot show the one line in a thousand the floor of a
-/// model trained on one stream stands for; the highest of them stands in.
+/// model trained on one stream stands for; the highest of them, carried out to it, stands in.
 pub(super) const LINE_TAIL_SAMPLE: usize = 1_000;
 
 /// Mixture weights tried for the class prior (see [`ClassPrior`]).
@@ -242,16 +242,20 @@ pub(super) fn calibrate(
 }
 
 /// The floor of a model trained on one stream, judged line by line, from the 99th
-/// percentile and the highest score of its `lines` held-out lines. The 99th percentile of
-/// held-out lines is a far larger sample than that of sessions' maxima, so a smaller margin
-/// says as much: ten times less likely than that line is about one line in a thousand. A
-/// short log holds out a few hundred lines, too few to see one in a thousand (their 99th
-/// percentile is their third highest): their highest score is then the only sight of the
-/// tail, and no held-out line, normal by definition, is left above the floor.
+/// percentile and the highest score of its `lines` held-out lines: about one line in a
+/// thousand. The 99th percentile of held-out lines is a far larger sample than that of
+/// sessions' maxima, so a smaller margin says as much: ten times less likely than that line
+/// is about one line in a thousand (scores are surprises in nats, whose tail falls by a
+/// factor e per nat). A short log holds out a few hundred lines, too few to see one in a
+/// thousand (their 99th percentile is their third highest): their highest score is the only
+/// sight of the tail, and it stands for about one line in `lines + 1`, so it is carried out
+/// to one in a thousand by the same rule, `ln(1000 / (lines + 1))` nats further. No held-out
+/// line, normal by definition, is left above the floor.
 fn one_stream_floor(p99: f64, max: f64, lines: usize) -> f64 {
     let floor = p99 + LINE_FLOOR_MARGIN.ln();
     if lines < LINE_TAIL_SAMPLE {
-        floor.max(max)
+        let beyond_highest = (LINE_TAIL_SAMPLE as f64 / (lines + 1) as f64).ln();
+        floor.max(max + beyond_highest)
     } else {
         floor
     }
@@ -264,9 +268,12 @@ mod tests {
     #[test]
     fn a_short_stream_keeps_every_held_out_line_under_its_floor() {
         let margin = LINE_FLOOR_MARGIN.ln();
-        // 120 held-out lines: the highest stands in for the tail they cannot show.
-        assert_eq!(one_stream_floor(1.8, 5.8, 120), 5.8);
-        assert_eq!(one_stream_floor(5.0, 5.5, 120), 5.0 + margin);
+        // 120 held-out lines: the highest, about one line in 121, stands in for the tail
+        // they cannot show, carried out to one line in a thousand.
+        let beyond = (1000.0f64 / 121.0).ln();
+        assert_eq!(one_stream_floor(1.8, 5.8, 120), 5.8 + beyond);
+        assert_eq!(one_stream_floor(5.0, 5.1, 120), 5.0 + margin);
+        assert!(one_stream_floor(1.8, 5.8, 500) > 5.8 + 0.6);
         // Enough lines to see one in a thousand: one odd line does not decide.
         assert_eq!(one_stream_floor(1.8, 16.0, 5_000), 1.8 + margin);
     }
