@@ -432,11 +432,18 @@ fn followed_sessions(sessions: usize) -> Vec<String> {
 }
 
 fn keyed(session_key: SessionKey) -> Scorer<Box<SteadyModel>> {
+    keyed_above(session_key, None)
+}
+
+/// A scorer of [`SteadyModel`] with no warm-up, sessions by `session_key` and the floor
+/// `threshold_floor` (the model's where `None`).
+fn keyed_above(session_key: SessionKey, threshold_floor: Option<f64>) -> Scorer<Box<SteadyModel>> {
     Scorer::new(
         Box::new(SteadyModel::new(20_000, 0)),
         ScorerSettings {
             min_samples: 0,
             session_key,
+            threshold_floor,
             ..ScorerSettings::default()
         },
     )
@@ -502,15 +509,8 @@ fn what_follows_a_new_template_in_its_sessions_is_learned() {
 fn what_was_expected_is_what_had_come_before_the_event_not_after_its_batch() {
     // Twenty sessions in one batch: `beta` after the new `cache warmed` line is unlikely to
     // the detector (p 0.09, 2.4 nats, over a floor of 2), and the first one is flagged.
-    let mut scorer = Scorer::new(
-        Box::new(SteadyModel::new(20_000, 0)),
-        ScorerSettings {
-            min_samples: 0,
-            threshold_floor: Some(2.0),
-            session_key: SessionKey::Regex(Regex::new(r"req=(\d+)").unwrap()),
-            ..ScorerSettings::default()
-        },
-    );
+    let by_request = SessionKey::Regex(Regex::new(r"req=(\d+)").unwrap());
+    let mut scorer = keyed_above(by_request, Some(2.0));
     let lines = followed_sessions(20);
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     let scored = scorer.process(events(&refs));
@@ -566,14 +566,7 @@ fn a_retrained_model_takes_over_between_batches_with_what_was_learned() {
 
 #[test]
 fn an_unexpected_known_template_says_what_was_expected() {
-    let mut scorer = Scorer::new(
-        Box::new(SteadyModel::new(20_000, 0)),
-        ScorerSettings {
-            min_samples: 0,
-            threshold_floor: Some(2.0),
-            ..ScorerSettings::default()
-        },
-    );
+    let mut scorer = keyed_above(ScorerSettings::default().session_key, Some(2.0));
     // `beta` (p 0.09, 2.4 nats) is above the floor of 2.
     let scored = scorer.process(events(&["alpha a", "beta b"]));
     let beta = &scored[1];
