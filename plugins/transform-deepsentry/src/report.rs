@@ -24,6 +24,10 @@ deepsentry_core::describe_metric!(
     "Share of windows whose detector output came from the cache."
 );
 deepsentry_core::describe_metric!(
+    "model_fits",
+    "1 while the model fits the log, 0 once most lines are of templates it never saw."
+);
+deepsentry_core::describe_metric!(
     "model_info",
     "The loaded anomaly model: path, backend and sequence_length."
 );
@@ -32,14 +36,6 @@ deepsentry_core::describe_metric!(
     "unknown_template_lines_total",
     "Lines whose template the model was not trained on (learned online)."
 );
-
-/// Lines scored before the transform judges whether its model fits the log.
-const FIT_CHECK_LINES: u64 = 1000;
-/// Share of those lines of templates the model never saw past which it does not fit. A model
-/// of the system itself knows a good part of what it logs, even months later (of the loghub
-/// samples' later lines, BGL's model had never seen 72 %, HPC's 59 %); one trained on another
-/// system (the built-in model on anything but HDFS) knows next to none.
-const UNFIT_SHARE: f64 = 0.9;
 
 /// Buckets of the `anomaly_score` histogram (scores are surprises in nats, plus reconstruction
 /// error; the shipped model's threshold sits around 10).
@@ -68,8 +64,9 @@ pub(crate) struct Reporter {
     templates_evicted: Counter,
     vocabulary_bytes: Gauge,
     unknown_lines: Counter,
-    /// Whether the model's fit to the log was judged (once, after [`FIT_CHECK_LINES`]).
-    fit_checked: bool,
+    model_fits: Gauge,
+    /// Whether the transform said that its model does not fit the log (it says so once).
+    unfit_reported: bool,
     last: ScorerStats,
 }
 
@@ -92,7 +89,8 @@ impl Reporter {
             templates_evicted: metrics.counter("templates_evicted"),
             vocabulary_bytes: metrics.gauge("vocabulary_bytes"),
             unknown_lines: metrics.counter("unknown_template_lines"),
-            fit_checked: false,
+            model_fits: metrics.gauge("model_fits"),
+            unfit_reported: false,
             last: ScorerStats::default(),
         }
     }
@@ -139,18 +137,17 @@ impl Reporter {
         self.unknown_lines
             .add(now.unknown_lines - self.last.unknown_lines);
         self.last = now;
-        if !self.fit_checked && now.scored >= FIT_CHECK_LINES {
-            self.fit_checked = true;
-            let share = now.unknown_lines as f64 / now.scored as f64;
-            if share > UNFIT_SHARE {
-                tracing::warn!(
-                    lines = now.scored,
-                    unknown_template_share = format!("{:.0} %", 100.0 * share),
-                    "most lines are of templates the model never saw in training: the model \
-                     does not fit this log and will flag much of it; train one on this \
-                     system's normal logs (`deepsentry train --input ...`) and set `model`"
-                );
-            }
+        self.model_fits.set(if now.model_fits { 1.0 } else { 0.0 });
+        if !self.unfit_reported && !now.model_fits {
+            self.unfit_reported = true;
+            tracing::warn!(
+                lines = now.scored,
+                unknown_template_lines = now.unknown_lines,
+                "most lines are of templates the model never saw in training: the model \
+                 does not fit this log; new templates are judged by how often this stream \
+                 brings them, and the sequence part knows none of them; train a model on \
+                 this system's normal logs (`deepsentry train --input ...`) and set `model`"
+            );
         }
     }
 }

@@ -89,7 +89,7 @@ where
                 (-followed(log_p, p.followed)).clamp(0.0, MAX_SURPRISE)
             })
         };
-        let novelty = self.model.novelty();
+        let novelty = self.novelty();
         match &p.kind {
             Kind::Known(class) => (surprise(*class), Reason::UnlikelyNext),
             Kind::End if !p.broken.is_empty() => {

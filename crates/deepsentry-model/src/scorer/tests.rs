@@ -534,6 +534,50 @@ fn what_was_expected_is_what_had_come_before_the_event_not_after_its_batch() {
 }
 
 #[test]
+fn a_model_that_does_not_fit_the_log_learns_its_novelty_from_the_stream() {
+    // A model of a system that never brought a new template, on the log of another system:
+    // forty statements it never saw, in turn, each unlike the others in every word.
+    let letter = |i: usize| char::from(b'a' + (i % 26) as u8);
+    let statement = |k: usize| {
+        (0..4)
+            .map(|j| format!("{}{}{}", letter(k / 26), letter(k), letter(j + 7)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let lines: Vec<String> = (0..600).map(|i| statement(i % 40)).collect();
+    let mut scorer = steady(20_000, 0);
+    let scored = score_all(&mut scorer, &lines);
+    assert!(!scorer.stats().model_fits);
+    assert_eq!(scorer.stats().unknown_lines, 600);
+    let first = scored[..FIT_CHECK_LINES as usize]
+        .iter()
+        .filter(|e| flagged(e))
+        .count();
+    assert!(
+        first > 20,
+        "judged by the model's novelty at first: {first} flags"
+    );
+    // Once judged, a new template is as surprising as this stream makes it: not at all.
+    let later: Vec<&Event> = scored[FIT_CHECK_LINES as usize..]
+        .iter()
+        .filter(|e| flagged(e))
+        .collect();
+    assert!(later.is_empty(), "{later:?}");
+
+    // A log of the model's own system, with a new statement now and then, fits.
+    let mut fitting = steady(20_000, 0);
+    let scored = score_all(&mut fitting, &stream(600, 50, |_| "cache warmed".into()));
+    assert!(fitting.stats().model_fits);
+    assert!(scored.iter().any(flagged), "its new statement is news");
+
+    // A new model is judged afresh.
+    scorer
+        .replace_model(Box::new(SteadyModel::knowing("cache")))
+        .unwrap();
+    assert!(scorer.stats().model_fits);
+}
+
+#[test]
 fn a_retrained_model_takes_over_between_batches_with_what_was_learned() {
     let mut scorer = steady(20_000, 0);
     let before = score_all(&mut scorer, &stream(200, 4, |_| "cache warmed".into()));
