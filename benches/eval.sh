@@ -14,7 +14,9 @@
 #    normal, so its row measures the share of normal lines flagged. "alerts" are anomalies
 #    after grouping (the first of each alert group; see docs/configuration.md); "session key"
 #    is the key `train` found (`session_key: auto`), if any.
-#    SPLITS="600 1200 1600" prints a table per split (the training lines; default 1200).
+#    SPLITS="600 1200 1600" prints a table per split (the training lines; default 1200). A
+#    split SKIP:TRAIN:TEST trains on the TRAIN lines after the first SKIP and replays the TEST
+#    lines after them (SPLITS="0:700:400 300:700:400" looks at other places in the samples).
 # 3. Seeds: the HDFS recipe trained with seeds 1 to 5 (SEEDS to change; SEEDS= skips it; each
 #    training takes about two minutes on two cores).
 #
@@ -57,7 +59,11 @@ fi
 
 for split in $splits; do
 if compgen -G "$data/loghub/*_2k.log" >/dev/null; then
-  echo "## loghub: train on lines 1-$split, replay lines $((split + 1))-2000"
+  case $split in
+    *:*:*) IFS=: read -r skip train_lines test_lines <<<"$split" ;;
+    *) skip=0 train_lines=$split test_lines=$((2000 - split)) ;;
+  esac
+  echo "## loghub: train on lines $((skip + 1))-$((skip + train_lines)), replay lines $((skip + train_lines + 1))-$((skip + train_lines + test_lines))"
   echo
   echo "| system | train lines | test lines | labelled | session key | lines flagged | flagged normal lines | alerts | alerts on normal lines | P | R | F1 | train s |"
   echo "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -66,15 +72,18 @@ if compgen -G "$data/loghub/*_2k.log" >/dev/null; then
     # Labelled when every line's first token is `-` (normal) or an upper-case category
     # (`KERNDTLB`, `R_HDA_NR`), and some are `-`: a log whose every line starts with its level
     # (`INFO ...`) is not labelled.
+    sed -n "$((skip + 1)),$((skip + train_lines + test_lines))p" "$log" >"$work/$name-window.log"
     if awk '$1 == "-" { normal = 1 } $1 != "-" && $1 !~ /^[A-Z][A-Z0-9_]*$/ { bad = 1; exit }
         END { exit bad || !normal }' "$log"; then
       labelled=yes
-      head -n "$split" "$log" | awk '$1 == "-"' | cut -d' ' -f2- >"$work/$name-train.log"
-      tail -n +"$((split + 1))" "$log" >"$work/$name-test.log"
+      head -n "$train_lines" "$work/$name-window.log" | awk '$1 == "-"' | cut -d' ' -f2- \
+        >"$work/$name-train.log"
+      tail -n +"$((train_lines + 1))" "$work/$name-window.log" >"$work/$name-test.log"
     else
       labelled=no
-      head -n "$split" "$log" >"$work/$name-train.log"
-      tail -n +"$((split + 1))" "$log" | sed 's/^/- /' >"$work/$name-test.log"
+      head -n "$train_lines" "$work/$name-window.log" >"$work/$name-train.log"
+      tail -n +"$((train_lines + 1))" "$work/$name-window.log" | sed 's/^/- /' \
+        >"$work/$name-test.log"
     fi
     start=$(date +%s%N)
     "$DEEPSENTRY_BIN" train --input "$work/$name-train.log" --out "$work/$name-model" >/dev/null
