@@ -124,6 +124,7 @@ fn eval_reports_line_level_metrics() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["level"], "line");
     assert_eq!(report["lines"], 5000);
+    assert_eq!(report["model_fits"], true, "{report}");
     let scores = &report["scores"];
     assert!(scores["recall"].as_f64().unwrap() >= 0.8, "{report}");
     assert!(
@@ -541,6 +542,42 @@ fn train_on_interleaved_requests(s: &Scratch) -> (PathBuf, String) {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
     (out, stderr)
+}
+
+#[test]
+fn a_model_of_another_system_says_it_does_not_fit_and_learns_the_logs_novelty() {
+    // The built-in model (HDFS) on an app's log: every template is new to it.
+    let s = Scratch::new();
+    let lines: Vec<String> = interleaved_requests(2, 300, None)
+        .iter()
+        .map(|l| format!("- {l}"))
+        .collect();
+    write_lines(&s.path("app.log"), &lines, false);
+    let eval = |json: bool| {
+        let mut command = Command::new(bin());
+        command.args(["eval", "--line-labels", "--model", "builtin", "--input"]);
+        command.arg(s.path("app.log"));
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let report: serde_json::Value = serde_json::from_str(&eval(true)).unwrap();
+    assert_eq!(report["model_fits"], false, "{report}");
+    assert_eq!(report["unknown_template_lines"], 1500, "{report}");
+    // Its new templates are learned as they come, not flagged line by line.
+    let flagged = report["lines_flagged"].as_u64().unwrap();
+    assert!(flagged <= 15, "{flagged} of 1500 lines flagged: {report}");
+    assert!(
+        eval(false).contains("the model does not fit this log"),
+        "the table says so"
+    );
 }
 
 #[test]

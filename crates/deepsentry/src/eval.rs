@@ -155,6 +155,10 @@ struct Report {
     alerts: u64,
     /// Anomalies by `anomaly_reason`.
     reasons: std::collections::BTreeMap<String, u64>,
+    /// Lines of templates the model was not trained on.
+    unknown_template_lines: u64,
+    /// Whether the model fits the log (see `Scorer::model_fits`).
+    model_fits: bool,
 }
 
 #[derive(Default)]
@@ -309,6 +313,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot read {}", args.input.display()))?;
     record(scorer.process(batch), &mut line_flagged);
     record(scorer.finish(), &mut line_flagged);
+    let stats = scorer.stats();
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(mut out) = dump {
@@ -330,6 +335,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         lines_flagged: line_flagged.iter().filter(|f| **f).count() as u64,
         alerts,
         reasons,
+        unknown_template_lines: stats.unknown_lines,
+        model_fits: stats.model_fits,
     };
     if let Some(path) = &args.labels {
         let labels = read_session_labels(path)?;
@@ -427,5 +434,13 @@ fn print_table(report: &Report) {
     );
     if let Some(n) = report.unlabelled_sessions.filter(|n| *n > 0) {
         println!("{n} sessions in the input have no label (ignored)");
+    }
+    if !report.model_fits {
+        println!(
+            "the model does not fit this log: {} of {} lines are of templates it never saw, so \
+             new templates were judged by how often this log brings them; train a model on \
+             this system's normal logs",
+            report.unknown_template_lines, report.lines
+        );
     }
 }
