@@ -1,7 +1,8 @@
 //! The severity of a log line: the level it names (`ERROR`, `[warn]`, `level=fatal`, logcat's
 //! `E`), raised by an exception, a traceback or a panic in its words; failing a level, what
-//! its words say (`Exception`, `Traceback`, `failed`, `panic`). The detector learns how common each severity is in a system's normal logs, so a
-//! level is evidence only where it is rare.
+//! its words say (`Exception`, `Traceback`, `failed`, `panic`). The detector learns how
+//! common each severity is in a system's normal logs, so a level is evidence only where it is
+//! rare.
 
 use serde::{Deserialize, Serialize};
 
