@@ -258,12 +258,24 @@ impl Followers {
     const BYTES: usize = MAX_FOLLOWERS * std::mem::size_of::<(Next, u32)>();
 }
 
-/// [`Followers`] as written to `data_dir`: each successor's text (`None` for a session's
-/// end) and count.
+/// A template in [`OnlineState`]: its place among the state's templates where it is one of
+/// them (a number, so a successor's text is not written again for every template it
+/// followed), else its text (a training template, or a file written before places were).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TemplateRef {
+    /// The place of one of [`OnlineState::templates`].
+    Place(usize),
+    /// The template's text.
+    Text(String),
+}
+
+/// [`Followers`] as written to `data_dir`: each successor (`None` for a session's end) and
+/// its count.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FollowersState {
     /// Successors and their counts.
-    pub next: Vec<(Option<String>, u32)>,
+    pub next: Vec<(Option<TemplateRef>, u32)>,
     /// How often anything came next (successors past the remembered ones included).
     pub total: u32,
 }
@@ -471,7 +483,7 @@ impl Vocabulary {
                     .iter()
                     .map(|(n, c)| {
                         let text = match n {
-                            Next::Template(t) => Some(t.to_string()),
+                            Next::Template(t) => Some(TemplateRef::Text(t.to_string())),
                             Next::End => None,
                         };
                         (text, *c)
@@ -487,15 +499,26 @@ impl Vocabulary {
     }
 
     /// Restores what came after the online template `text` (after a restart).
-    pub fn restore_followers(&mut self, text: &str, state: &FollowersState) {
+    /// Successors given by their place are read in `templates`, the state's own, and those
+    /// not found there are left out.
+    pub fn restore_followers(
+        &mut self,
+        text: &str,
+        state: &FollowersState,
+        templates: &[(String, Occurrences)],
+    ) {
         let Some(entry) = self.online.get_mut(text) else {
             return;
         };
         let mut followers = Followers::default();
         for (next, count) in &state.next {
-            let next = next
-                .as_deref()
-                .map_or(Next::End, |t| Next::Template(t.into()));
+            let next = match next {
+                None => Next::End,
+                Some(next) => match next.resolve(templates) {
+                    Some(text) => Next::Template(text.into()),
+                    None => continue,
+                },
+            };
             followers.add(next, *count);
         }
         // Successors past the remembered ones count in the total only.
@@ -575,6 +598,16 @@ impl Vocabulary {
     }
 }
 
+impl TemplateRef {
+    /// The template's text, where `templates` (the state's) holds its place.
+    pub fn resolve<'s>(&'s self, templates: &'s [(String, Occurrences)]) -> Option<&'s str> {
+        match self {
+            TemplateRef::Place(i) => templates.get(*i).map(|(text, _)| text.as_str()),
+            TemplateRef::Text(text) => Some(text),
+        }
+    }
+}
+
 /// What the online vocabulary learned, as written to `data_dir` and read back at start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OnlineState {
@@ -584,7 +617,7 @@ pub struct OnlineState {
     pub templates: Vec<(String, Occurrences)>,
     /// What came after each online template that something came after.
     #[serde(default)]
-    pub followers: Vec<(String, FollowersState)>,
+    pub followers: Vec<(TemplateRef, FollowersState)>,
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use deepsentry_core::{Event, Origin, Value};
 use crate::alerts::AlertGroups;
 use crate::invariants::InvariantCheck;
 use crate::novelty::{
-    Followers, Next, NoveltyStats, Occurrences, OnlineState, TemplateInfo, Vocabulary,
+    Followers, Next, NoveltyStats, Occurrences, OnlineState, TemplateInfo, TemplateRef, Vocabulary,
 };
 use crate::sessions::SessionStore;
 use crate::severity::{severity_of, Severity};
@@ -297,8 +297,29 @@ where
             .collect();
         // In the order first seen: the first of a family is learned again before its variants.
         templates.sort_by(|a, b| (a.1.first_seen, &a.0).cmp(&(b.1.first_seen, &b.0)));
+        // Templates are written once: a follower names one of them by its place.
+        let places: HashMap<&str, usize> = templates
+            .iter()
+            .enumerate()
+            .map(|(i, (text, _))| (text.as_str(), i))
+            .collect();
+        let place = |text: String| match places.get(text.as_str()) {
+            Some(&i) => TemplateRef::Place(i),
+            None => TemplateRef::Text(text),
+        };
         let mut followers = self.vocabulary.followers();
         followers.sort_by(|a, b| a.0.cmp(&b.0));
+        let followers = followers
+            .into_iter()
+            .map(|(text, mut state)| {
+                for (next, _) in &mut state.next {
+                    if let Some(TemplateRef::Text(t)) = next {
+                        *next = Some(place(std::mem::take(t)));
+                    }
+                }
+                (place(text), state)
+            })
+            .collect();
         OnlineState {
             lines_seen: self.lines_seen,
             templates,
@@ -324,8 +345,11 @@ where
         for (text, seen) in &state.templates {
             self.vocabulary.restore(text, *seen);
         }
-        for (text, followers) in &state.followers {
-            self.vocabulary.restore_followers(text, followers);
+        for (template, followers) in &state.followers {
+            if let Some(text) = template.resolve(&state.templates) {
+                self.vocabulary
+                    .restore_followers(text, followers, &state.templates);
+            }
         }
     }
 

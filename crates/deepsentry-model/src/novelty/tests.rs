@@ -212,7 +212,7 @@ fn what_follows_an_online_template_is_counted_for_its_family_and_bounded() {
     let mut restored = Vocabulary::new(VocabularyLimits::default());
     let first = info(&mut restored, "disk alpha rebuilt", None);
     restored.insert(first);
-    restored.restore_followers(&saved[0].0, &saved[0].1);
+    restored.restore_followers(&saved[0].0, &saved[0].1, &[]);
     assert_eq!(
         restored.follow("disk alpha rebuilt", done()),
         Some((4, total + 2))

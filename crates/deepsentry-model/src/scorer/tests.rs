@@ -1,6 +1,6 @@
 use super::*;
 use crate::invariants::Invariant;
-use crate::novelty::{NoveltyStats, VocabularyLimits};
+use crate::novelty::{NoveltyStats, TemplateRef, VocabularyLimits};
 use deepsentry_core::anomaly;
 use regex::Regex;
 
@@ -493,7 +493,24 @@ fn what_follows_a_new_template_in_its_sessions_is_learned() {
     // Kept across a restart.
     let state = scorer.online_state();
     assert_eq!(state.followers.len(), 1);
+    // The online template is written once and named by its place; `beta`, a training
+    // template, by its text.
+    assert_eq!(state.followers[0].0, TemplateRef::Place(0));
+    assert!(
+        state.followers[0].1.next.iter().any(
+            |(next, _)| matches!(next, Some(TemplateRef::Text(t)) if t.starts_with("beta step"))
+        ),
+        "{state:?}"
+    );
     let json = serde_json::to_string(&state).unwrap();
+    let mut restarted = keyed(by_request());
+    restarted.restore_online_state(serde_json::from_str(&json).unwrap());
+    assert!(beta_scores(&mut restarted, 1)[0] < 0.3);
+    // A file that names templates by their texts (as earlier versions wrote) reads the same.
+    let mut by_text = state.clone();
+    by_text.followers[0].0 = TemplateRef::Text(cache.clone());
+    let json = serde_json::to_string(&by_text).unwrap();
+    assert!(json.contains(r#""followers":[["cache warmed"#), "{json}");
     let mut restarted = keyed(by_request());
     restarted.restore_online_state(serde_json::from_str(&json).unwrap());
     assert!(beta_scores(&mut restarted, 1)[0] < 0.3);
