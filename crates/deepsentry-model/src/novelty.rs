@@ -618,6 +618,19 @@ pub struct OnlineState {
     /// What came after each online template that something came after.
     #[serde(default)]
     pub followers: Vec<(TemplateRef, FollowersState)>,
+    /// The stream's own novelty, as the model it was counted under saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamNovelty>,
+}
+
+/// The novelty a scorer counted on its stream (lines per severity, and those of templates
+/// its model never saw), kept across a restart for the model it was counted under.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamNovelty {
+    /// A fingerprint of that model's templates: another model starts counting afresh.
+    pub model: u64,
+    /// The counts.
+    pub novelty: NoveltyStats,
 }
 
 #[cfg(test)]

@@ -44,11 +44,13 @@ use deepsentry_core::{Event, Origin, Value};
 use crate::alerts::AlertGroups;
 use crate::invariants::InvariantCheck;
 use crate::novelty::{
-    Followers, Next, NoveltyStats, Occurrences, OnlineState, TemplateInfo, TemplateRef, Vocabulary,
+    Followers, Next, NoveltyStats, Occurrences, OnlineState, StreamNovelty, TemplateInfo,
+    TemplateRef, Vocabulary,
 };
 use crate::sessions::SessionStore;
 use crate::severity::{severity_of, Severity};
 use crate::threshold::AdaptiveThreshold;
+use deepsentry_core::hash::Fnv1a;
 
 mod model;
 mod prepare;
@@ -324,7 +326,23 @@ where
             lines_seen: self.lines_seen,
             templates,
             followers,
+            stream: Some(StreamNovelty {
+                model: self.model_fingerprint(),
+                novelty: self.stream.clone(),
+            }),
         }
+    }
+
+    /// A fingerprint of the model's templates, the same on every run: whether the stream's
+    /// novelty kept in a state file was counted under this model.
+    fn model_fingerprint(&self) -> u64 {
+        self.model
+            .templates()
+            .iter()
+            .fold(Fnv1a::with_seed(0), |hash, template| {
+                hash.write(template.as_bytes()).write(b"\n")
+            })
+            .finish()
     }
 
     /// Takes back what an earlier run learned online (templates are encoded again, in one
@@ -338,6 +356,12 @@ where
         let texts: Vec<&str> = state.templates.iter().map(|(t, _)| t.as_str()).collect();
         self.learn_templates(&texts);
         self.restore_learned(&state);
+        // Whether the model fits goes on being judged where it was, under the same model.
+        if let Some(stream) = state.stream {
+            if stream.model == self.model_fingerprint() {
+                self.stream = stream.novelty;
+            }
+        }
     }
 
     /// Puts back the occurrences and followers `state` holds of templates already encoded.

@@ -587,6 +587,18 @@ fn a_model_that_does_not_fit_the_log_learns_its_novelty_from_the_stream() {
     assert!(fitting.stats().model_fits);
     assert!(scored.iter().any(flagged), "its new statement is news");
 
+    // A restart goes on judging where it was, under the same model, not under another.
+    let json = serde_json::to_string(&scorer.online_state()).unwrap();
+    let mut restarted = steady(20_000, 0);
+    restarted.restore_online_state(serde_json::from_str(&json).unwrap());
+    assert!(!restarted.stats().model_fits);
+    let mut other = Scorer::new(
+        Box::new(SteadyModel::knowing("cache")),
+        ScorerSettings::default(),
+    );
+    other.restore_online_state(serde_json::from_str(&json).unwrap());
+    assert!(other.stats().model_fits);
+
     // A new model is judged afresh.
     scorer
         .replace_model(Box::new(SteadyModel::knowing("cache")))
