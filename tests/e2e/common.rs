@@ -121,6 +121,12 @@ impl Scratch {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.path("stderr.log")).unwrap_or_default()
     }
+
+    /// Asserts that the program logged `text` (to its standard error), showing the log if not.
+    pub fn assert_logged(&self, text: &str) {
+        let stderr = self.stderr();
+        assert!(stderr.contains(text), "not logged: {text}\n{stderr}");
+    }
 }
 
 /// `n` realistic HDFS lines, each made unique by a sequence number prefix.

@@ -217,11 +217,7 @@ fn a_shutdown_does_not_judge_open_sessions_but_end_of_input_does() {
     stop(&s, &mut child);
     let lines = read_lines(&s.path("out.jsonl"));
     assert_eq!(lines.len(), 2, "no session end on shutdown");
-    assert!(
-        s.stderr().contains("open sessions are not judged"),
-        "{}",
-        s.stderr()
-    );
+    s.assert_logged("open sessions are not judged");
 
     // The same lines, then end of input: the unfinished block is judged, and flagged.
     let mut child = s.start(&config, Stdio::piped(), Stdio::null());
@@ -400,11 +396,7 @@ fn a_restart_keeps_the_templates_it_learned() {
         "{:?}",
         heartbeats.iter().find(|e| e["is_anomaly"] == true)
     );
-    assert!(
-        s.stderr().contains("templates learned online restored"),
-        "{}",
-        s.stderr()
-    );
+    s.assert_logged("templates learned online restored");
 }
 
 #[test]
@@ -679,11 +671,7 @@ fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
     // The built-in model (HDFS) on this app says that it does not fit.
     let builtin = Scratch::new();
     run_sidecar(&builtin, "builtin", &input);
-    assert!(
-        builtin.stderr().contains("the model does not fit this log"),
-        "{}",
-        builtin.stderr()
-    );
+    builtin.assert_logged("the model does not fit this log");
 }
 
 #[test]

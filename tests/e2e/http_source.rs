@@ -323,10 +323,6 @@ fn a_backed_up_pipeline_answers_503_instead_of_taking_more() {
         !codes.contains(&200),
         "a request was answered 200 while nothing could be delivered: {codes:?}"
     );
-    assert!(
-        s.stderr().contains("the pipeline is backed up"),
-        "{}",
-        s.stderr()
-    );
+    s.assert_logged("the pipeline is backed up");
     stop_without_draining(&s, &mut child);
 }

@@ -163,9 +163,5 @@ fn a_file_sink_whose_file_is_rotated_away_writes_a_new_one() {
     assert!(status.success(), "{}", s.stderr());
     assert_eq!(read_lines(&s.path("out.log.1")), input[..1000]);
     assert_eq!(read_lines(&s.path("out.log")), input[1000..]);
-    assert!(
-        s.stderr().contains("the file was rotated away"),
-        "{}",
-        s.stderr()
-    );
+    s.assert_logged("the file was rotated away");
 }

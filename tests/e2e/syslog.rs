@@ -206,11 +206,7 @@ fn a_daemon_that_is_down_holds_the_events_until_it_is_up() {
     stop(&s, &mut child);
     assert!(ok, "{}", s.stderr());
     assert_eq!(messages(&daemon.lines()), input);
-    assert!(
-        s.stderr().contains("syslog reachable again"),
-        "{}",
-        s.stderr()
-    );
+    s.assert_logged("syslog reachable again");
     assert!(s.stderr().contains("send_errors="), "{}", s.stderr());
 }
 

@@ -146,9 +146,5 @@ fn a_silent_client_is_disconnected_and_frees_its_slot() {
     writeln!(talker, "after the silent one").unwrap();
     wait_for_lines(&s, &s.path("out.log"), 1, WAIT);
     stop(&s, &mut child);
-    assert!(
-        s.stderr().contains("connections_closed{reason=idle}=1"),
-        "{}",
-        s.stderr()
-    );
+    s.assert_logged("connections_closed{reason=idle}=1");
 }

@@ -453,16 +453,8 @@ fn a_down_endpoint_holds_the_pipeline_back_then_gets_every_event() {
     let mut delivered = server.delivered_messages();
     delivered.sort();
     assert_eq!(delivered, input, "each event once");
-    assert!(
-        s.stderr().contains("the webhook takes events again"),
-        "{}",
-        s.stderr()
-    );
-    assert!(
-        s.stderr().contains("send_errors{reason=connection}="),
-        "{}",
-        s.stderr()
-    );
+    s.assert_logged("the webhook takes events again");
+    s.assert_logged("send_errors{reason=connection}=");
 }
 
 #[test]

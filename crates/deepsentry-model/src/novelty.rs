@@ -49,17 +49,11 @@ impl SeverityCounts {
 
     /// The count of `severity` and every severity above it.
     pub fn at_least(&self, severity: Severity) -> u64 {
-        [
-            Severity::Debug,
-            Severity::Info,
-            Severity::Warn,
-            Severity::Error,
-            Severity::Fatal,
-        ]
-        .into_iter()
-        .filter(|&s| s >= severity)
-        .map(|s| self.get(s))
-        .sum()
+        Severity::ALL
+            .into_iter()
+            .filter(|&s| s >= severity)
+            .map(|s| self.get(s))
+            .sum()
     }
 
     /// Adds one line of `severity`.

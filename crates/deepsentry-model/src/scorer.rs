@@ -661,7 +661,10 @@ where
             let after_online = window
                 .last()
                 .filter(|last| last.class.is_none() && counts_followers);
+            // Only a known template can be flagged `unlikely_next` and name what was expected:
+            // no other event pays for the copy.
             let followers_before = after_online
+                .filter(|_| matches!(kind, Kind::Known(_)))
                 .and_then(|last| self.vocabulary.followers_of(&last.text))
                 .map(|followers| Box::new(followers.clone()));
             let followed = after_online.and_then(|last| {

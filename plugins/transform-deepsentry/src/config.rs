@@ -17,26 +17,6 @@ use deepsentry_model::{
 use regex::Regex;
 use serde::Deserialize;
 
-/// The `alert_group_by` key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertGroupBy {
-    /// One alert per new template.
-    Template,
-    /// New templates of one severity in one stream are one alert.
-    #[default]
-    Burst,
-}
-
-impl From<AlertGroupBy> for AlertGrouping {
-    fn from(by: AlertGroupBy) -> Self {
-        match by {
-            AlertGroupBy::Template => AlertGrouping::Template,
-            AlertGroupBy::Burst => AlertGrouping::Burst,
-        }
-    }
-}
-
 /// Settings of the `deepsentry` transform.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,7 +83,7 @@ pub struct DeepsentryTransformConfig {
     /// one severity in one stream within `alert_group_secs` are one alert) or `template` (one
     /// alert per new template).
     #[serde(default)]
-    pub alert_group_by: AlertGroupBy,
+    pub alert_group_by: AlertGrouping,
     /// Most templates learned online (never seen in training); past it the least recently
     /// seen are forgotten. Default 20000.
     #[serde(default = "default_max_templates")]
@@ -206,7 +186,7 @@ impl DeepsentryTransformConfig {
             session_ttl: None,
             max_sessions: default_max_sessions(),
             alert_group_secs: default_alert_group_secs(),
-            alert_group_by: AlertGroupBy::default(),
+            alert_group_by: AlertGrouping::default(),
             max_templates: default_max_templates(),
             max_template_bytes: default_max_template_bytes(),
             level_field: None,
@@ -297,7 +277,7 @@ impl DeepsentryTransformConfig {
             session_ttl_secs: ttl.round() as i64,
             max_sessions: self.max_sessions,
             alert_group_secs: i64::try_from(self.alert_group_secs).unwrap_or(i64::MAX),
-            alert_grouping: self.alert_group_by.into(),
+            alert_grouping: self.alert_group_by,
             vocabulary: VocabularyLimits {
                 max_templates: self.max_templates,
                 max_bytes: self.max_template_bytes,

@@ -18,7 +18,8 @@ pub enum SessionKey {
 
 /// What the alerts of new templates are grouped by (those of other reasons are grouped by
 /// template).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AlertGrouping {
     /// One group per new template (and its variants).
     Template,
