@@ -18,10 +18,7 @@ fn model() -> &'static Path {
     &MODEL
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
-            let lines: Vec<String> = HdfsGenerator::new(5, 0.0, 8)
-                .take(6000)
-                .map(|l| l.text)
-                .collect();
+            let lines: Vec<String> = normal_hdfs_lines(5, 6000);
             write_lines(&dir.path().join("normal.log"), &lines, false);
             let out = dir.path().join("model");
             let output = Command::new(bin())
@@ -297,6 +294,14 @@ fn scored_events(s: &Scratch, config: &Path, output: &str) -> Vec<serde_json::Va
         .collect()
 }
 
+/// `n` normal HDFS lines of the generator seeded with `seed`.
+fn normal_hdfs_lines(seed: u64, n: usize) -> Vec<String> {
+    HdfsGenerator::new(seed, 0.0, 8)
+        .take(n)
+        .map(|l| l.text)
+        .collect()
+}
+
 fn is_heartbeat(event: &serde_json::Value) -> bool {
     event["message"]
         .as_str()
@@ -307,10 +312,7 @@ fn is_heartbeat(event: &serde_json::Value) -> bool {
 #[test]
 fn a_benign_new_message_is_learned_and_a_new_error_is_still_flagged() {
     let s = Scratch::new();
-    let normal: Vec<String> = HdfsGenerator::new(91, 0.0, 8)
-        .take(3000)
-        .map(|l| l.text)
-        .collect();
+    let normal: Vec<String> = normal_hdfs_lines(91, 3000);
     let mut lines = with_new_message(normal, 300, 7);
     let stamp = lines[2500][..13].to_string();
     lines.insert(
@@ -359,12 +361,7 @@ fn a_benign_new_message_is_learned_and_a_new_error_is_still_flagged() {
 #[test]
 fn a_restart_keeps_the_templates_it_learned() {
     let s = Scratch::new();
-    let normal = |seed| -> Vec<String> {
-        HdfsGenerator::new(seed, 0.0, 8)
-            .take(1500)
-            .map(|l| l.text)
-            .collect()
-    };
+    let normal = |seed| -> Vec<String> { normal_hdfs_lines(seed, 1500) };
     write_lines(
         &s.path("first.log"),
         &with_new_message(normal(92), 100, 5),
@@ -678,10 +675,7 @@ fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
 fn deepsentry_sidecar_scores_a_pipe_line_by_line() {
     use std::io::Write;
     let s = Scratch::new();
-    let lines: Vec<String> = HdfsGenerator::new(9, 0.0, 8)
-        .take(200)
-        .map(|l| l.text)
-        .collect();
+    let lines: Vec<String> = normal_hdfs_lines(9, 200);
     let mut child = Command::new(bin())
         .arg("sidecar")
         .current_dir(s.dir.path())
@@ -724,10 +718,7 @@ fn run_sidecar(s: &Scratch, model: &str, input: &str) {
 #[test]
 fn train_from_keeps_the_known_templates_and_learns_the_new_ones() {
     let s = Scratch::new();
-    let normal: Vec<String> = HdfsGenerator::new(17, 0.0, 8)
-        .take(3000)
-        .map(|l| l.text)
-        .collect();
+    let normal: Vec<String> = normal_hdfs_lines(17, 3000);
     write_lines(&s.path("new.log"), &with_new_message(normal, 0, 7), false);
     let out = s.path("updated");
     let output = Command::new(bin())
@@ -797,10 +788,7 @@ fn train_from_keeps_the_known_templates_and_learns_the_new_ones() {
     );
 
     // The updated model knows the new message: it is never new, and the stream stays quiet.
-    let fresh: Vec<String> = HdfsGenerator::new(18, 0.0, 8)
-        .take(2000)
-        .map(|l| l.text)
-        .collect();
+    let fresh: Vec<String> = normal_hdfs_lines(18, 2000);
     write_lines(&s.path("app.log"), &with_new_message(fresh, 0, 7), false);
     let config = app_pipeline(&s, &out);
     let events = scored_events(&s, &config, "scored.jsonl");
@@ -827,10 +815,7 @@ fn train_from_keeps_the_known_templates_and_learns_the_new_ones() {
 fn a_model_retrained_in_the_background_is_swapped_in_without_losing_reordering_or_rescoring_events()
 {
     let s = Scratch::new();
-    let normal: Vec<String> = HdfsGenerator::new(23, 0.0, 8)
-        .take(20_000)
-        .map(|l| l.text)
-        .collect();
+    let normal: Vec<String> = normal_hdfs_lines(23, 20_000);
     // A benign message the shipped model never saw, every few lines.
     let lines = with_new_message(normal, 0, 7);
     std::fs::write(s.path("app.log"), "").unwrap();
