@@ -81,26 +81,82 @@ impl Severity {
 /// How many leading tokens may hold the level (`2024-01-15 14:23:47,123 [main] ERROR ...`).
 const LEVEL_TOKENS: usize = 8;
 
-/// The level named in the first tokens of `line`: a bare or bracketed level word, or a
-/// `level=`/`severity=` pair.
+/// Keys whose value is a level (`level=warn`, `"severity":"error"`).
+fn is_level_key(key: &str) -> bool {
+    let key = key.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    matches!(
+        key.to_ascii_lowercase().as_str(),
+        "level" | "lvl" | "severity" | "loglevel" | "log_level"
+    )
+}
+
+/// The level a syslog priority at the start of a line names (`<11>`, `<134>1 2024-...`): its
+/// low three bits are the RFC 5424 severity, 0 (emergency) to 7 (debug).
+fn syslog_priority(line: &str) -> Option<Severity> {
+    let digits = line.strip_prefix('<')?.split_once('>')?.0;
+    if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let priority: u16 = digits.parse().ok()?;
+    if priority > 191 {
+        return None;
+    }
+    Some(match priority & 7 {
+        0..=2 => Severity::Fatal,
+        3 => Severity::Error,
+        4 => Severity::Warn,
+        5 | 6 => Severity::Info,
+        _ => Severity::Debug,
+    })
+}
+
+/// The level named in the first tokens of `line`: a syslog priority, a bare or bracketed level
+/// word, Python's `WARNING:logger:`, or a level key's value: `level=warn` (logfmt),
+/// `"level":"warn"` (JSON, in one token or as `"level": "warn"`).
 fn named_level(line: &str) -> Option<Severity> {
+    if let Some(severity) = syslog_priority(line) {
+        return Some(severity);
+    }
+    // The previous token was a level key whose value is the next token (`"level": "warn"`).
+    let mut value_follows = false;
     for token in line.split_ascii_whitespace().take(LEVEL_TOKENS) {
-        let value = match token.split_once('=') {
-            Some((key, value)) => {
-                let key = key.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-                if !matches!(
-                    key.to_ascii_lowercase().as_str(),
-                    "level" | "lvl" | "severity" | "loglevel" | "log_level"
-                ) {
-                    continue;
-                }
-                value
+        if std::mem::take(&mut value_follows) {
+            let word = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            if let Some(severity) = Severity::from_level(word) {
+                return Some(severity);
             }
-            None => token,
-        };
-        let word = value.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        }
+        // `key=value` and `"key":"value"` pairs, several to a token in compact JSON.
+        let mut paired = false;
+        for pair in token.split(',') {
+            let Some((key, value)) = pair.split_once(['=', ':']) else {
+                continue;
+            };
+            if !is_level_key(key) {
+                continue;
+            }
+            paired = true;
+            let word = value.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            if word.is_empty() {
+                value_follows = true;
+            } else if let Some(severity) = Severity::from_level(word) {
+                return Some(severity);
+            }
+        }
+        if paired || token.contains('=') {
+            continue;
+        }
+        // Python's logging writes `WARNING:root:message` as one token.
+        if let Some((head, _)) = token.split_once(':') {
+            if head.len() > 1 && head.bytes().all(|b| b.is_ascii_uppercase()) {
+                if let Some(severity) = Severity::from_level(head) {
+                    return Some(severity);
+                }
+            }
+        }
+        let word = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
         // One capital letter alone is a level only as its own token (logcat's ` E `).
-        if word.len() == 1 && word != value {
+        if word.len() == 1 && word != token {
             continue;
         }
         if let Some(severity) = Severity::from_level(word) {
@@ -210,6 +266,24 @@ mod tests {
                 Severity::Fatal,
             ),
             ("plain words and nothing else", Severity::Info),
+            (
+                r#"{"ts":"2024-01-02T10:00:02Z","level":"warn","msg":"slow query"}"#,
+                Severity::Warn,
+            ),
+            (
+                r#"{"time": "10:00", "severity": "ERROR", "message": "x"}"#,
+                Severity::Error,
+            ),
+            ("WARNING:root:disk almost full", Severity::Warn),
+            ("<11>Jan  2 10:00:01 web-03 app[7]: boom", Severity::Error),
+            (
+                "<134>1 2024-01-02T10:00:01Z web-03 app 7 - - ok",
+                Severity::Info,
+            ),
+            ("<2>Jan  2 10:00:01 kernel: oops", Severity::Fatal),
+            ("<999> not a priority", Severity::Info),
+            // A key that is not a level's does not name one, whatever its value.
+            ("user=error_handler status=ok", Severity::Info),
         ];
         for (line, want) in cases {
             assert_eq!(severity_of(line), want, "{line}");
