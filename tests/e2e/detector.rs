@@ -672,6 +672,30 @@ fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
 }
 
 #[test]
+fn the_built_in_model_on_an_apps_log_stays_quiet_after_a_restart() {
+    // The sidecar's default: the built-in model (HDFS, keyed by block id) on an app's output,
+    // where its key finds nothing, so the app's lines are one stream. A restart takes back
+    // what the first run learned (the same `data_dir`).
+    let s = Scratch::new();
+    let input = interleaved_requests(3, 400, None).join("\n") + "\n";
+    let flagged = || {
+        s.console()
+            .lines()
+            .filter(|l| l.contains("] ANOMALY - score: "))
+            .count()
+    };
+    run_sidecar(&s, "builtin", &input);
+    let first = flagged();
+    run_sidecar(&s, "builtin", &input);
+    let second = flagged();
+    assert!(
+        first <= 5 && second <= 5,
+        "{first} lines flagged, then {second} after the restart:\n{}",
+        s.console()
+    );
+}
+
+#[test]
 fn deepsentry_sidecar_scores_a_pipe_line_by_line() {
     use std::io::Write;
     let s = Scratch::new();

@@ -82,6 +82,10 @@ struct Session {
     origin: Arc<Origin>,
     /// Counts of the templates the invariants name (see [`InvariantCheck`]).
     counts: Box<[u16]>,
+    /// Whether the session key found this session's id, so what follows a template learned
+    /// online in it is counted. Lines the key finds nothing in (another system's log under a
+    /// model's key) share their stream's session, where the next line is anyone's.
+    keyed: bool,
 }
 
 /// Counters the scorer keeps for its owner to report.
@@ -538,7 +542,7 @@ where
         let followed = session
             .window
             .last()
-            .filter(|last| last.class.is_none() && self.counts_followers())
+            .filter(|last| last.class.is_none() && Self::counts_followers(&session))
             .and_then(|last| self.vocabulary.follow(&last.text, Next::End));
         Pending {
             event,
@@ -558,11 +562,12 @@ where
         }
     }
 
-    /// Whether what follows a template learned online is counted: only where sessions are
-    /// keyed. In one interleaved stream the line after a new template is mostly another
-    /// request's, and counting it teaches noise that makes every other line more surprising.
-    fn counts_followers(&self) -> bool {
-        !matches!(self.settings.session_key, SessionKey::Stream)
+    /// Whether what follows a template learned online in `session` is counted: only in a
+    /// session its key found. In one interleaved stream the line after a new template is
+    /// mostly another request's, and counting it teaches noise that makes every other line
+    /// more surprising.
+    fn counts_followers(session: &Session) -> bool {
+        session.keyed
     }
 
     /// The severity of an event: its decoded level field where the settings name one and the
@@ -599,7 +604,6 @@ where
             sessions,
             ..
         } = prepared;
-        let counts_followers = self.counts_followers();
         for (((event, template), stamped), session_at) in
             events.into_iter().zip(templates).zip(stamped).zip(sessions)
         {
@@ -645,6 +649,7 @@ where
             if matches!(kind, Kind::Online(_)) {
                 self.stream.later_new.add(severity);
             }
+            let keyed = session_at.is_keyed();
             let key = session_at.of(&event);
             let origin = event.origin.clone();
             let slots = self.invariants.slots;
@@ -654,13 +659,14 @@ where
                 lines: 0,
                 origin,
                 counts: vec![0; slots].into_boxed_slice(),
+                keyed,
             });
             let window = session.window.clone();
             // The detector has no class for a template learned online: what follows one in its
             // session is learned here, by counting.
             let after_online = window
                 .last()
-                .filter(|last| last.class.is_none() && counts_followers);
+                .filter(|last| last.class.is_none() && Self::counts_followers(session));
             // Only a known template can be flagged `unlikely_next` and name what was expected:
             // no other event pays for the copy.
             let followers_before = after_online

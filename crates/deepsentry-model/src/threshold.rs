@@ -12,6 +12,10 @@ pub struct AdaptiveThreshold {
     min_samples: usize,
     floor: f64,
     exclude_anomalies: bool,
+    /// For each of the last `window_size` scores judged, whether it was kept out of the window.
+    kept_out: VecDeque<bool>,
+    /// How many of `kept_out` are true.
+    kept_out_count: usize,
     sum: f64,
     sum_sq: f64,
     pushes: u64,
@@ -30,7 +34,11 @@ impl AdaptiveThreshold {
     /// A threshold over the last `window_size` scores with `multiplier` standard deviations,
     /// silent until `min_samples` scores were seen, never below `floor`. With
     /// `exclude_anomalies`, flagged scores do not enter the window (an incident does not raise
-    /// its own bar).
+    /// its own bar) while they are fewer than half of the last `window_size` scores judged:
+    /// anomalies are the exception, and when most scores are above the bar the stream's
+    /// baseline has moved (a log the model knows little of, a change that lasts). Kept out, its
+    /// scores would never reach the window and every line would be flagged from then on;
+    /// let in, the bar follows them.
     pub fn new(
         window_size: usize,
         multiplier: f64,
@@ -45,6 +53,8 @@ impl AdaptiveThreshold {
             min_samples: min_samples.min(window_size.max(1)),
             floor,
             exclude_anomalies,
+            kept_out: VecDeque::with_capacity(window_size.max(1)),
+            kept_out_count: 0,
             sum: 0.0,
             sum_sq: 0.0,
             pushes: 0,
@@ -98,13 +108,25 @@ impl AdaptiveThreshold {
             floor > 0.0 && score > floor
         };
         let is_anomaly = warmed_up && above;
-        if !(above && self.exclude_anomalies) {
+        let keep_out =
+            above && self.exclude_anomalies && 2 * self.kept_out_count < self.window_size;
+        self.record(keep_out);
+        if !keep_out {
             self.push(score);
         }
         Verdict {
             threshold,
             is_anomaly,
         }
+    }
+
+    /// Remembers whether the last score judged was kept out of the window.
+    fn record(&mut self, kept_out: bool) {
+        if self.kept_out.len() == self.window_size && self.kept_out.pop_front() == Some(true) {
+            self.kept_out_count -= 1;
+        }
+        self.kept_out.push_back(kept_out);
+        self.kept_out_count += usize::from(kept_out);
     }
 
     fn push(&mut self, score: f64) {
@@ -193,6 +215,24 @@ mod tests {
         }
         assert_eq!(t.threshold(), 1.0);
         assert!(t.observe(40.0).is_anomaly);
+    }
+
+    #[test]
+    fn a_shift_that_lasts_becomes_the_baseline() {
+        let mut t = AdaptiveThreshold::new(100, 2.5, 5, 1.0, true);
+        for v in scores(0.2, 0.05, 50) {
+            t.observe(v);
+        }
+        // Every line of the new level is above the bar, so none would enter the window.
+        let shifted = scores(3.0, 0.1, 300);
+        let flagged: Vec<bool> = shifted.iter().map(|&v| t.observe(v).is_anomaly).collect();
+        // An incident is flagged while it is the exception in the last 100 lines...
+        assert!(flagged[..50].iter().all(|&f| f), "{flagged:?}");
+        // ...and once it is most of them, it is the baseline.
+        let late = flagged[200..].iter().filter(|&&f| f).count();
+        assert!(late <= 5, "{late} of the last 100 lines still flagged");
+        // A new outlier above the new baseline is flagged.
+        assert!(t.observe(9.0).is_anomaly);
     }
 
     #[test]

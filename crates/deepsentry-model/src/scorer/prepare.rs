@@ -41,6 +41,11 @@ impl SessionAt {
         }
     }
 
+    /// Whether the key found a session id (the event is not simply in its stream's session).
+    pub(super) fn is_keyed(&self) -> bool {
+        !matches!(self, Self::Stream)
+    }
+
     /// The session id it names in `event`, the event it was found in.
     pub(super) fn of<'e>(&'e self, event: &'e Event) -> &'e str {
         match self {
