@@ -219,14 +219,16 @@ pub struct Followers {
 }
 
 impl Followers {
-    /// How often `next` came after the template, and how often anything did.
-    pub fn count(&self, next: &Next) -> (u32, u32) {
-        let count = self
-            .next
-            .iter()
-            .find(|(n, _)| n == next)
-            .map_or(0, |(_, c)| *c);
-        (count, self.total)
+    /// How often `next` came after the template, and how often anything did; `None` when
+    /// that is not known: `next` is not one of the remembered successors and they are
+    /// [`MAX_FOLLOWERS`] already, so it may have come any number of times among the others
+    /// (counting it as never would make it more surprising with every line).
+    pub fn count(&self, next: &Next) -> Option<(u32, u32)> {
+        match self.next.iter().find(|(n, _)| n == next) {
+            Some((_, count)) => Some((*count, self.total)),
+            None if self.next.len() < MAX_FOLLOWERS => Some((0, self.total)),
+            None => None,
+        }
     }
 
     /// The remembered successors and their counts.
@@ -447,7 +449,8 @@ impl Vocabulary {
 
     /// Records that `next` came after the online template `text` in a session; returns what
     /// was known before: how often `next` came after its family (itself and its variants, one
-    /// statement), and how often anything did. `None` when `text` is not an online template.
+    /// statement), and how often anything did. `None` when `text` is not an online template,
+    /// or that count is not known (see [`Followers::count`]).
     pub fn follow(&mut self, text: &str, next: Next) -> Option<(u32, u32)> {
         let key = self.family_head(text);
         let followers = &mut self
@@ -456,7 +459,7 @@ impl Vocabulary {
             .followers;
         let before = followers.count(&next);
         followers.add(next, 1);
-        Some(before)
+        before
     }
 
     /// What came after the online template `text` (its family's first), so far.
