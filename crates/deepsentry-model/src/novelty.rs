@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::normalize::WILDCARD;
+
 use crate::severity::Severity;
 
 /// New templates as rare as one line in 3,000 are what any system's logs may bring; a system
@@ -284,12 +286,38 @@ struct OnlineEntry {
     family: Occurrences,
     /// What came after it.
     followers: Followers,
+    /// For the first of a family whose variants differed from it: its text with `<*>` where
+    /// they did, what a new template is compared with to join the family (see
+    /// [`Vocabulary::family_of`]).
+    pattern: Option<Box<str>>,
 }
 
 impl OnlineEntry {
     fn bytes(&self) -> usize {
-        self.info.bytes() + Followers::BYTES
+        self.info.bytes() + Followers::BYTES + self.pattern.as_ref().map_or(0, |p| p.len())
     }
+}
+
+/// Words of a family's pattern that may be fields (`<*>`): a quarter of them, and at least
+/// the [`variant_allowance`] of one join. A variant joins a family where it differs from the
+/// pattern in at most that allowance and the pattern then holds no more fields than this;
+/// the words it differs in become fields. A statement whose thread name and status word both
+/// vary is then one family, while a chain of one-word steps cannot make a pattern of any line
+/// of its length.
+///
+/// [`variant_allowance`]: crate::normalize::variant_allowance
+fn family_fields(words: usize, allowed: usize) -> usize {
+    (words / 4).max(allowed)
+}
+
+/// How many words of `pattern` are fields that `head`, the template it was made from, holds a
+/// word in.
+fn fields_added(pattern: &str, head: &str) -> usize {
+    pattern
+        .split(' ')
+        .zip(head.split(' '))
+        .filter(|(p, h)| *p == WILDCARD && *h != WILDCARD)
+        .count()
 }
 
 /// Online templates a new one is compared with to find the family it joins, the most recent
@@ -357,7 +385,8 @@ impl Vocabulary {
     }
 
     /// The online template that `text`, a template unlike any training template, is a variant
-    /// of: the first of that one's family.
+    /// of: the first of that one's family. It is compared with the family's pattern, where
+    /// the words its variants differed in are fields.
     pub fn family_of(&self, text: &str) -> Option<Arc<str>> {
         let words: Vec<&str> = text.split(' ').collect();
         let allowed = crate::normalize::variant_allowance(words.len())?;
@@ -365,13 +394,44 @@ impl Vocabulary {
             .get(&words.len())?
             .iter()
             .rev()
-            .filter(|head| self.online.contains_key(*head) && ***head != *text)
+            .filter_map(|head| Some((head, self.online.get(head)?)))
+            .filter(|(head, _)| ***head != *text)
             .take(FAMILY_CANDIDATES)
-            .filter_map(|head| {
-                crate::normalize::variant_distance(head, &words, allowed).map(|d| (d, head))
+            .filter_map(|(head, entry)| {
+                let (pattern, fields) = match entry.pattern.as_deref() {
+                    Some(pattern) => (pattern, fields_added(pattern, head)),
+                    None => (&**head, 0),
+                };
+                let differing = crate::normalize::variant_distance(pattern, &words, allowed)?;
+                (fields + differing <= family_fields(words.len(), allowed))
+                    .then_some((differing, head))
             })
             .min_by_key(|(d, _)| *d)
             .map(|(_, head)| head.clone())
+    }
+
+    /// Makes the words `member` differs in from the pattern of the family `head` leads fields
+    /// of that pattern ([`Vocabulary::family_of`] found it within the family's bounds).
+    fn widen_family(&mut self, head: &str, member: &str) {
+        let Some(entry) = self.online.get_mut(head) else {
+            return;
+        };
+        let pattern = entry.pattern.as_deref().unwrap_or(head);
+        let mut words: Vec<&str> = pattern.split(' ').collect();
+        let mut widened = false;
+        for (word, other) in words.iter_mut().zip(member.split(' ')) {
+            if *word != other && *word != WILDCARD && other != WILDCARD {
+                *word = WILDCARD;
+                widened = true;
+            }
+        }
+        if widened {
+            let pattern: Box<str> = words.join(" ").into();
+            self.online_bytes += pattern.len();
+            if let Some(old) = entry.pattern.replace(pattern) {
+                self.online_bytes -= old.len();
+            }
+        }
     }
 
     /// Adds a template: a training template (with its own class) for good, any other one to
@@ -397,15 +457,19 @@ impl Vocabulary {
             last_seen: 0,
         };
         if let Some(old) = self.online.insert(
-            key,
+            key.clone(),
             OnlineEntry {
                 info: info.clone(),
                 seen: never,
                 family: never,
                 followers: Followers::default(),
+                pattern: None,
             },
         ) {
             self.online_bytes -= old.bytes();
+        }
+        if let Some(head) = &info.family {
+            self.widen_family(head, &key);
         }
         self.enforce_limits();
         info

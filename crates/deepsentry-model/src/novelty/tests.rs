@@ -228,3 +228,36 @@ fn the_byte_bound_holds() {
     }
     assert!(v.evicted() > 9_000);
 }
+
+#[test]
+fn a_family_takes_the_words_its_variants_differ_in_as_fields() {
+    let mut v = Vocabulary::new(VocabularyLimits::default());
+    let add = |v: &mut Vocabulary, text: &str| {
+        let mut t = info(v, text, None);
+        t.family = v.family_of(text);
+        let family = t.family.clone();
+        v.insert(t);
+        family
+    };
+    // Eight words: two of them may be fields.
+    let head = "WARN [main] retrying call to billing attempt <NUM>";
+    assert_eq!(add(&mut v, head), None);
+    // The service varies, then the thread: each one word away from the family's pattern...
+    let auth = "WARN [main] retrying call to auth attempt <NUM>";
+    assert_eq!(add(&mut v, auth).as_deref(), Some(head));
+    // ...though two from its first template.
+    let search = "WARN [worker] retrying call to search attempt <NUM>";
+    assert_eq!(add(&mut v, search).as_deref(), Some(head));
+    // Where the fields are, any word.
+    let storage = "WARN [io] retrying call to storage attempt <NUM>";
+    assert_eq!(v.family_of(storage).as_deref(), Some(head));
+    // The pattern holds its two fields: a third word that differs is another statement.
+    assert_eq!(
+        v.family_of("WARN [main] retrying query to billing attempt <NUM>"),
+        None
+    );
+    // They count their occurrences together.
+    v.observe(head, 1);
+    v.observe(auth, 2);
+    assert_eq!(v.observe(search, 3).map(|o| o.count), Some(2));
+}
