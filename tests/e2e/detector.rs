@@ -671,6 +671,60 @@ fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
     builtin.assert_logged("the model does not fit this log");
 }
 
+/// [`interleaved_requests`] with a handled failure logged with its stack trace every 50
+/// lines, as a JVM service writes them.
+fn requests_with_traces(seed: u64, requests: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (i, line) in interleaved_requests(seed, requests, None)
+        .into_iter()
+        .enumerate()
+    {
+        if i % 50 == 25 {
+            let stamp = line.split(' ').next().unwrap_or_default().to_string();
+            lines.push(format!(
+                "{stamp} web[19999]: upstream call failed, will retry"
+            ));
+            lines.push("java.net.SocketTimeoutException: Read timed out".to_string());
+            lines.push("\tat java.net.SocketInputStream.read(SocketInputStream.java:186)".into());
+            lines.push("\tat com.example.shop.Http.call(Http.java:77)".to_string());
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+#[test]
+fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
+    let s = Scratch::new();
+    write_lines(&s.path("normal.log"), &requests_with_traces(1, 1200), false);
+    let model = s.path("model");
+    let output = Command::new(bin())
+        .args(["train", "--no-replay", "--input"])
+        .arg(s.path("normal.log"))
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // Training joins each trace into one event, as the sidecar's source does.
+    assert!(stderr.contains("the input holds stack traces"), "{stderr}");
+
+    let input = requests_with_traces(2, 300).join("\n") + "\n";
+    run_sidecar(&s, &model.display().to_string(), &input);
+    let console = s.console();
+    let traces: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("will retry"))
+        .collect();
+    assert!(traces.len() >= 10, "{console}");
+    assert!(
+        traces.iter().all(|l| l.contains("] Normal - score: ")),
+        "a trace training saw is normal:\n{}",
+        traces.join("\n")
+    );
+}
+
 #[test]
 fn the_built_in_model_on_an_apps_log_stays_quiet_after_a_restart() {
     // The sidecar's default: the built-in model (HDFS, keyed by block id) on an app's output,

@@ -207,6 +207,46 @@ fn opens_trace(line: &[u8]) -> bool {
         || trimmed.starts_with(b"goroutine ")
 }
 
+/// Trace lines a sample must hold before [`detect_preset`] names a preset: one frame or
+/// header alone may be a message that happens to look like one.
+const TRACE_LINES_TO_DETECT: usize = 3;
+
+/// The preset whose traces `lines` (a sample of a log) hold, if they hold any: the language
+/// with the most lines that only its traces write (an indented `at ...(...)` frame,
+/// `Caused by:`, `Traceback (most recent call last):`, an indented `File "...", line N`,
+/// `goroutine N [...]:`, Ruby's indented `from file.rb:N:in`). `None` for a log of
+/// single-line events, whose lines then stay apart.
+pub fn detect_preset<'l>(lines: impl IntoIterator<Item = &'l [u8]>) -> Option<Preset> {
+    // Java, Python, Go, Ruby.
+    let mut seen = [0usize; 4];
+    for line in lines {
+        let trimmed = line.trim_ascii_start();
+        let indented = trimmed.len() < line.len();
+        let starts = |prefix: &[u8]| trimmed.starts_with(prefix);
+        let language =
+            if (indented && starts(b"at ") && trimmed.ends_with(b")")) || starts(b"Caused by: ") {
+                0
+            } else if starts(b"Traceback (most recent call last):")
+                || (indented && starts(b"File \"") && trimmed.windows(7).any(|w| w == b", line "))
+            {
+                1
+            } else if starts(b"goroutine ") && trimmed.ends_with(b"]:") {
+                2
+            } else if indented && starts(b"from ") && ruby_frame(&trimmed[5..]) {
+                3
+            } else {
+                continue;
+            };
+        seen[language] += 1;
+    }
+    let (language, count) = seen
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, count)| (**count, std::cmp::Reverse(*i)))?;
+    (*count >= TRACE_LINES_TO_DETECT)
+        .then(|| [Preset::Java, Preset::Python, Preset::Go, Preset::Ruby][language])
+}
+
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.' | b':')
 }

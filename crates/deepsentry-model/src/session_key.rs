@@ -114,6 +114,10 @@ pub struct KeyScore {
     /// stream belongs to another session: zero when the key only cuts the stream into runs
     /// (a timestamp column), high when it untangles interleaved sessions.
     pub interleaving: f64,
+    /// Share of the lines the key matched that have an earlier line in their session: near
+    /// zero when what it finds is an id each line has of its own (an upload's object name,
+    /// a commit hash), which makes one-line sessions, not sessions.
+    pub continued: f64,
 }
 
 /// What [`find_session_key`] found.
@@ -139,6 +143,11 @@ const MIN_SESSION_GIVEN_TEMPLATE: f64 = std::f64::consts::LN_2;
 /// consecutive runs (the second a line was written) changes what starts a window, not
 /// which lines belong together.
 const MIN_INTERLEAVING: f64 = 0.1;
+/// At least this share of the lines a key matches must continue a session: a session holds
+/// several lines. A key that gives most lines a session of their own sets them apart from the
+/// stream by the shape of their template (those with an id in that column), which the
+/// bigram measure rewards although nothing is untangled.
+const MIN_CONTINUED: f64 = 0.5;
 /// Lines looked at: enough to tell, few enough to be quick on a large training set.
 const SAMPLE_LINES: usize = 300_000;
 
@@ -173,6 +182,7 @@ pub fn find_session_key(lines: &[(&str, u32, u16)]) -> KeyFinding {
         .find(|key| {
             key.session_given_template >= MIN_SESSION_GIVEN_TEMPLATE
                 && key.interleaving >= MIN_INTERLEAVING
+                && key.continued >= MIN_CONTINUED
         })
         .filter(|best| stream.nats_per_line - best.nats_per_line >= needed)
         .and_then(|best| best.candidate.clone());
@@ -256,14 +266,19 @@ fn score_key(
     }
     let mut last_line: HashMap<u32, usize> = HashMap::new();
     let (mut continued, mut untangled) = (0usize, 0usize);
+    let (mut matched, mut matched_continued) = (0usize, 0usize);
     for (i, &s) in session.iter().enumerate() {
-        if let Some(&before) = last_line.get(&s) {
+        let earlier = last_line.insert(s, i);
+        if let Some(before) = earlier {
             continued += 1;
             if before + 1 != i {
                 untangled += 1;
             }
         }
-        last_line.insert(s, i);
+        if names[i].is_some() {
+            matched += 1;
+            matched_continued += usize::from(earlier.is_some());
+        }
     }
     let interleaving = untangled as f64 / continued.max(1) as f64;
     let total = lines.len().max(1) as f64;
@@ -281,6 +296,7 @@ fn score_key(
         sessions: ids.len(),
         session_given_template,
         interleaving,
+        continued: matched_continued as f64 / matched.max(1) as f64,
     }
 }
 
@@ -378,6 +394,32 @@ mod tests {
             })
             .collect();
         assert!(find(&lines).chosen.is_none());
+    }
+
+    #[test]
+    fn an_id_each_line_has_of_its_own_is_not_a_session() {
+        // Statements in no order, half of them naming an object of their own (a pod, an
+        // upload) where the others have a word: the column sets those lines apart by their
+        // kind, not by session.
+        let mut rng = deepsentry_core::rng::SplitMix64::new(5);
+        let lines: Vec<(String, u32)> = (0..4000)
+            .map(|i| {
+                let t = (rng.next_u64() % 10) as u32;
+                let what = if t < 5 {
+                    format!("obj-{i}")
+                } else {
+                    "done".to_string()
+                };
+                (format!("10:00:{:02} app {what} step {t}", i % 60), t)
+            })
+            .collect();
+        let finding = find(&lines);
+        assert!(
+            finding.chosen.is_none(),
+            "{:?} {:?}",
+            finding.chosen,
+            finding.tried
+        );
     }
 
     #[test]

@@ -274,11 +274,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
     };
     let started = Instant::now();
-    let settings = args.format.line_settings();
-    anyhow::ensure!(
-        !(args.line_labels && settings.multiline.is_some()),
-        "--line-labels labels each line: it cannot be combined with --multiline"
-    );
+    let settings = if args.line_labels {
+        args.format.labelled_line_settings()?
+    } else {
+        args.format.line_settings_of(&text)
+    };
     // With line labels, each line's label is read off before the line is decoded.
     let unlabelled: String;
     let input = if args.line_labels {

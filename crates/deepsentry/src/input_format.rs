@@ -2,9 +2,15 @@
 //! settings a source takes, so that a model is trained and evaluated on the events a pipeline
 //! will give it.
 
+use std::io::BufRead;
+use std::path::PathBuf;
+
 use deepsentry_core::decode::Decoding;
 use deepsentry_core::lines::{LineSettings, DEFAULT_MAX_LINE_BYTES};
-use deepsentry_core::multiline::MultilineConfig;
+use deepsentry_core::multiline::{detect_preset, MultilineConfig};
+
+/// Lines of each input that `--multiline auto` looks at for stack traces.
+const AUTO_SAMPLE_LINES: usize = 100_000;
 
 /// `--decoding`, `--message-field` and `--multiline`.
 #[derive(Debug, Clone, clap::Args)]
@@ -15,28 +21,103 @@ pub struct InputFormat {
     /// The decoded field holding the message (default: the first of message, msg, log).
     #[arg(long, value_name = "FIELD")]
     message_field: Option<String>,
-    /// Join the lines of one event: a preset (java, python, go, ruby) or a YAML map of
-    /// patterns, as a source's `multiline`.
-    #[arg(long, value_name = "PRESET", value_parser = parse_multiline)]
-    multiline: Option<MultilineConfig>,
+    /// Join the lines of one event: `auto` (where the input holds stack traces of Java,
+    /// Python, Go or Ruby, that language's preset, as the sidecar joins them; else none),
+    /// `none`, a preset (java, python, go, ruby) or a YAML map of patterns, as a source's
+    /// `multiline`. Score with the same joining a model was trained with.
+    #[arg(long, value_name = "PRESET", default_value = "auto", value_parser = parse_multiline)]
+    multiline: Multiline,
+}
+
+/// What `--multiline` says.
+#[derive(Debug, Clone)]
+enum Multiline {
+    /// Join as the traces the input holds say, if it holds any.
+    Auto,
+    /// Every line is an event.
+    Off,
+    /// Join this way.
+    Set(MultilineConfig),
 }
 
 fn parse_decoding(text: &str) -> Result<Decoding, String> {
     serde_yaml::from_str(text).map_err(|e| e.to_string())
 }
 
-fn parse_multiline(text: &str) -> Result<MultilineConfig, String> {
-    serde_yaml::from_str(text).map_err(|e| e.to_string())
+fn parse_multiline(text: &str) -> Result<Multiline, String> {
+    match text.trim() {
+        "auto" => Ok(Multiline::Auto),
+        "none" => Ok(Multiline::Off),
+        _ => serde_yaml::from_str(text)
+            .map(Multiline::Set)
+            .map_err(|e| e.to_string()),
+    }
 }
 
 impl InputFormat {
-    /// The settings a source with these options would read with.
-    pub fn line_settings(&self) -> LineSettings {
+    /// The settings a source with these options would read `inputs` with (`auto` looks at
+    /// their first lines).
+    pub fn line_settings(&self, inputs: &[PathBuf]) -> anyhow::Result<LineSettings> {
+        let multiline = match &self.multiline {
+            Multiline::Auto => {
+                let mut sample = Vec::new();
+                for path in inputs {
+                    let file = std::fs::File::open(path)
+                        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+                    for line in std::io::BufReader::new(file)
+                        .split(b'\n')
+                        .take(AUTO_SAMPLE_LINES)
+                    {
+                        sample.push(line?);
+                    }
+                }
+                auto_multiline(sample.iter().map(Vec::as_slice))
+            }
+            Multiline::Off => None,
+            Multiline::Set(config) => Some(config.clone()),
+        };
+        Ok(self.settings(multiline))
+    }
+
+    /// The settings for lines that each begin with a label: one line is one event (`auto` is
+    /// `none`), since each line carries its own label.
+    pub fn labelled_line_settings(&self) -> anyhow::Result<LineSettings> {
+        anyhow::ensure!(
+            !matches!(self.multiline, Multiline::Set(_)),
+            "--line-labels labels each line: it cannot be combined with --multiline"
+        );
+        Ok(self.settings(None))
+    }
+
+    /// The settings for lines already read (`auto` looks at them).
+    pub fn line_settings_of(&self, text: &str) -> LineSettings {
+        let multiline = match &self.multiline {
+            Multiline::Auto => {
+                auto_multiline(text.lines().take(AUTO_SAMPLE_LINES).map(str::as_bytes))
+            }
+            Multiline::Off => None,
+            Multiline::Set(config) => Some(config.clone()),
+        };
+        self.settings(multiline)
+    }
+
+    fn settings(&self, multiline: Option<MultilineConfig>) -> LineSettings {
         LineSettings {
-            multiline: self.multiline.clone(),
+            multiline,
             decoding: self.decoding,
             message_field: self.message_field.clone(),
             ..LineSettings::plain(DEFAULT_MAX_LINE_BYTES)
         }
     }
+}
+
+/// `--multiline auto`: the preset of the traces `sample` holds, said in the log, if any.
+fn auto_multiline<'l>(sample: impl Iterator<Item = &'l [u8]>) -> Option<MultilineConfig> {
+    let preset = detect_preset(sample)?;
+    tracing::info!(
+        preset = ?preset,
+        "the input holds stack traces: the lines of each are joined into one event, as the \
+         sidecar joins them (--multiline none keeps every line apart)"
+    );
+    Some(MultilineConfig::preset(preset))
 }

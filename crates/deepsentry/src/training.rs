@@ -9,8 +9,8 @@ use crate::cli::TrainArgs;
 
 pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
     let options = deepsentry_model::TrainOptions {
+        lines: args.format.line_settings(&args.input)?,
         inputs: args.input,
-        lines: args.format.line_settings(),
         session_key: deepsentry_model::session_key::SessionKeySpec::parse(Some(&args.session_key)),
         sequence_length: args.sequence_length,
         embedding_size: args.embedding_size,

@@ -190,3 +190,29 @@ fn exception_names() {
     assert_eq!(exception_name(b"Error handling request"), None);
     assert_eq!(exception_name(b"at Foo.bar(Foo.java:1)"), None);
 }
+
+#[test]
+fn the_preset_of_a_log_is_found_from_its_traces() {
+    let detect = |text: &str| detect_preset(text.lines().map(str::as_bytes));
+    let java = "2024-03-01 10:00:00 WARN call failed\n\
+                java.net.SocketTimeoutException: Read timed out\n\
+                \tat java.net.SocketInputStream.read(SocketInputStream.java:186)\n\
+                \tat com.example.Http.call(Http.java:77)\n\
+                Caused by: java.io.IOException: reset\n\
+                \t... 12 more\n";
+    assert_eq!(detect(java), Some(Preset::Java));
+    let python = "Traceback (most recent call last):\n  File \"app.py\", line 3, in <module>\n    \
+                  main()\n  File \"app.py\", line 2, in main\nValueError: bad\n";
+    assert_eq!(detect(python), Some(Preset::Python));
+    let go = "panic: boom\n\ngoroutine 1 [running]:\nmain.main()\n\t/app/main.go:5 +0x1d\n\
+              goroutine 7 [chan receive]:\ngoroutine 9 [select]:\n";
+    assert_eq!(detect(go), Some(Preset::Go));
+    let ruby = "boom (RuntimeError)\n\tfrom app.rb:3:in `run'\n\tfrom app.rb:9:in `<main>'\n\
+                \tfrom lib/x.rb:1:in `y'\n";
+    assert_eq!(detect(ruby), Some(Preset::Ruby));
+    // Single-line events, some with frame-like words: nothing to join.
+    let plain = "081109 203615 148 INFO dfs.DataNode: Receiving block\n\
+                 user at home (away)\n\
+                 Caused by a timeout, retrying\n";
+    assert_eq!(detect(plain), None);
+}
