@@ -208,6 +208,7 @@ pub(super) fn resolve_session_key(
                     sessions = tried.sessions,
                     session_given_template = format!("{:.3}", tried.session_given_template),
                     interleaving = format!("{:.3}", tried.interleaving),
+                    continued = format!("{:.3}", tried.continued),
                     "session key candidate"
                 );
             }
