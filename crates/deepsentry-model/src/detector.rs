@@ -6,8 +6,8 @@
 //! Two networks read the same windows. The window network (the default) lays the window's
 //! steps side by side and runs two ReLU layers over them. Its first layer is a sum over
 //! positions, each position's part a function of that step's message alone, so scoring a
-//! window costs one small matrix product over the embeddings, one row per step looked up for
-//! the template's identity, and two small layers: no step-by-step recurrence. Several such
+//! window costs one row per step, what that message adds at that position (computed once per
+//! message and kept), and two small layers: no step-by-step recurrence. Several such
 //! networks, trained side by side from different initializations, form the detector; their
 //! predictions are averaged (see [`WindowEnsemble`]). The GRU reads the steps one after the
 //! other; bundles trained before the window network keep it.
@@ -309,23 +309,48 @@ impl WindowDetector {
 }
 
 /// The window networks' first layers split by what each step brings (see the module docs):
-/// per network, the rows that multiply the embeddings, gathered into one matrix, and a table
-/// with one row per (step, template identity) and per (step, padding).
-#[derive(Debug, Clone)]
+/// per network, a table with one row per (step, input) and per (step, padding), and, per
+/// message code met, what that code adds at each step (its embedding times the step's rows),
+/// computed once.
+#[derive(Debug)]
 pub struct WindowTables {
     members: Vec<MemberTables>,
     embedding: usize,
+    /// Per message code (by its address): the code and its [`CodeRows`].
+    codes: std::sync::Mutex<KnownCodes>,
+}
+
+/// Message codes met, by address: each code and its [`CodeRows`].
+type KnownCodes = foldhash::HashMap<u64, (Box<[f32]>, CodeRows)>;
+
+/// What one message code (embedding and identity) adds to the first layer: for each network
+/// and step, `hidden` values (`members * steps * hidden`, network-major).
+type CodeRows = std::sync::Arc<[f32]>;
+
+/// Most message codes whose rows are kept (each `members * steps * hidden` floats, 15 KiB
+/// for three networks of 128 over 10 steps); past it the table starts over. A model has a
+/// code per template, training's and those learned online.
+const MAX_CACHED_CODES: usize = 512;
+
+/// The key of a padding step's rows among the codes' (no allocation has address 0).
+const PADDING: u64 = 0;
+
+impl Clone for WindowTables {
+    fn clone(&self) -> Self {
+        Self {
+            members: self.members.clone(),
+            embedding: self.embedding,
+            codes: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct MemberTables {
-    /// `[steps * embedding, hidden]`: the first layer's rows for the embedding part of each
-    /// step, on the device (one matrix product per batch).
-    embedding_rows: Tensor<2>,
     /// `[steps * input, hidden]`, row-major, in memory: the first layer's rows. A window adds
     /// up one row per step (its template's identity, or padding) straight into its output,
     /// which costs `steps * hidden` additions and no gathered copy of the rows.
-    identity_rows: Vec<f32>,
+    rows: Vec<f32>,
     /// The first layer's bias (zero without one).
     bias: Vec<f32>,
 }
@@ -339,18 +364,8 @@ impl WindowTables {
             .map(|member| {
                 let weight = member.first.weight.val();
                 let [_, hidden] = weight.dims();
-                let device = weight.device();
-                let rows: Vec<i64> = (0..member.steps)
-                    .flat_map(|step| (0..embedding).map(move |e| (step * member.input + e) as i64))
-                    .collect();
-                let count = rows.len();
-                let embedding_rows = weight.clone().select(
-                    0,
-                    Tensor::<1, Int>::from_data(TensorData::new(rows, [count]), &device),
-                );
                 MemberTables {
-                    embedding_rows,
-                    identity_rows: weight
+                    rows: weight
                         .into_data()
                         .try_into_vec::<f32>()
                         .expect("weights are f32"),
@@ -365,7 +380,45 @@ impl WindowTables {
                 }
             })
             .collect();
-        Self { members, embedding }
+        Self {
+            members,
+            embedding,
+            codes: Default::default(),
+        }
+    }
+
+    /// What a step holding `code` adds to each network's first layer at each step: its
+    /// embedding times the step's embedding rows, plus the step's row for its identity; for a
+    /// padding step (`code` is `None`), the step's padding row.
+    fn code_rows(
+        &self,
+        code: Option<&[f32]>,
+        steps: usize,
+        input: usize,
+        hidden: usize,
+    ) -> CodeRows {
+        let mut rows = vec![0.0f32; self.members.len() * steps * hidden];
+        for (member, out) in self.members.iter().zip(rows.chunks_mut(steps * hidden)) {
+            for (step, out) in out.chunks_mut(hidden).enumerate() {
+                let mut add = |row: usize, times: f32| {
+                    let at = (step * input + row) * hidden;
+                    for (o, w) in out.iter_mut().zip(&member.rows[at..at + hidden]) {
+                        *o += times * w;
+                    }
+                };
+                let Some(code) = code else {
+                    add(input - 1, 1.0);
+                    continue;
+                };
+                for (e, &c) in code[..self.embedding].iter().enumerate() {
+                    add(e, c);
+                }
+                if let Some(class) = code_class(code, self.embedding) {
+                    add(self.embedding + class, 1.0);
+                }
+            }
+        }
+        rows.into()
     }
 
     /// Log-probabilities `[windows, classes]`, the same as [`SequenceDetector::forward`] on
@@ -383,48 +436,66 @@ impl WindowTables {
         let (steps, input, hidden, embedding) =
             (shape.steps, shape.input, shape.hidden, self.embedding);
         let batch = windows.len();
-        let mut embeddings = vec![0.0f32; batch * steps * embedding];
-        // Per window and step, the first-layer row its identity (or padding) adds.
-        let mut identities: Vec<Option<usize>> = Vec::with_capacity(batch * steps);
-        for (b, window) in windows.iter().enumerate() {
-            let window = &window[window.len().saturating_sub(steps)..];
-            let pad = steps - window.len();
-            for step in 0..steps {
-                let block = step * input;
-                if step < pad {
-                    identities.push(Some(block + input - 1));
-                    continue;
+        // Per window and step, what the step adds to the first layers (see `code_rows`).
+        let mut steps_rows: Vec<CodeRows> = Vec::with_capacity(batch * steps);
+        {
+            let mut known = self
+                .codes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if known.len() > MAX_CACHED_CODES {
+                known.clear();
+            }
+            let padding = match known.get(&PADDING) {
+                Some((_, rows)) => rows.clone(),
+                None => {
+                    let rows = self.code_rows(None, steps, input, hidden);
+                    known.insert(PADDING, (Box::default(), rows.clone()));
+                    rows
                 }
-                let code = window[step - pad].as_ref();
-                let at = (b * steps + step) * embedding;
-                embeddings[at..at + embedding].copy_from_slice(&code[..embedding]);
-                identities.push(code_class(code, embedding).map(|class| block + embedding + class));
+            };
+            for window in windows {
+                let window = &window[window.len().saturating_sub(steps)..];
+                let pad = steps - window.len();
+                steps_rows.extend(std::iter::repeat_n(&padding, pad).cloned());
+                for code in window {
+                    let code = &code.as_ref()[..=embedding];
+                    // A message's code is one allocation, shared by every window that holds
+                    // it: its address finds it, and the comparison makes sure.
+                    let key = code.as_ptr() as u64;
+                    let rows = match known.get(&key) {
+                        Some((seen, rows)) if **seen == *code => rows.clone(),
+                        _ => {
+                            let rows = self.code_rows(Some(code), steps, input, hidden);
+                            known.insert(key, (code.into(), rows.clone()));
+                            rows
+                        }
+                    };
+                    steps_rows.push(rows);
+                }
             }
         }
-        let embeddings = Tensor::<2>::from_data(
-            TensorData::new(embeddings, [batch, steps * embedding]),
-            device,
-        );
         mixture(
             ensemble
                 .members
                 .iter()
                 .zip(&self.members)
-                .map(|(member, tables)| {
+                .enumerate()
+                .map(|(m, (member, tables))| {
                     let mut sums = Vec::with_capacity(batch * hidden);
-                    for rows in identities.chunks(steps) {
+                    for window in steps_rows.chunks(steps) {
                         let at = sums.len();
                         sums.extend_from_slice(&tables.bias);
                         let out = &mut sums[at..at + hidden];
-                        for row in rows.iter().flatten() {
-                            let row = &tables.identity_rows[row * hidden..(row + 1) * hidden];
-                            for (o, w) in out.iter_mut().zip(row) {
+                        for (step, rows) in window.iter().enumerate() {
+                            let at = (m * steps + step) * hidden;
+                            for (o, w) in out.iter_mut().zip(&rows[at..at + hidden]) {
                                 *o += w;
                             }
                         }
                     }
-                    let first = embeddings.clone().matmul(tables.embedding_rows.clone())
-                        + Tensor::<2>::from_data(TensorData::new(sums, [batch, hidden]), device);
+                    let first =
+                        Tensor::<2>::from_data(TensorData::new(sums, [batch, hidden]), device);
                     log_softmax(member.layers_after_first(first), 1)
                 })
                 .collect(),
