@@ -515,11 +515,13 @@ fn app_pipeline(s: &Scratch, model: &Path) -> PathBuf {
 /// `deepsentry train --no-replay` on 1,200 of [`interleaved_requests`]' normal requests, with
 /// no session key (found by itself): the model (`model`) and what training logged.
 fn train_on_interleaved_requests(s: &Scratch) -> (PathBuf, String) {
-    write_lines(
-        &s.path("normal.log"),
-        &interleaved_requests(1, 1200, None),
-        false,
-    );
+    train_on(s, &interleaved_requests(1, 1200, None))
+}
+
+/// `deepsentry train --no-replay` on `lines` (written to `normal.log`) with the defaults: the
+/// model (`model`) and what training logged.
+fn train_on(s: &Scratch, lines: &[String]) -> (PathBuf, String) {
+    write_lines(&s.path("normal.log"), lines, false);
     let out = s.path("model");
     let output = Command::new(bin())
         .args(["train", "--no-replay", "--input"])
@@ -696,17 +698,7 @@ fn requests_with_traces(seed: u64, requests: usize) -> Vec<String> {
 #[test]
 fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
     let s = Scratch::new();
-    write_lines(&s.path("normal.log"), &requests_with_traces(1, 1200), false);
-    let model = s.path("model");
-    let output = Command::new(bin())
-        .args(["train", "--no-replay", "--input"])
-        .arg(s.path("normal.log"))
-        .arg("--out")
-        .arg(&model)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let (model, stderr) = train_on(&s, &requests_with_traces(1, 1200));
     // Training joins each trace into one event, as the sidecar's source does.
     assert!(stderr.contains("the input holds stack traces"), "{stderr}");
 

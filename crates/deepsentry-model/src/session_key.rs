@@ -340,6 +340,16 @@ mod tests {
         find_session_key(&view)
     }
 
+    fn assert_no_key(lines: &[(String, u32)]) {
+        let finding = find(lines);
+        assert!(
+            finding.chosen.is_none(),
+            "{:?} {:?}",
+            finding.chosen,
+            finding.tried
+        );
+    }
+
     fn assert_chooses(lines: &[(String, u32)], name: &str) {
         let finding = find(lines);
         assert_eq!(
@@ -374,13 +384,7 @@ mod tests {
                 (text.replace("PID", &pid.to_string()), t)
             })
             .collect();
-        let finding = find(&lines);
-        assert!(
-            finding.chosen.is_none(),
-            "{:?} {:?}",
-            finding.chosen,
-            finding.tried
-        );
+        assert_no_key(&lines);
     }
 
     #[test]
@@ -413,13 +417,7 @@ mod tests {
                 (format!("10:00:{:02} app {what} step {t}", i % 60), t)
             })
             .collect();
-        let finding = find(&lines);
-        assert!(
-            finding.chosen.is_none(),
-            "{:?} {:?}",
-            finding.chosen,
-            finding.tried
-        );
+        assert_no_key(&lines);
     }
 
     #[test]
