@@ -275,6 +275,12 @@ fn template_line(line: &str, out: &mut String) {
             i += 1;
             continue;
         }
+        if b == ESCAPE {
+            // Terminal colours (`\x1b[31mERROR\x1b[0m`) are not words: the line reads as if
+            // printed without them.
+            i = after_escape(bytes, i);
+            continue;
+        }
         if pending_space {
             out.push(' ');
             pending_space = false;
@@ -285,7 +291,7 @@ fn template_line(line: &str, out: &mut String) {
             continue;
         }
         let start = i;
-        while i < bytes.len() && !is_separator(bytes[i]) {
+        while i < bytes.len() && !is_separator(bytes[i]) && bytes[i] != ESCAPE {
             i += 1;
         }
         let mut token = &line[start..i];
@@ -314,6 +320,38 @@ fn template_line(line: &str, out: &mut String) {
             None => out.push_str(token),
         }
         out.push_str(trailing);
+    }
+}
+
+/// The byte that starts a terminal escape sequence.
+const ESCAPE: u8 = 0x1b;
+
+/// Where the terminal escape sequence at `bytes[at]` (an `ESC`) ends: a control sequence
+/// (`ESC [` parameters, then a final byte from `@` to `~`: colours, cursor moves), an
+/// operating system command (`ESC ]` ... `BEL` or `ESC \\`: window titles, links), or `ESC`
+/// and one more ASCII byte.
+fn after_escape(bytes: &[u8], at: usize) -> usize {
+    let mut i = at + 1;
+    match bytes.get(i) {
+        Some(b'[') => {
+            i += 1;
+            while i < bytes.len() && !(0x40..=0x7e).contains(&bytes[i]) {
+                i += 1;
+            }
+            (i + 1).min(bytes.len())
+        }
+        Some(b']') => {
+            while i < bytes.len() {
+                match bytes[i] {
+                    0x07 => return i + 1,
+                    ESCAPE if bytes.get(i + 1) == Some(&b'\\') => return i + 2,
+                    _ => i += 1,
+                }
+            }
+            i
+        }
+        Some(b) if b.is_ascii() => i + 1,
+        _ => i,
     }
 }
 

@@ -173,3 +173,24 @@ fn a_field_found_in_training_matches_any_word_in_a_variant() {
         .collect();
     assert_eq!(variant_distance(folded, &two, 1), None);
 }
+
+#[test]
+fn terminal_colours_are_not_part_of_the_template() {
+    let plain = template("ERROR 2024-03-01 10:00:01 request failed: timeout");
+    assert_eq!(
+        template("\x1b[31mERROR\x1b[0m 2024-03-01 10:00:01 request failed: timeout"),
+        plain
+    );
+    assert_eq!(
+        template(
+            "\x1b[1;31mERROR\x1b[0m 2024-03-01 10:00:01 request \x1b[4mfailed\x1b[24m: timeout"
+        ),
+        plain
+    );
+    // A window title (OSC) and a lone escape before a non-ASCII character.
+    assert_eq!(template("\x1b]0;build\x07done \x1bé"), "done é");
+    assert_eq!(
+        crate::severity::severity_of(&template("\x1b[33m WARN\x1b[0m app: slow request")),
+        crate::severity::Severity::Warn
+    );
+}
