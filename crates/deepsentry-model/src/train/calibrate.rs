@@ -208,7 +208,12 @@ pub(super) fn calibrate(
     }
     record(scorer.process(batch));
     record(scorer.finish());
-    anyhow::ensure!(!scores.is_empty(), "nothing to calibrate on");
+    anyhow::ensure!(
+        !scores.is_empty(),
+        "too few lines to calibrate the threshold on: of the {} training lines none was held \
+         out to score; train on more of the system's normal logs (a few hundred lines at least)",
+        corpus.lines.len()
+    );
     let n = scores.len() as f64;
     let mean = scores.iter().sum::<f64>() / n;
     let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
