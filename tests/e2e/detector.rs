@@ -715,6 +715,16 @@ fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
         "a trace training saw is normal:\n{}",
         traces.join("\n")
     );
+
+    // A source that does not join them hands the model lone frames it never saw: it says so,
+    // and counts them.
+    let split = Scratch::new();
+    write_lines(&split.path("app.log"), &requests_with_traces(3, 300), false);
+    scored_events(&split, &app_pipeline(&split, &model), "scored.jsonl");
+    split.assert_logged("set `multiline` on the source");
+    split.assert_logged("lone_trace_lines=");
+    // The same source with the lines of a model trained on joined traces: nothing to say.
+    assert!(!s.stderr().contains("set `multiline` on the source"));
 }
 
 #[test]

@@ -217,34 +217,46 @@ const TRACE_LINES_TO_DETECT: usize = 3;
 /// `goroutine N [...]:`, Ruby's indented `from file.rb:N:in`). `None` for a log of
 /// single-line events, whose lines then stay apart.
 pub fn detect_preset<'l>(lines: impl IntoIterator<Item = &'l [u8]>) -> Option<Preset> {
-    // Java, Python, Go, Ruby.
-    let mut seen = [0usize; 4];
+    const PRESETS: [Preset; 4] = [Preset::Java, Preset::Python, Preset::Go, Preset::Ruby];
+    let mut seen = [0usize; PRESETS.len()];
     for line in lines {
-        let trimmed = line.trim_ascii_start();
-        let indented = trimmed.len() < line.len();
-        let starts = |prefix: &[u8]| trimmed.starts_with(prefix);
-        let language =
-            if (indented && starts(b"at ") && trimmed.ends_with(b")")) || starts(b"Caused by: ") {
-                0
-            } else if starts(b"Traceback (most recent call last):")
-                || (indented && starts(b"File \"") && trimmed.windows(7).any(|w| w == b", line "))
-            {
-                1
-            } else if starts(b"goroutine ") && trimmed.ends_with(b"]:") {
-                2
-            } else if indented && starts(b"from ") && ruby_frame(&trimmed[5..]) {
-                3
-            } else {
-                continue;
-            };
-        seen[language] += 1;
+        if let Some(preset) = trace_line_preset(line) {
+            seen[PRESETS.iter().position(|p| *p == preset).unwrap_or(0)] += 1;
+        }
     }
     let (language, count) = seen
         .iter()
         .enumerate()
         .max_by_key(|(i, count)| (**count, std::cmp::Reverse(*i)))?;
-    (*count >= TRACE_LINES_TO_DETECT)
-        .then(|| [Preset::Java, Preset::Python, Preset::Go, Preset::Ruby][language])
+    (*count >= TRACE_LINES_TO_DETECT).then_some(PRESETS[language])
+}
+
+/// Whether `line` is one line of a stack trace that only a trace writes (see
+/// [`detect_preset`]): on its own, an event that a source did not join to its trace.
+pub fn is_trace_line(line: &[u8]) -> bool {
+    trace_line_preset(line).is_some()
+}
+
+/// The language whose traces alone write a line like `line`, if any.
+fn trace_line_preset(line: &[u8]) -> Option<Preset> {
+    let trimmed = line.trim_ascii_start();
+    let indented = trimmed.len() < line.len();
+    let starts = |prefix: &[u8]| trimmed.starts_with(prefix);
+    if (indented && starts(b"at ") && trimmed.trim_ascii_end().ends_with(b")"))
+        || starts(b"Caused by: ")
+    {
+        Some(Preset::Java)
+    } else if starts(b"Traceback (most recent call last):")
+        || (indented && starts(b"File \"") && trimmed.windows(7).any(|w| w == b", line "))
+    {
+        Some(Preset::Python)
+    } else if starts(b"goroutine ") && trimmed.trim_ascii_end().ends_with(b"]:") {
+        Some(Preset::Go)
+    } else if indented && starts(b"from ") && ruby_frame(&trimmed[5..]) {
+        Some(Preset::Ruby)
+    } else {
+        None
+    }
 }
 
 fn is_name_byte(b: u8) -> bool {

@@ -379,6 +379,10 @@ impl SequenceModel for LoadedModel {
         self.metadata.sizes.sequence_length
     }
 
+    fn joined_lines(&self) -> bool {
+        self.metadata.training.joined_lines
+    }
+
     fn end_class(&self) -> usize {
         self.metadata.templates.len()
     }

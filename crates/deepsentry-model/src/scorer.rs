@@ -118,6 +118,12 @@ pub struct ScorerStats {
     pub broken_invariants: u64,
     /// Whether the model fits the log (see [`Scorer::model_fits`]).
     pub model_fits: bool,
+    /// Events that are one line of a stack trace on its own (a frame, `Caused by: ...`),
+    /// which a source that joins multi-line events would have joined to the line before.
+    pub lone_trace_lines: u64,
+    /// Whether the model was trained on multi-line events joined into one (see
+    /// [`SequenceModel::joined_lines`]): lone trace lines are then events it never saw.
+    pub model_joined_lines: bool,
 }
 
 /// The streaming detector; see the module docs.
@@ -252,6 +258,7 @@ where
     pub fn stats(&self) -> ScorerStats {
         ScorerStats {
             model_fits: self.model_fits(),
+            model_joined_lines: self.model.joined_lines(),
             ..self.stats
         }
     }
@@ -623,6 +630,9 @@ where
             }
             self.lines_seen += 1;
             let line = self.lines_seen;
+            if deepsentry_core::multiline::is_trace_line(event.message().as_bytes()) {
+                self.stats.lone_trace_lines += 1;
+            }
             let kind = match template.class {
                 Some(class) => {
                     if template.variant {

@@ -514,6 +514,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
                 _ => None,
             },
             session_key_found: found_key,
+            joined_lines: options.lines.multiline.is_some(),
             epochs: options.epochs,
             order_noise,
             seed: options.seed,

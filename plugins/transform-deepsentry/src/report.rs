@@ -36,6 +36,14 @@ deepsentry_core::describe_metric!(
     "unknown_template_lines_total",
     "Lines whose template the model was not trained on (learned online)."
 );
+deepsentry_core::describe_metric!(
+    "lone_trace_lines_total",
+    "Events that are one line of a stack trace on their own (the source did not join them)."
+);
+
+/// Lone trace lines after which a model trained on joined traces says that the source does not
+/// join them (one may be a message that looks like a frame).
+const LONE_TRACE_LINES_TO_REPORT: u64 = 3;
 
 /// Buckets of the `anomaly_score` histogram (scores are surprises in nats, plus reconstruction
 /// error; the shipped model's threshold sits around 10).
@@ -65,8 +73,11 @@ pub(crate) struct Reporter {
     vocabulary_bytes: Gauge,
     unknown_lines: Counter,
     model_fits: Gauge,
+    lone_trace_lines: Counter,
     /// Whether the transform said that its model does not fit the log (it says so once).
     unfit_reported: bool,
+    /// Whether it said that the source does not join the traces its model knows joined.
+    split_traces_reported: bool,
     last: ScorerStats,
 }
 
@@ -90,7 +101,9 @@ impl Reporter {
             vocabulary_bytes: metrics.gauge("vocabulary_bytes"),
             unknown_lines: metrics.counter("unknown_template_lines"),
             model_fits: metrics.gauge("model_fits"),
+            lone_trace_lines: metrics.counter("lone_trace_lines"),
             unfit_reported: false,
+            split_traces_reported: false,
             last: ScorerStats::default(),
         }
     }
@@ -136,7 +149,21 @@ impl Reporter {
         self.vocabulary_bytes.set(now.vocabulary_bytes as f64);
         self.unknown_lines
             .add(now.unknown_lines - self.last.unknown_lines);
+        self.lone_trace_lines
+            .add(now.lone_trace_lines - self.last.lone_trace_lines);
         self.last = now;
+        if !self.split_traces_reported
+            && now.model_joined_lines
+            && now.lone_trace_lines >= LONE_TRACE_LINES_TO_REPORT
+        {
+            self.split_traces_reported = true;
+            tracing::warn!(
+                lone_trace_lines = now.lone_trace_lines,
+                "the model was trained on stack traces joined into one event each, but this \
+                 input's trace lines arrive one by one, as events the model never saw: set \
+                 `multiline` on the source (java, python, go or ruby) as training joined them"
+            );
+        }
         self.model_fits.set(if now.model_fits { 1.0 } else { 0.0 });
         if !self.unfit_reported && !now.model_fits {
             self.unfit_reported = true;

@@ -76,6 +76,10 @@ pub struct TrainingSummary {
     /// was given or none was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key_found: Option<String>,
+    /// Whether training joined the lines of multi-line events (stack traces) into one event
+    /// each: the events a pipeline's source must make for the model to know them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined_lines: bool,
     /// Epochs of each model.
     pub epochs: usize,
     /// Chance that neighbours seen in both orders were swapped in a training pass (0 for a

@@ -43,6 +43,10 @@ pub trait SequenceModel {
     fn judges_session_ends(&self) -> bool {
         true
     }
+    /// Whether the model was trained on multi-line events (stack traces) joined into one.
+    fn joined_lines(&self) -> bool {
+        false
+    }
     /// Count relations every normal session satisfies when it ends.
     fn invariants(&self) -> &[Invariant] {
         &[]
