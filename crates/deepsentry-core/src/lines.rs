@@ -345,6 +345,19 @@ impl LineDecoder {
     }
 }
 
+/// Opens a log file to read whole (training, evaluation): a gzip-compressed file (a rotated
+/// `app.log.2.gz`, known by its first bytes, whatever its name) is read decompressed.
+pub fn open_log(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    use std::io::BufRead;
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
+}
+
 /// Reads a blocking `reader` to its end the way a source reads a stream (lines joined,
 /// decoded and dated by `decoder`), handing each event to `each`: how `train` and `eval` read
 /// their inputs, so a model sees the events a pipeline would give it.
@@ -542,5 +555,29 @@ mod tests {
             .extend_from_slice(b"2001-01-01T00:00:00Z old\n");
         arrival.drain(&mut framer, &mut events, 100, false);
         assert!(events[3].timestamp.timestamp() > 1_700_000_000);
+    }
+
+    #[test]
+    fn a_gzipped_log_is_read_decompressed() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let text = b"first line\nsecond line\n";
+        let plain = dir.path().join("app.log");
+        std::fs::write(&plain, text).unwrap();
+        // Two gzip members, as `cat a.gz b.gz` makes; the name says nothing.
+        let zipped = dir.path().join("app.log.1");
+        let mut bytes = Vec::new();
+        for part in [&text[..11], &text[11..]] {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(part).unwrap();
+            bytes.extend(encoder.finish().unwrap());
+        }
+        std::fs::write(&zipped, bytes).unwrap();
+        for path in [&plain, &zipped] {
+            let mut read = Vec::new();
+            open_log(path).unwrap().read_to_end(&mut read).unwrap();
+            assert_eq!(read, text, "{}", path.display());
+        }
     }
 }

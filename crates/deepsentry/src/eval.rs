@@ -211,7 +211,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     config.threshold_floor = args.threshold_floor;
     let mut scorer = config.build_scorer()?;
 
-    let text = std::fs::read(&args.input)
+    let mut text = Vec::new();
+    deepsentry_core::lines::open_log(&args.input)
+        .and_then(|mut input| input.read_to_end(&mut text))
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     let text = String::from_utf8_lossy(&text);
     let origin = Origin::new("eval", args.input.display().to_string().as_str());

@@ -62,7 +62,7 @@ impl InputFormat {
             Multiline::Auto => {
                 let mut sample = Vec::new();
                 for path in inputs {
-                    let file = std::fs::File::open(path)
+                    let file = deepsentry_core::lines::open_log(path)
                         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
                     for line in std::io::BufReader::new(file)
                         .split(b'\n')

@@ -69,7 +69,7 @@ pub(crate) fn print_templates(inputs: &[PathBuf]) -> anyhow::Result<()> {
     let mut ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut scratch = String::new();
     for path in inputs {
-        let file = std::fs::File::open(path)
+        let file = deepsentry_core::lines::open_log(path)
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
         for line in std::io::BufReader::new(file).split(b'\n') {
             let line = line?;

@@ -59,7 +59,7 @@ pub(super) fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::R
     let metrics = deepsentry_core::metrics::Metrics::default();
     let clock = yearless_clock();
     for (file_index, path) in options.inputs.iter().enumerate() {
-        let file = std::fs::File::open(path)
+        let file = deepsentry_core::lines::open_log(path)
             .with_context(|| format!("cannot open training input {}", path.display()))?;
         let stream = path.display().to_string();
         let origin = Origin::new("train", stream.as_str());
