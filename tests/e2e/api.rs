@@ -158,9 +158,15 @@ fn a_failed_component_turns_health_to_503_and_names_it() {
     let mut child = s.start(&config, Stdio::null(), Stdio::piped());
     drop(child.stdout.take());
     let mut last = None;
+    // 503 also answers while the pipeline is still starting (a loaded machine): wait for the
+    // failure itself.
     let failed = wait_until(Duration::from_secs(20), || {
         last = http_get(port, "/health");
-        last.as_ref().is_some_and(|(code, _)| *code == 503)
+        last.as_ref().is_some_and(|(code, body)| {
+            *code == 503
+                && serde_json::from_str::<serde_json::Value>(body)
+                    .is_ok_and(|health| health["status"] == "failed")
+        })
     });
     assert!(failed, "{last:?}\n{}", s.stderr());
     let health: serde_json::Value = serde_json::from_str(&last.unwrap().1).unwrap();
