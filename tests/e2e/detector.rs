@@ -725,6 +725,35 @@ fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
     split.assert_logged("lone_trace_lines=");
     // The same source with the lines of a model trained on joined traces: nothing to say.
     assert!(!s.stderr().contains("set `multiline` on the source"));
+
+    // The bundle says so, and an update on lines without a trace keeps saying so.
+    let joined = |dir: &Path| {
+        std::fs::read_to_string(dir.join("model.yml"))
+            .unwrap()
+            .contains("joined_lines: true")
+    };
+    assert!(joined(&model));
+    write_lines(
+        &s.path("plain.log"),
+        &interleaved_requests(4, 300, None),
+        false,
+    );
+    let updated = s.path("updated");
+    let output = Command::new(bin())
+        .args(["train", "--from"])
+        .arg(&model)
+        .arg("--input")
+        .arg(s.path("plain.log"))
+        .arg("--out")
+        .arg(&updated)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(joined(&updated));
 }
 
 #[test]

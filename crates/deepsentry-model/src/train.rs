@@ -514,7 +514,11 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
                 _ => None,
             },
             session_key_found: found_key,
-            joined_lines: options.lines.multiline.is_some(),
+            // An update keeps knowing the joined events its base was trained on.
+            joined_lines: options.lines.multiline.is_some()
+                || base
+                    .as_ref()
+                    .is_some_and(|b| b.metadata.training.joined_lines),
             epochs: options.epochs,
             order_noise,
             seed: options.seed,
