@@ -10,6 +10,7 @@
 //! window_size: 100
 //! sequence_length: 10
 //! batch_interval: 1.0
+//! multiline: java                   # optional: a stack trace is one event
 //! ```
 //!
 //! The environment wins over the file: `LOG_FILE` replaces `log_file`, `ANOMALY_MODEL`
@@ -58,6 +59,12 @@ pub struct LiveConfig {
     /// whole input is one session. Omitted: the key the model was trained with.
     #[serde(default)]
     pub session_key: Option<String>,
+    /// Joins the lines of one event (a stack trace and the line that logged it): a preset
+    /// (`java`, `python`, `go`, `ruby`) or a map of patterns, as a source's `multiline`.
+    /// Omitted: every line is an event. Set it as the model's training joined its traces
+    /// (`joined_lines: true` in its `model.yml`).
+    #[serde(default)]
+    pub multiline: Option<Value>,
     /// Where the file checkpoint is kept. Default `.deepsentry`.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -115,7 +122,7 @@ impl LiveConfig {
                     .collect::<Mapping>(),
             )
         };
-        let source = match input(&log_file)? {
+        let mut source = match input(&log_file)? {
             Input::Stdin => map(vec![("type", "stdin".into())]),
             Input::Tcp(address) => map(vec![
                 ("type", "tcp".into()),
@@ -131,6 +138,9 @@ impl LiveConfig {
                 ),
             ]),
         };
+        if let (Some(multiline), Value::Mapping(source)) = (&self.multiline, &mut source) {
+            source.insert("multiline".into(), multiline.clone());
+        }
         let mut detect = vec![
             ("type", "deepsentry".into()),
             ("inputs", Value::Sequence(vec!["live".into()])),
@@ -259,6 +269,10 @@ mod tests {
         assert_eq!(p["sinks"]["console"]["encoding"], "monitor");
         assert_eq!(p["sinks"]["alerts"]["encoding"], "alert");
         assert_eq!(p["sinks"]["alerts"]["path"], "/tmp/alerts.log");
+        assert!(p["sources"]["live"].get("multiline").is_none());
+        // A stack trace is one event where the config says so.
+        let p = pipeline("log_file: /var/log/app.log\nmultiline: java\n", &[]);
+        assert_eq!(p["sources"]["live"]["multiline"], "java");
     }
 
     #[test]
