@@ -757,6 +757,42 @@ fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
 }
 
 #[test]
+fn eval_with_line_labels_reads_traces_as_the_model_was_trained_on_them() {
+    let s = Scratch::new();
+    let (model, _) = train_on(&s, &requests_with_traces(1, 1200));
+    // Every line labelled normal, but one failure the training never showed.
+    let mut lines: Vec<String> = requests_with_traces(2, 300)
+        .into_iter()
+        .map(|l| format!("- {l}"))
+        .collect();
+    let at = lines.len() / 2;
+    let stamp = lines[at].split(' ').nth(1).unwrap_or_default().to_string();
+    lines.insert(
+        at,
+        format!("FAIL {stamp} web[19998]: payment ledger corrupted, refusing writes"),
+    );
+    write_lines(&s.path("labelled.log"), &lines, false);
+    let output = Command::new(bin())
+        .args(["eval", "--line-labels", "--json", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(s.path("labelled.log"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // The model knows its traces joined: the replay joins them too, and each of a trace's
+    // lines has its event's verdict.
+    assert!(stderr.contains("the input holds stack traces"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let scores = &report["scores"];
+    assert_eq!(report["lines"], lines.len(), "{report}");
+    assert_eq!(scores["tp"], 1, "{report}");
+    let flagged = scores["fp"].as_u64().unwrap();
+    assert!(flagged <= 5, "{flagged} normal lines flagged: {report}");
+}
+
+#[test]
 fn the_built_in_model_on_an_apps_log_stays_quiet_after_a_restart() {
     // The sidecar's default: the built-in model (HDFS, keyed by block id) on an app's output,
     // where its key finds nothing, so the app's lines are one stream. A restart takes back

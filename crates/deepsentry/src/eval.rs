@@ -271,16 +271,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 }
             }
             if !is_end {
-                line_flagged.push(flagged);
+                // A joined event (a trace and the line that logged it) covers its lines: each
+                // of them has the event's verdict.
+                let lines = 1 + event.message().matches('\n').count();
+                line_flagged.extend(std::iter::repeat_n(flagged, lines));
             }
         }
     };
     let started = Instant::now();
-    let settings = if args.line_labels {
-        args.format.labelled_line_settings()?
-    } else {
-        args.format.line_settings_of(&text)
-    };
     // With line labels, each line's label is read off before the line is decoded.
     let unlabelled: String;
     let input = if args.line_labels {
@@ -295,6 +293,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         unlabelled.as_str()
     } else {
         &text
+    };
+    let settings = if args.line_labels {
+        args.format
+            .labelled_line_settings(input, scorer.stats().model_joined_lines)
+    } else {
+        args.format.line_settings_of(input)
     };
     let mut decoder = LineDecoder::new(
         Arc::clone(&origin),

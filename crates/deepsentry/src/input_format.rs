@@ -79,14 +79,15 @@ impl InputFormat {
         Ok(self.settings(multiline))
     }
 
-    /// The settings for lines that each begin with a label: one line is one event (`auto` is
-    /// `none`), since each line carries its own label.
-    pub fn labelled_line_settings(&self) -> anyhow::Result<LineSettings> {
-        anyhow::ensure!(
-            !matches!(self.multiline, Multiline::Set(_)),
-            "--line-labels labels each line: it cannot be combined with --multiline"
-        );
-        Ok(self.settings(None))
+    /// The settings for `text`, lines whose labels were read off: `auto` joins their traces
+    /// only where the model was trained on joined traces (`model_joined_lines`), so that it
+    /// sees the events it knows; a joined event's lines share its verdict.
+    pub fn labelled_line_settings(&self, text: &str, model_joined_lines: bool) -> LineSettings {
+        match &self.multiline {
+            Multiline::Auto if model_joined_lines => self.line_settings_of(text),
+            Multiline::Auto | Multiline::Off => self.settings(None),
+            Multiline::Set(config) => self.settings(Some(config.clone())),
+        }
     }
 
     /// The settings for lines already read (`auto` looks at them).
