@@ -233,6 +233,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let mut alerts = 0u64;
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
+    // Whether events may be several lines joined (set once the settings are known).
+    let joins_lines = std::cell::Cell::new(false);
     let mut record = |events: Vec<Event>, line_flagged: &mut Vec<bool>| {
         for event in events {
             let flagged = event.is_anomaly();
@@ -272,8 +274,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             }
             if !is_end {
                 // A joined event (a trace and the line that logged it) covers its lines: each
-                // of them has the event's verdict.
-                let lines = 1 + event.message().matches('\n').count();
+                // of them has the event's verdict. (Without joining, a line break in a message
+                // came from decoding, as JSON's `"log": "...\n"`: still one line.)
+                let lines = if joins_lines.get() {
+                    1 + event.message().matches('\n').count()
+                } else {
+                    1
+                };
                 line_flagged.extend(std::iter::repeat_n(flagged, lines));
             }
         }
@@ -300,6 +307,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     } else {
         args.format.line_settings_of(input)
     };
+    joins_lines.set(settings.multiline.is_some());
     let mut decoder = LineDecoder::new(
         Arc::clone(&origin),
         &deepsentry_core::metrics::Metrics::default().component("eval"),
