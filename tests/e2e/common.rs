@@ -361,3 +361,14 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let body = response.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
 }
+
+/// Runs `command` to its end and asserts that it succeeded, showing its stderr if not.
+pub fn run_ok(command: &mut Command) -> std::process::Output {
+    let output = command.output().expect("the command starts");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}

@@ -739,19 +739,14 @@ fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
         false,
     );
     let updated = s.path("updated");
-    let output = Command::new(bin())
-        .args(["train", "--from"])
-        .arg(&model)
-        .arg("--input")
-        .arg(s.path("plain.log"))
-        .arg("--out")
-        .arg(&updated)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        Command::new(bin())
+            .args(["train", "--from"])
+            .arg(&model)
+            .arg("--input")
+            .arg(s.path("plain.log"))
+            .arg("--out")
+            .arg(&updated),
     );
     assert!(joined(&updated));
 }
@@ -772,15 +767,14 @@ fn eval_with_line_labels_reads_traces_as_the_model_was_trained_on_them() {
         format!("FAIL {stamp} web[19998]: payment ledger corrupted, refusing writes"),
     );
     write_lines(&s.path("labelled.log"), &lines, false);
-    let output = Command::new(bin())
-        .args(["eval", "--line-labels", "--json", "--model"])
-        .arg(&model)
-        .arg("--input")
-        .arg(s.path("labelled.log"))
-        .output()
-        .unwrap();
+    let output = run_ok(
+        Command::new(bin())
+            .args(["eval", "--line-labels", "--json", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(s.path("labelled.log")),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
     // The model knows its traces joined: the replay joins them too, and each of a trace's
     // lines has its event's verdict.
     assert!(stderr.contains("the input holds stack traces"), "{stderr}");
