@@ -217,12 +217,11 @@ const TRACE_LINES_TO_DETECT: usize = 3;
 /// `goroutine N [...]:`, Ruby's indented `from file.rb:N:in`). `None` for a log of
 /// single-line events, whose lines then stay apart.
 pub fn detect_preset<'l>(lines: impl IntoIterator<Item = &'l [u8]>) -> Option<Preset> {
+    // In the order of `Preset`'s variants.
     const PRESETS: [Preset; 4] = [Preset::Java, Preset::Python, Preset::Go, Preset::Ruby];
     let mut seen = [0usize; PRESETS.len()];
-    for line in lines {
-        if let Some(preset) = trace_line_preset(line) {
-            seen[PRESETS.iter().position(|p| *p == preset).unwrap_or(0)] += 1;
-        }
+    for preset in lines.into_iter().filter_map(trace_line_preset) {
+        seen[preset as usize] += 1;
     }
     let (language, count) = seen
         .iter()

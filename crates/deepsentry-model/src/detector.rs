@@ -347,9 +347,8 @@ impl Clone for WindowTables {
 
 #[derive(Debug, Clone)]
 struct MemberTables {
-    /// `[steps * input, hidden]`, row-major, in memory: the first layer's rows. A window adds
-    /// up one row per step (its template's identity, or padding) straight into its output,
-    /// which costs `steps * hidden` additions and no gathered copy of the rows.
+    /// `[steps * input, hidden]`, row-major, in memory: the first layer's rows, from which
+    /// each message code's [`CodeRows`] are made.
     rows: Vec<f32>,
     /// The first layer's bias (zero without one).
     bias: Vec<f32>,

@@ -84,10 +84,11 @@ const LEVEL_TOKENS: usize = 8;
 /// Keys whose value is a level (`level=warn`, `"severity":"error"`).
 fn is_level_key(key: &str) -> bool {
     let key = key.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    matches!(
-        key.to_ascii_lowercase().as_str(),
-        "level" | "lvl" | "severity" | "loglevel" | "log_level"
-    )
+    // Asked of every `key=value` and `key:value` of a line's first words (times included):
+    // no allocation.
+    ["level", "lvl", "severity", "loglevel", "log_level"]
+        .iter()
+        .any(|name| key.eq_ignore_ascii_case(name))
 }
 
 /// The level a syslog priority at the start of a line names (`<11>`, `<134>1 2024-...`): its

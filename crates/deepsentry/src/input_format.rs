@@ -58,48 +58,50 @@ impl InputFormat {
     /// The settings a source with these options would read `inputs` with (`auto` looks at
     /// their first lines).
     pub fn line_settings(&self, inputs: &[PathBuf]) -> anyhow::Result<LineSettings> {
-        let multiline = match &self.multiline {
-            Multiline::Auto => {
-                let mut sample = Vec::new();
-                for path in inputs {
-                    let file = deepsentry_core::lines::open_log(path)
-                        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-                    for line in std::io::BufReader::new(file)
-                        .split(b'\n')
-                        .take(AUTO_SAMPLE_LINES)
-                    {
-                        sample.push(line?);
-                    }
+        self.joined_by(|| {
+            let mut sample = Vec::new();
+            for path in inputs {
+                let file = deepsentry_core::lines::open_log(path)
+                    .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+                for line in std::io::BufReader::new(file)
+                    .split(b'\n')
+                    .take(AUTO_SAMPLE_LINES)
+                {
+                    sample.push(line?);
                 }
-                auto_multiline(sample.iter().map(Vec::as_slice))
             }
-            Multiline::Off => None,
-            Multiline::Set(config) => Some(config.clone()),
-        };
-        Ok(self.settings(multiline))
+            Ok(auto_multiline(sample.iter().map(Vec::as_slice)))
+        })
     }
 
     /// The settings for `text`, lines whose labels were read off: `auto` joins their traces
     /// only where the model was trained on joined traces (`model_joined_lines`), so that it
     /// sees the events it knows; a joined event's lines share its verdict.
     pub fn labelled_line_settings(&self, text: &str, model_joined_lines: bool) -> LineSettings {
-        match &self.multiline {
-            Multiline::Auto if model_joined_lines => self.line_settings_of(text),
-            Multiline::Auto | Multiline::Off => self.settings(None),
-            Multiline::Set(config) => self.settings(Some(config.clone())),
+        if matches!(self.multiline, Multiline::Auto) && !model_joined_lines {
+            return self.settings(None);
         }
+        self.line_settings_of(text)
     }
 
     /// The settings for lines already read (`auto` looks at them).
     pub fn line_settings_of(&self, text: &str) -> LineSettings {
+        let lines = text.lines().take(AUTO_SAMPLE_LINES).map(str::as_bytes);
+        self.joined_by(|| Ok::<_, std::convert::Infallible>(auto_multiline(lines)))
+            .unwrap_or_else(|never| match never {})
+    }
+
+    /// The settings with `--multiline` read: `auto` is what `detect` finds.
+    fn joined_by<E>(
+        &self,
+        detect: impl FnOnce() -> Result<Option<MultilineConfig>, E>,
+    ) -> Result<LineSettings, E> {
         let multiline = match &self.multiline {
-            Multiline::Auto => {
-                auto_multiline(text.lines().take(AUTO_SAMPLE_LINES).map(str::as_bytes))
-            }
+            Multiline::Auto => detect()?,
             Multiline::Off => None,
             Multiline::Set(config) => Some(config.clone()),
         };
-        self.settings(multiline)
+        Ok(self.settings(multiline))
     }
 
     fn settings(&self, multiline: Option<MultilineConfig>) -> LineSettings {
