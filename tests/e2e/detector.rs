@@ -721,10 +721,10 @@ fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
     let split = Scratch::new();
     write_lines(&split.path("app.log"), &requests_with_traces(3, 300), false);
     scored_events(&split, &app_pipeline(&split, &model), "scored.jsonl");
-    split.assert_logged("set `multiline` on the source");
+    split.assert_logged("set `multiline: any` on the source");
     split.assert_logged("lone_trace_lines=");
     // The same source with the lines of a model trained on joined traces: nothing to say.
-    assert!(!s.stderr().contains("set `multiline` on the source"));
+    assert!(!s.stderr().contains("set `multiline: any` on the source"));
 
     // The bundle says so, and an update on lines without a trace keeps saying so.
     let joined = |dir: &Path| {
@@ -749,6 +749,60 @@ fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
             .arg(&updated),
     );
     assert!(joined(&updated));
+}
+
+/// [`interleaved_requests`] as a Python app with the default logging format writes them, with
+/// no timestamp, and every 50 lines a logged failure with its traceback.
+fn python_requests_with_tracebacks(seed: u64, requests: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (i, line) in interleaved_requests(seed, requests, None)
+        .into_iter()
+        .enumerate()
+    {
+        if i % 50 == 25 {
+            lines.extend(
+                [
+                    "ERROR:shop.http:upstream call failed, will retry",
+                    "Traceback (most recent call last):",
+                    "  File \"/app/shop/http.py\", line 77, in call",
+                    "    resp = sock.read()",
+                    "TimeoutError: timed out",
+                ]
+                .map(String::from),
+            );
+        }
+        let (_, message) = line.split_once(' ').unwrap_or_default();
+        lines.push(format!("INFO:shop.{message}"));
+    }
+    lines
+}
+
+#[test]
+fn a_python_apps_tracebacks_are_read_by_the_sidecar_as_training_read_them() {
+    // Without timestamps, Java's preset would leave each `Traceback` apart from the line that
+    // logged it; training and the sidecar both join with `any`.
+    let s = Scratch::new();
+    let (model, stderr) = train_on(&s, &python_requests_with_tracebacks(1, 1200));
+    assert!(stderr.contains("language=Python"), "{stderr}");
+    let input = python_requests_with_tracebacks(2, 300).join("\n") + "\n";
+    run_sidecar(&s, &model.display().to_string(), &input);
+    let console = s.console();
+    let failures: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("will retry"))
+        .collect();
+    assert!(failures.len() >= 10, "{console}");
+    assert!(
+        failures.iter().all(|l| l.contains("] Normal - score: ")),
+        "a traceback training saw is normal:\n{}",
+        failures.join("\n")
+    );
+    assert!(!console.contains("\"Traceback"), "{console}");
+    assert!(
+        !s.stderr().contains("set `multiline: any`"),
+        "{}",
+        s.stderr()
+    );
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! event, the way Vector's `multiline` and Fluent Bit's multiline parsers do.
 //!
 //! Two ways to say what belongs together:
-//! - a **preset** (`java`, `python`, `go`, `ruby`): an event starts at a line that begins with a
+//! - a **preset** (`java`, `python`, `go`, `ruby`, or `any` for the traces of all four, as
+//!   Fluent Bit's list of multiline parsers): an event starts at a line that begins with a
 //!   timestamp; in a stream whose lines carry none, at a line that is not indented and is not a
 //!   continuation of the language's traces (`Caused by:`, `... 12 more`, `Traceback`, an
 //!   exception line, a goroutine header, a `from file:line` frame);
@@ -34,6 +35,10 @@ pub enum Preset {
     Go,
     /// Ruby: `from file:line:in` frames and `file:line:in` lines.
     Ruby,
+    /// The traces of any of the four: what `train --multiline auto` joins and the sidecar
+    /// reads, so that a model and the source feeding it join an app's traces alike whatever
+    /// its language.
+    Any,
 }
 
 /// Which lines after a start line join its event (Vector's modes).
@@ -108,7 +113,7 @@ impl TryFrom<MultilineMap> for MultilineConfig {
                 return Err(
                     "a multiline map needs `start_pattern`, `condition_pattern` and \
                             `mode` (continue_through, continue_past, halt_before, halt_with), \
-                            or `preset` (java, python, go, ruby)"
+                            or `preset` (java, python, go, ruby, any)"
                         .into(),
                 )
             }
@@ -125,7 +130,7 @@ impl<'de> Deserialize<'de> for MultilineConfig {
             type Value = MultilineConfig;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a preset (java, python, go, ruby) or a map of patterns")
+                f.write_str("a preset (java, python, go, ruby, any) or a map of patterns")
             }
 
             fn visit_str<E: de::Error>(self, name: &str) -> Result<MultilineConfig, E> {
@@ -165,9 +170,9 @@ impl MultilineConfig {
 }
 
 /// Whether `line` continues the trace before it, in a stream without timestamps. `in_trace`:
-/// the open event already holds a trace header or frame, so a bare `Name: message` line is
-/// the exception that ends it (Python's last line).
-fn continues(preset: Preset, line: &[u8], in_trace: bool) -> bool {
+/// the language of the trace header or frame the open event already holds, if any, so a bare
+/// `Name: message` line after a Python traceback is the exception that ends it.
+fn continues(preset: Preset, line: &[u8], in_trace: Option<Preset>) -> bool {
     let trimmed = line.trim_ascii_start();
     if trimmed.is_empty() || trimmed.len() < line.len() {
         // Blank and indented lines: frames, code, wrapped text.
@@ -184,7 +189,7 @@ fn continues(preset: Preset, line: &[u8], in_trace: bool) -> bool {
                 || starts(b"During handling of the above exception")
                 || starts(b"The above exception was the direct cause")
                 || exception
-                || (in_trace && qualified_name_then_colon(trimmed))
+                || (in_trace.is_some() && qualified_name_then_colon(trimmed))
         }
         Preset::Go => {
             starts(b"goroutine ")
@@ -194,17 +199,31 @@ fn continues(preset: Preset, line: &[u8], in_trace: bool) -> bool {
                 || go_frame(trimmed)
         }
         Preset::Ruby => starts(b"from ") || ruby_frame(trimmed) || exception,
+        // A bare `Name: message` ends a Python traceback only: after a Java trace it is the
+        // next line logged.
+        Preset::Any => {
+            let python_trace = in_trace.filter(|&language| language == Preset::Python);
+            [Preset::Java, Preset::Go, Preset::Ruby]
+                .into_iter()
+                .any(|language| continues(language, line, None))
+                || continues(Preset::Python, line, python_trace)
+        }
     }
 }
 
-/// A line that opens a trace, so what follows is read as its frames.
-fn opens_trace(line: &[u8]) -> bool {
+/// A line that opens a trace, so what follows is read as its frames: the language it is of.
+fn opens_trace(line: &[u8]) -> Option<Preset> {
     let trimmed = line.trim_ascii_start();
-    trimmed.starts_with(b"Traceback (")
-        || trimmed.starts_with(b"at ")
-        || trimmed.starts_with(b"File \"")
-        || trimmed.starts_with(b"panic: ")
-        || trimmed.starts_with(b"goroutine ")
+    let starts = |prefix: &[u8]| trimmed.starts_with(prefix);
+    if starts(b"Traceback (") || starts(b"File \"") {
+        Some(Preset::Python)
+    } else if starts(b"at ") {
+        Some(Preset::Java)
+    } else if starts(b"panic: ") || starts(b"goroutine ") {
+        Some(Preset::Go)
+    } else {
+        None
+    }
 }
 
 /// Trace lines a sample must hold before [`detect_preset`] names a preset: one frame or
@@ -375,8 +394,8 @@ pub struct Joiner {
     open: bool,
     /// The open event's last line matched the condition (for `continue_past`).
     last_matched: bool,
-    /// The open event holds a trace header or frame (presets).
-    in_trace: bool,
+    /// The language of the trace header or frame the open event holds, if any (presets).
+    in_trace: Option<Preset>,
     /// A line of this stream started with a timestamp: presets then start events only there.
     timestamped: bool,
     last_line_at: Option<Instant>,
@@ -389,7 +408,7 @@ impl Joiner {
             config,
             open: false,
             last_matched: false,
-            in_trace: false,
+            in_trace: None,
             timestamped: false,
             last_line_at: None,
         }
@@ -410,7 +429,7 @@ impl Joiner {
     /// The caller sent the open event as it was (timeout, end of input, size limit).
     pub fn close(&mut self) {
         self.open = false;
-        self.in_trace = false;
+        self.in_trace = None;
     }
 
     /// Decides what `line` does; the caller moves the bytes accordingly.
@@ -432,7 +451,7 @@ impl Joiner {
                     self.in_trace = opens_trace(line);
                     return Step::Opened { closed: was_open };
                 }
-                self.in_trace |= opens_trace(line);
+                self.in_trace = self.in_trace.or(opens_trace(line));
                 Step::Joined
             }
             Rule::Patterns {

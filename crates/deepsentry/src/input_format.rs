@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use deepsentry_core::decode::Decoding;
 use deepsentry_core::lines::{LineSettings, DEFAULT_MAX_LINE_BYTES};
-use deepsentry_core::multiline::{detect_preset, MultilineConfig};
+use deepsentry_core::multiline::{detect_preset, MultilineConfig, Preset};
 
 /// Lines of each input that `--multiline auto` looks at for stack traces.
 const AUTO_SAMPLE_LINES: usize = 100_000;
@@ -22,8 +22,8 @@ pub struct InputFormat {
     #[arg(long, value_name = "FIELD")]
     message_field: Option<String>,
     /// Join the lines of one event: `auto` (where the input holds stack traces of Java,
-    /// Python, Go or Ruby, that language's preset, as the sidecar joins them; else none),
-    /// `none`, a preset (java, python, go, ruby) or a YAML map of patterns, as a source's
+    /// Python, Go or Ruby, the `any` preset, as the sidecar joins them; else none), `none`, a
+    /// preset (java, python, go, ruby, any) or a YAML map of patterns, as a source's
     /// `multiline`. Score with the same joining a model was trained with.
     #[arg(long, value_name = "PRESET", default_value = "auto", value_parser = parse_multiline)]
     multiline: Multiline,
@@ -114,13 +114,16 @@ impl InputFormat {
     }
 }
 
-/// `--multiline auto`: the preset of the traces `sample` holds, said in the log, if any.
+/// `--multiline auto`: where `sample` holds stack traces, the `any` preset, said in the log.
+/// Not the language's own preset: the sidecar, which cannot look ahead, joins with `any`, and
+/// the two differ where a log has no timestamps (Java's preset leaves a Python `Traceback`
+/// apart from the line that logged it).
 fn auto_multiline<'l>(sample: impl Iterator<Item = &'l [u8]>) -> Option<MultilineConfig> {
-    let preset = detect_preset(sample)?;
+    let language = detect_preset(sample)?;
     tracing::info!(
-        preset = ?preset,
+        language = ?language,
         "the input holds stack traces: the lines of each are joined into one event, as the \
-         sidecar joins them (--multiline none keeps every line apart)"
+         sidecar joins them (`any` preset; --multiline none keeps every line apart)"
     );
-    Some(MultilineConfig::preset(preset))
+    Some(MultilineConfig::preset(Preset::Any))
 }

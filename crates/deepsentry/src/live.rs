@@ -10,7 +10,7 @@
 //! window_size: 100
 //! sequence_length: 10
 //! batch_interval: 1.0
-//! multiline: java                   # optional: a stack trace is one event
+//! multiline: any                    # optional: a stack trace is one event
 //! ```
 //!
 //! The environment wins over the file: `LOG_FILE` replaces `log_file`, `ANOMALY_MODEL`
@@ -60,7 +60,7 @@ pub struct LiveConfig {
     #[serde(default)]
     pub session_key: Option<String>,
     /// Joins the lines of one event (a stack trace and the line that logged it): a preset
-    /// (`java`, `python`, `go`, `ruby`) or a map of patterns, as a source's `multiline`.
+    /// (`any`, `java`, `python`, `go`, `ruby`) or a map of patterns, as a source's `multiline`.
     /// Omitted: every line is an event. Set it as the model's training joined its traces
     /// (`joined_lines: true` in its `model.yml`).
     #[serde(default)]

@@ -58,7 +58,7 @@ pub struct FileSourceConfig {
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
     /// Joins the lines of one event, such as a stack trace: a preset (`java`, `python`, `go`,
-    /// `ruby`) or `{start_pattern, condition_pattern, mode, timeout_ms}`. Default: off.
+    /// `ruby`, `any`) or `{start_pattern, condition_pattern, mode, timeout_ms}`. Default: off.
     #[serde(default)]
     pub multiline: Option<MultilineConfig>,
     /// How each line (or joined event) is decoded: `text` (default), `json`, `logfmt` or

@@ -161,7 +161,7 @@ impl Reporter {
                 lone_trace_lines = now.lone_trace_lines,
                 "the model was trained on stack traces joined into one event each, but this \
                  input's trace lines arrive one by one, as events the model never saw: set \
-                 `multiline` on the source (java, python, go or ruby) as training joined them"
+                 `multiline: any` on the source, as training joined them"
             );
         }
         self.model_fits.set(if now.model_fits { 1.0 } else { 0.0 });

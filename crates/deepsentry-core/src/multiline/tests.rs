@@ -59,33 +59,56 @@ fn a_java_trace_after_a_logged_line_is_one_event() {
     assert!(events[2].ends_with("Next request"));
 }
 
+/// A Java trace in a stream without timestamps.
+const JAVA_UNSTAMPED: &[&str] = &[
+    "Server started",
+    "Request failed",
+    "java.lang.IllegalStateException: connection reset",
+    "    at com.acme.Client.send(Client.java:42)",
+    "Caused by: java.io.IOException: broken pipe",
+    "    ... 12 more",
+    "Next request",
+];
+
+/// Python's default logging format (no timestamp) and a traceback.
+const PYTHON_UNSTAMPED: &[&str] = &[
+    "ERROR:root:job failed",
+    "Traceback (most recent call last):",
+    "  File \"job.py\", line 3, in <module>",
+    "    run()",
+    "KeyNotFound: 'user'",
+    "INFO:root:next job",
+];
+
+const GO_PANIC: &[&str] = &[
+    "panic: runtime error: index out of range [5] with length 3",
+    "",
+    "goroutine 1 [running]:",
+    "main.main()",
+    "\t/tmp/prog.go:8 +0x1d",
+    "net/http.(*conn).serve(0xc000120000)",
+    "created by net/http.(*Server).Serve",
+    "exit status 2",
+    "listening on :8080",
+];
+
+const RUBY: &[&str] = &[
+    "app.rb:3:in `foo': undefined method `bar' for nil (NoMethodError)",
+    "\tfrom app.rb:7:in `<main>'",
+    "app/models/user.rb:12:in `save'",
+    "Started GET /",
+];
+
 #[test]
 fn without_timestamps_continuations_are_recognised() {
-    let lines = [
-        "Server started",
-        "Request failed",
-        "java.lang.IllegalStateException: connection reset",
-        "    at com.acme.Client.send(Client.java:42)",
-        "Caused by: java.io.IOException: broken pipe",
-        "    ... 12 more",
-        "Next request",
-    ];
-    let events = join(MultilineConfig::preset(Preset::Java), &lines);
+    let events = join(MultilineConfig::preset(Preset::Java), JAVA_UNSTAMPED);
     assert_eq!(events.len(), 3, "{events:#?}");
     assert_eq!(events[1].lines().count(), 5);
 }
 
 #[test]
 fn a_python_traceback_ends_with_its_exception_line() {
-    let lines = [
-        "ERROR:root:job failed",
-        "Traceback (most recent call last):",
-        "  File \"job.py\", line 3, in <module>",
-        "    run()",
-        "KeyNotFound: 'user'",
-        "INFO:root:next job",
-    ];
-    let events = join(MultilineConfig::preset(Preset::Python), &lines);
+    let events = join(MultilineConfig::preset(Preset::Python), PYTHON_UNSTAMPED);
     assert_eq!(events.len(), 2, "{events:#?}");
     assert!(events[0].ends_with("KeyNotFound: 'user'"));
     assert_eq!(events[1], "INFO:root:next job");
@@ -93,32 +116,45 @@ fn a_python_traceback_ends_with_its_exception_line() {
 
 #[test]
 fn a_go_panic_with_its_goroutines_is_one_event() {
-    let lines = [
-        "panic: runtime error: index out of range [5] with length 3",
-        "",
-        "goroutine 1 [running]:",
-        "main.main()",
-        "\t/tmp/prog.go:8 +0x1d",
-        "net/http.(*conn).serve(0xc000120000)",
-        "created by net/http.(*Server).Serve",
-        "exit status 2",
-        "listening on :8080",
-    ];
-    let events = join(MultilineConfig::preset(Preset::Go), &lines);
+    let events = join(MultilineConfig::preset(Preset::Go), GO_PANIC);
     assert_eq!(events.len(), 2, "{events:#?}");
     assert_eq!(events[0].lines().count(), 8);
 }
 
 #[test]
 fn ruby_frames_join() {
-    let lines = [
-        "app.rb:3:in `foo': undefined method `bar' for nil (NoMethodError)",
-        "\tfrom app.rb:7:in `<main>'",
-        "app/models/user.rb:12:in `save'",
-        "Started GET /",
-    ];
-    let events = join(MultilineConfig::preset(Preset::Ruby), &lines);
+    let events = join(MultilineConfig::preset(Preset::Ruby), RUBY);
     assert_eq!(events.len(), 2, "{events:#?}");
+}
+
+#[test]
+fn any_joins_each_languages_traces_as_its_own_preset_does() {
+    let preset = MultilineConfig::preset;
+    for (language, lines) in [
+        (Preset::Java, JAVA),
+        (Preset::Java, JAVA_UNSTAMPED),
+        (Preset::Python, PYTHON_UNSTAMPED),
+        (Preset::Go, GO_PANIC),
+        (Preset::Ruby, RUBY),
+    ] {
+        assert_eq!(
+            join(preset(Preset::Any), lines),
+            join(preset(language), lines),
+            "{language:?}"
+        );
+    }
+    // Where the presets differ: Java's leaves a traceback apart from the line that logged it,
+    // and its closing `KeyNotFound: 'user'` apart from both.
+    assert_eq!(join(preset(Preset::Java), PYTHON_UNSTAMPED).len(), 4);
+    // A bare `Name: message` line ends a Python traceback, not a Java trace.
+    let lines = [
+        "Request failed",
+        "java.lang.IllegalStateException: connection reset",
+        "    at com.acme.Client.send(Client.java:42)",
+        "Server: ready",
+    ];
+    assert_eq!(join(preset(Preset::Any), &lines).len(), 2);
+    assert_eq!(join(preset(Preset::Python), &lines).len(), 1);
 }
 
 #[test]
@@ -149,6 +185,8 @@ fn vector_modes() {
 fn settings_parse_from_a_name_or_a_map() {
     let preset: MultilineConfig = serde_yaml::from_str("java").unwrap();
     assert!(matches!(preset.rule, Rule::Preset(Preset::Java)));
+    let any: MultilineConfig = serde_yaml::from_str("any").unwrap();
+    assert!(matches!(any.rule, Rule::Preset(Preset::Any)));
     let map: MultilineConfig = serde_yaml::from_str(
             "{start_pattern: '^\\S', condition_pattern: '^\\s', mode: continue_through, timeout_ms: 50}",
         )
