@@ -9,7 +9,7 @@ use super::corpus::Corpus;
 use super::TrainOptions;
 use crate::bundle::{ClassPrior, LoadedModel};
 use crate::novelty::VocabularyLimits;
-use crate::scorer::{Scorer, ScorerSettings, SequenceModel, SessionKey};
+use crate::scorer::{Scorer, ScorerSettings, SequenceModel, SessionKey, NOVELTY_FLOOR};
 
 /// How many times less likely than the 99th percentile of held-out lines an event must be to
 /// pass the floor of a model trained on one stream (no sessions).
@@ -228,11 +228,13 @@ pub(super) fn calibrate(
     training.score_p99 = quantile(0.99);
     // The 99th percentile, not the maximum: one odd session in the hold-out would otherwise
     // decide the floor alone. The margin is in probability, so it adds in nats.
-    training.score_floor = if by_sessions {
-        training.score_p99 + options.floor_margin.max(1.0).ln()
-    } else {
-        one_stream_floor(training.score_p99, max, sorted.len())
-    };
+    training.score_floor = score_floor(
+        by_sessions,
+        training.score_p99,
+        max,
+        sorted.len(),
+        options.floor_margin,
+    );
     tracing::info!(
         sessions = sorted.len(),
         score_mean = format!("{mean:.3}"),
@@ -244,6 +246,22 @@ pub(super) fn calibrate(
         "threshold floor calibrated on held-out sessions (or lines)"
     );
     Ok(())
+}
+
+/// The threshold floor from the held-out scores: the 99th percentile of `held_out` sessions'
+/// maxima `floor_margin` times less likely (`by_sessions`), or [`one_stream_floor`] of lines;
+/// never below [`NOVELTY_FLOOR`]. A held-out part that repeats one regime (a log whose tail is
+/// one attack's three lines over and over) scores near zero and would set the floor at a few
+/// nats, where events that one time in twenty comes next are flagged; and an event of a
+/// known template is no more alarming than one of a template never seen, which must be as
+/// rare as one line in 200.
+fn score_floor(by_sessions: bool, p99: f64, max: f64, held_out: usize, floor_margin: f64) -> f64 {
+    let calibrated = if by_sessions {
+        p99 + floor_margin.max(1.0).ln()
+    } else {
+        one_stream_floor(p99, max, held_out)
+    };
+    calibrated.max(NOVELTY_FLOOR)
 }
 
 /// The floor of a model trained on one stream, judged line by line, from the 99th
@@ -281,5 +299,18 @@ mod tests {
         assert!(one_stream_floor(1.8, 5.8, 500) > 5.8 + 0.6);
         // Enough lines to see one in a thousand: one odd line does not decide.
         assert_eq!(one_stream_floor(1.8, 16.0, 5_000), 1.8 + margin);
+    }
+
+    #[test]
+    fn a_held_out_part_of_one_regime_does_not_set_the_floor_below_the_novelty_floor() {
+        // 70 held-out lines of one repeated cycle, all about certain.
+        assert_eq!(score_floor(false, 0.013, 0.013, 70, 200.0), NOVELTY_FLOOR);
+        assert_eq!(score_floor(true, 0.013, 0.013, 70, 10.0), NOVELTY_FLOOR);
+        // A calibrated floor above it stands.
+        assert_eq!(score_floor(true, 3.0, 9.0, 500, 200.0), 3.0 + 200f64.ln());
+        assert_eq!(
+            score_floor(false, 4.0, 16.0, 5_000, 200.0),
+            4.0 + LINE_FLOOR_MARGIN.ln()
+        );
     }
 }
