@@ -96,7 +96,7 @@ if compgen -G "$data/loghub/*_2k.log" >/dev/null; then
 import json, sys
 report, test, events, name, train_lines, labelled, secs, key = sys.argv[1:]
 r = json.load(open(report))
-truth = [line.split(" ", 1)[0] != "-" for line in open(test)]
+truth = [line.split(" ", 1)[0] != "-" for line in open(test, errors="replace")]
 scored = [json.loads(l) for l in open(events)]
 lines = [e for e in scored if not e.get("session_end")]
 alerts = sum(1 for e in scored if e.get("alert"))
@@ -107,9 +107,10 @@ n = len(lines)
 s = r["scores"]
 prf = (f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f}" if labelled == "yes"
        else "- | - | -")
-print(f"| {name} | {train_lines} | {n} | {labelled} | {key or 'none'} | {r['lines_flagged']} ({100 * r['lines_flagged'] / n:.2f} %) "
+print(f"| {name} | {train_lines} | {n} | {labelled} | {key or 'none'} | {r['lines_flagged']} ({100 * r['lines_flagged'] / max(n, 1):.2f} %) "
       f"| {normal_flagged} of {normal} ({100 * normal_flagged / max(normal, 1):.2f} %) "
-      f"| {alerts} ({100 * alerts / n:.2f} %) | {normal_alerts} ({100 * normal_alerts / n:.2f} %) "
+      f"| {alerts} ({100 * alerts / max(n, 1):.2f} %) "
+      f"| {normal_alerts} ({100 * normal_alerts / max(n, 1):.2f} %) "
       f"| {prf} | {float(secs):.1f} |")
 EOF
   done
