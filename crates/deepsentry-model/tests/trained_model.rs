@@ -397,3 +397,45 @@ fn a_word_that_takes_many_values_in_training_is_a_field_of_one_template() {
         Some(&Value::Str(folded.into()))
     );
 }
+
+#[test]
+fn a_training_past_max_lines_learns_the_last_lines_of_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two files: the first's lines and a statement only they hold come before the last 600.
+    let older = dir.path().join("older.log");
+    let newer = dir.path().join("newer.log");
+    let statement = |i: usize| match i % 3 {
+        0 => format!("request {i} accepted"),
+        1 => format!("request {i} served in {} ms", i % 90),
+        _ => format!("request {i} closed"),
+    };
+    let mut lines: Vec<String> = (0..500).map(statement).collect();
+    lines[7] = "cache warmed with 3 entries".into();
+    std::fs::write(&older, lines.join("\n") + "\n").unwrap();
+    let lines: Vec<String> = (500..1400).map(statement).collect();
+    std::fs::write(&newer, lines.join("\n") + "\n").unwrap();
+    let options = TrainOptions {
+        inputs: vec![older, newer],
+        max_lines: 600,
+        session_key: SessionKeySpec::Stream,
+        epochs: 2,
+        ..TrainOptions::default()
+    };
+    let model = train(&options).unwrap();
+    assert_eq!(model.metadata.training.lines, 600);
+    // Every class is a template of the lines kept, the dropped statement none.
+    let templates = &model.metadata.templates;
+    assert_eq!(templates.len(), 3, "{templates:?}");
+    assert!(
+        !templates.iter().any(|t| t.contains("cache")),
+        "{templates:?}"
+    );
+    // 0: every line.
+    let all = train(&TrainOptions {
+        max_lines: 0,
+        ..options
+    })
+    .unwrap();
+    assert_eq!(all.metadata.training.lines, 1400);
+    assert!(all.metadata.templates.iter().any(|t| t.contains("cache")));
+}

@@ -139,6 +139,11 @@ pub(crate) struct TrainArgs {
     /// Backend: flex, ndarray, wgpu, auto.
     #[arg(long, default_value = "flex")]
     pub(crate) backend: deepsentry_model::BackendKind,
+    /// Most lines (events) to train on: the last ones of the inputs, read in order, so that a
+    /// training's memory and time stay bounded (about 400 MB and a few minutes on two cores at
+    /// the default); 0 trains on every line.
+    #[arg(long, default_value_t = defaults::MAX_LINES)]
+    pub(crate) max_lines: usize,
     /// Share of sessions held out to calibrate the threshold floor.
     #[arg(long, default_value_t = defaults::HOLDOUT)]
     pub(crate) holdout: f64,

@@ -11,6 +11,7 @@ pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
     let options = deepsentry_model::TrainOptions {
         lines: args.format.line_settings(&args.input)?,
         inputs: args.input,
+        max_lines: args.max_lines,
         session_key: deepsentry_model::session_key::SessionKeySpec::parse(Some(&args.session_key)),
         sequence_length: args.sequence_length,
         embedding_size: args.embedding_size,

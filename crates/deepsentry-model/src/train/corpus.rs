@@ -1,7 +1,7 @@
 //! Reading the training data: lines, templates, sessions, the session key, and the hold-out.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use anyhow::Context;
 use deepsentry_core::rng::SplitMix64;
@@ -52,9 +52,10 @@ pub(super) fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::R
         .enumerate()
         .map(|(i, t)| (t.clone(), i as u32))
         .collect();
-    let mut lines = Vec::new();
+    let mut lines = VecDeque::new();
     let mut origins = Vec::new();
-    let mut line_origin = Vec::new();
+    let mut line_origin = VecDeque::new();
+    let mut dropped = 0u64;
     let mut scratch = String::new();
     let metrics = deepsentry_core::metrics::Metrics::default();
     let clock = yearless_clock();
@@ -87,7 +88,7 @@ pub(super) fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::R
                 Some(level) => severity_with_level(&scratch, &level.to_string()),
                 None => severity_of(&scratch),
             };
-            lines.push(Line {
+            lines.push_back(Line {
                 text: text.to_owned(),
                 template,
                 shape: template,
@@ -95,11 +96,25 @@ pub(super) fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::R
                 at,
                 severity,
             });
-            line_origin.push(file_index as u16);
+            line_origin.push_back(file_index as u16);
+            if options.max_lines > 0 && lines.len() > options.max_lines {
+                lines.pop_front();
+                line_origin.pop_front();
+                dropped += 1;
+            }
         })
         .with_context(|| format!("cannot read {}", path.display()))?;
     }
     anyhow::ensure!(!lines.is_empty(), "the training inputs hold no lines");
+    let mut lines = Vec::from(lines);
+    if dropped > 0 {
+        tracing::warn!(
+            lines = lines.len() as u64 + dropped,
+            trained_on = lines.len(),
+            "the inputs hold more lines than --max-lines: training on the last of them"
+        );
+        templates = templates_in_use(&mut lines, templates, known.len());
+    }
     let folded = fold_variable_words(&mut templates, known.len());
     for line in &mut lines {
         line.template = folded[line.template as usize];
@@ -111,10 +126,28 @@ pub(super) fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::R
         sessions: Vec::new(),
         max_gap: 0,
         origins,
-        line_origin,
+        line_origin: Vec::from(line_origin),
     };
     assign_sessions(&mut corpus, &SessionKey::Stream);
     Ok(corpus)
+}
+
+/// The templates `lines` use, renumbered in the order they first use them after the `known`
+/// ones (a bundle's being updated, which keep their places): lines dropped from the front of
+/// the inputs leave templates no kept line has, which would be classes never trained.
+fn templates_in_use(lines: &mut [Line], templates: Vec<String>, known: usize) -> Vec<String> {
+    let mut renumbered: HashMap<u32, u32> = (0..known as u32).map(|id| (id, id)).collect();
+    let mut kept: Vec<Option<String>> = templates.into_iter().map(Some).collect();
+    let mut in_use: Vec<String> = kept[..known].iter_mut().flat_map(Option::take).collect();
+    for line in lines {
+        let id = *renumbered.entry(line.template).or_insert_with(|| {
+            in_use.push(kept[line.template as usize].take().unwrap_or_default());
+            (in_use.len() - 1) as u32
+        });
+        line.template = id;
+        line.shape = id;
+    }
+    in_use
 }
 
 /// Most lines a bundle keeps as its replay sample.
