@@ -695,6 +695,25 @@ fn requests_with_traces(seed: u64, requests: usize) -> Vec<String> {
     lines
 }
 
+/// Runs `lines` through the sidecar with `model` and checks that the failures they log with
+/// a trace (`upstream call failed, will retry`), which training saw, are normal; returns the
+/// console.
+fn sidecar_finds_the_logged_failures_normal(s: &Scratch, model: &Path, lines: &[String]) -> String {
+    run_sidecar(s, &model.display().to_string(), &(lines.join("\n") + "\n"));
+    let console = s.console();
+    let failures: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("will retry"))
+        .collect();
+    assert!(failures.len() >= 10, "{console}");
+    assert!(
+        failures.iter().all(|l| l.contains("] Normal - score: ")),
+        "a trace training saw is normal:\n{}",
+        failures.join("\n")
+    );
+    console
+}
+
 #[test]
 fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
     let s = Scratch::new();
@@ -702,19 +721,7 @@ fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
     // Training joins each trace into one event, as the sidecar's source does.
     assert!(stderr.contains("the input holds stack traces"), "{stderr}");
 
-    let input = requests_with_traces(2, 300).join("\n") + "\n";
-    run_sidecar(&s, &model.display().to_string(), &input);
-    let console = s.console();
-    let traces: Vec<&str> = console
-        .lines()
-        .filter(|l| l.contains("will retry"))
-        .collect();
-    assert!(traces.len() >= 10, "{console}");
-    assert!(
-        traces.iter().all(|l| l.contains("] Normal - score: ")),
-        "a trace training saw is normal:\n{}",
-        traces.join("\n")
-    );
+    sidecar_finds_the_logged_failures_normal(&s, &model, &requests_with_traces(2, 300));
 
     // A source that does not join them hands the model lone frames it never saw: it says so,
     // and counts them.
@@ -784,18 +791,10 @@ fn a_python_apps_tracebacks_are_read_by_the_sidecar_as_training_read_them() {
     let s = Scratch::new();
     let (model, stderr) = train_on(&s, &python_requests_with_tracebacks(1, 1200));
     assert!(stderr.contains("language=Python"), "{stderr}");
-    let input = python_requests_with_tracebacks(2, 300).join("\n") + "\n";
-    run_sidecar(&s, &model.display().to_string(), &input);
-    let console = s.console();
-    let failures: Vec<&str> = console
-        .lines()
-        .filter(|l| l.contains("will retry"))
-        .collect();
-    assert!(failures.len() >= 10, "{console}");
-    assert!(
-        failures.iter().all(|l| l.contains("] Normal - score: ")),
-        "a traceback training saw is normal:\n{}",
-        failures.join("\n")
+    let console = sidecar_finds_the_logged_failures_normal(
+        &s,
+        &model,
+        &python_requests_with_tracebacks(2, 300),
     );
     assert!(!console.contains("\"Traceback"), "{console}");
     assert!(
