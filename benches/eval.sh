@@ -18,7 +18,7 @@
 #    split SKIP:TRAIN:TEST trains on the TRAIN lines after the first SKIP and replays the TEST
 #    lines after them (SPLITS="0:700:400 300:700:400" looks at other places in the samples).
 # 3. Seeds: the HDFS recipe trained with seeds 1 to 5 (SEEDS to change; SEEDS= skips it; each
-#    training takes about two minutes on two cores).
+#    training takes about ten seconds on two cores).
 #
 # DEEPSENTRY_BIN=path skips the release build.
 set -euo pipefail
