@@ -80,6 +80,7 @@ const PYTHON_UNSTAMPED: &[&str] = &[
     "INFO:root:next job",
 ];
 
+/// A Go panic with its goroutines, and the next line logged.
 const GO_PANIC: &[&str] = &[
     "panic: runtime error: index out of range [5] with length 3",
     "",
@@ -92,6 +93,7 @@ const GO_PANIC: &[&str] = &[
     "listening on :8080",
 ];
 
+/// A Ruby error with its frames, and the next line logged.
 const RUBY: &[&str] = &[
     "app.rb:3:in `foo': undefined method `bar' for nil (NoMethodError)",
     "\tfrom app.rb:7:in `<main>'",
