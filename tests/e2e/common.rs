@@ -225,13 +225,28 @@ pub fn taken_port() -> (std::net::TcpListener, u16) {
     (listener, port)
 }
 
-/// A localhost port that was free a moment ago.
+/// Ports [`free_port`] picks from: below the kernel's ephemeral range (32768 and up on Linux),
+/// where outgoing connections take their source ports. A port the kernel handed out there
+/// could be taken by another test's client between the moment it was found free and the
+/// moment the pipeline binds it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A localhost port that was free a moment ago, and that no other call of this test process
+/// returned.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    // Each process starts elsewhere, so that two test runs on one machine rarely meet.
+    let start = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed) % span) % span;
+        let port = TEST_PORTS.start + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free localhost port in {TEST_PORTS:?}");
 }
 
 /// Runs `deepsentry run -c config` with no input to its end; returns the exit code and stderr.
