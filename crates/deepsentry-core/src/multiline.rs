@@ -180,34 +180,31 @@ fn continues(preset: Preset, line: &[u8], in_trace: Option<Preset>) -> bool {
     }
     let starts = |prefix: &[u8]| trimmed.starts_with(prefix);
     let exception = exception_name(trimmed).is_some();
+    let java = || starts(b"Caused by: ") || starts(b"Suppressed: ") || starts(b"... ") || exception;
+    // `after_trace`: a bare `Name: message` line ends the traceback the event holds.
+    let python = |after_trace: bool| {
+        starts(b"Traceback (most recent call last):")
+            || starts(b"During handling of the above exception")
+            || starts(b"The above exception was the direct cause")
+            || exception
+            || (after_trace && qualified_name_then_colon(trimmed))
+    };
+    let go = || {
+        starts(b"goroutine ")
+            || starts(b"created by ")
+            || starts(b"[signal ")
+            || starts(b"exit status ")
+            || go_frame(trimmed)
+    };
+    let ruby = || starts(b"from ") || ruby_frame(trimmed) || exception;
     match preset {
-        Preset::Java => {
-            starts(b"Caused by: ") || starts(b"Suppressed: ") || starts(b"... ") || exception
-        }
-        Preset::Python => {
-            starts(b"Traceback (most recent call last):")
-                || starts(b"During handling of the above exception")
-                || starts(b"The above exception was the direct cause")
-                || exception
-                || (in_trace.is_some() && qualified_name_then_colon(trimmed))
-        }
-        Preset::Go => {
-            starts(b"goroutine ")
-                || starts(b"created by ")
-                || starts(b"[signal ")
-                || starts(b"exit status ")
-                || go_frame(trimmed)
-        }
-        Preset::Ruby => starts(b"from ") || ruby_frame(trimmed) || exception,
+        Preset::Java => java(),
+        Preset::Python => python(in_trace.is_some()),
+        Preset::Go => go(),
+        Preset::Ruby => ruby(),
         // A bare `Name: message` ends a Python traceback only: after a Java trace it is the
         // next line logged.
-        Preset::Any => {
-            let python_trace = in_trace.filter(|&language| language == Preset::Python);
-            [Preset::Java, Preset::Go, Preset::Ruby]
-                .into_iter()
-                .any(|language| continues(language, line, None))
-                || continues(Preset::Python, line, python_trace)
-        }
+        Preset::Any => java() || go() || ruby() || python(in_trace == Some(Preset::Python)),
     }
 }
 

@@ -231,10 +231,32 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let started = Instant::now();
+    // With line labels, each line's label is read off before the line is decoded.
+    let unlabelled: String;
+    let input = if args.line_labels {
+        let mut rest_of_lines = String::with_capacity(text.len());
+        for line in text.lines() {
+            let (label, rest) = line.split_once(' ').unwrap_or((line, ""));
+            line_truth.push(label != "-");
+            rest_of_lines.push_str(rest);
+            rest_of_lines.push('\n');
+        }
+        unlabelled = rest_of_lines;
+        unlabelled.as_str()
+    } else {
+        &text
+    };
+    let settings = if args.line_labels {
+        args.format
+            .labelled_line_settings(input, scorer.stats().model_joined_lines)
+    } else {
+        args.format.line_settings_of(input)
+    };
+    // Whether events may be several lines joined.
+    let joins_lines = settings.multiline.is_some();
     let mut alerts = 0u64;
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
-    // Whether events may be several lines joined (set once the settings are known).
-    let joins_lines = std::cell::Cell::new(false);
     let mut record = |events: Vec<Event>, line_flagged: &mut Vec<bool>| {
         for event in events {
             let flagged = event.is_anomaly();
@@ -276,7 +298,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 // A joined event (a trace and the line that logged it) covers its lines: each
                 // of them has the event's verdict. (Without joining, a line break in a message
                 // came from decoding, as JSON's `"log": "...\n"`: still one line.)
-                let lines = if joins_lines.get() {
+                let lines = if joins_lines {
                     1 + event.message().matches('\n').count()
                 } else {
                     1
@@ -285,29 +307,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let started = Instant::now();
-    // With line labels, each line's label is read off before the line is decoded.
-    let unlabelled: String;
-    let input = if args.line_labels {
-        let mut rest_of_lines = String::with_capacity(text.len());
-        for line in text.lines() {
-            let (label, rest) = line.split_once(' ').unwrap_or((line, ""));
-            line_truth.push(label != "-");
-            rest_of_lines.push_str(rest);
-            rest_of_lines.push('\n');
-        }
-        unlabelled = rest_of_lines;
-        unlabelled.as_str()
-    } else {
-        &text
-    };
-    let settings = if args.line_labels {
-        args.format
-            .labelled_line_settings(input, scorer.stats().model_joined_lines)
-    } else {
-        args.format.line_settings_of(input)
-    };
-    joins_lines.set(settings.multiline.is_some());
     let mut decoder = LineDecoder::new(
         Arc::clone(&origin),
         &deepsentry_core::metrics::Metrics::default().component("eval"),
