@@ -676,21 +676,39 @@ fn the_shipped_sidecar_scores_an_apps_output_and_flags_its_stack_trace_once() {
 /// [`interleaved_requests`] with a handled failure logged with its stack trace every 50
 /// lines, as a JVM service writes them.
 fn requests_with_traces(seed: u64, requests: usize) -> Vec<String> {
+    with_logged_failures(
+        seed,
+        requests,
+        |line| {
+            let stamp = line.split(' ').next().unwrap_or_default();
+            vec![
+                format!("{stamp} web[19999]: upstream call failed, will retry"),
+                "java.net.SocketTimeoutException: Read timed out".into(),
+                "\tat java.net.SocketInputStream.read(SocketInputStream.java:186)".into(),
+                "\tat com.example.shop.Http.call(Http.java:77)".into(),
+            ]
+        },
+        |line| line,
+    )
+}
+
+/// [`interleaved_requests`] written by `written`, with the lines `failure` makes (of the line
+/// after them) before every 50th: a failure logged with its trace.
+fn with_logged_failures(
+    seed: u64,
+    requests: usize,
+    failure: impl Fn(&str) -> Vec<String>,
+    written: impl Fn(String) -> String,
+) -> Vec<String> {
     let mut lines = Vec::new();
     for (i, line) in interleaved_requests(seed, requests, None)
         .into_iter()
         .enumerate()
     {
         if i % 50 == 25 {
-            let stamp = line.split(' ').next().unwrap_or_default().to_string();
-            lines.push(format!(
-                "{stamp} web[19999]: upstream call failed, will retry"
-            ));
-            lines.push("java.net.SocketTimeoutException: Read timed out".to_string());
-            lines.push("\tat java.net.SocketInputStream.read(SocketInputStream.java:186)".into());
-            lines.push("\tat com.example.shop.Http.call(Http.java:77)".to_string());
+            lines.extend(failure(&line));
         }
-        lines.push(line);
+        lines.push(written(line));
     }
     lines
 }
@@ -761,27 +779,25 @@ fn a_model_trained_on_an_apps_traces_knows_them_as_the_sidecar_reads_them() {
 /// [`interleaved_requests`] as a Python app with the default logging format writes them, with
 /// no timestamp, and every 50 lines a logged failure with its traceback.
 fn python_requests_with_tracebacks(seed: u64, requests: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    for (i, line) in interleaved_requests(seed, requests, None)
-        .into_iter()
-        .enumerate()
-    {
-        if i % 50 == 25 {
-            lines.extend(
-                [
-                    "ERROR:shop.http:upstream call failed, will retry",
-                    "Traceback (most recent call last):",
-                    "  File \"/app/shop/http.py\", line 77, in call",
-                    "    resp = sock.read()",
-                    "TimeoutError: timed out",
-                ]
-                .map(String::from),
-            );
-        }
-        let (_, message) = line.split_once(' ').unwrap_or_default();
-        lines.push(format!("INFO:shop.{message}"));
-    }
-    lines
+    with_logged_failures(
+        seed,
+        requests,
+        |_| {
+            [
+                "ERROR:shop.http:upstream call failed, will retry",
+                "Traceback (most recent call last):",
+                "  File \"/app/shop/http.py\", line 77, in call",
+                "    resp = sock.read()",
+                "TimeoutError: timed out",
+            ]
+            .map(String::from)
+            .to_vec()
+        },
+        |line| {
+            let (_, message) = line.split_once(' ').unwrap_or_default();
+            format!("INFO:shop.{message}")
+        },
+    )
 }
 
 #[test]
