@@ -37,3 +37,11 @@ sinks:
     append: false
 EOF_YAML
 }
+
+# is_labelled FILE: whether FILE is a line-labelled log (loghub's BGL, Thunderbird): every
+# line's first token is `-` (normal) or an upper-case category (`KERNDTLB`, `R_HDA_NR`), and
+# some are `-`. A log whose every line starts with its level (`INFO ...`) is not labelled.
+is_labelled() {
+    awk '$1 == "-" { normal = 1 } $1 != "-" && $1 !~ /^[A-Z][A-Z0-9_]*$/ { bad = 1; exit }
+        END { exit bad || !normal }' "$1"
+}

@@ -32,6 +32,8 @@ if [ -z "${DEEPSENTRY_BIN:-}" ]; then
   DEEPSENTRY_BIN=$root/target/release/deepsentry
 fi
 export DEEPSENTRY_LOG=${DEEPSENTRY_LOG:-warn}
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 hdfs_test=$data/hdfs-deeplog/test.log
@@ -69,12 +71,8 @@ if compgen -G "$data/loghub/*_2k.log" >/dev/null; then
   echo "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
   for log in "$data"/loghub/*_2k.log; do
     name=$(basename "$log" _2k.log)
-    # Labelled when every line's first token is `-` (normal) or an upper-case category
-    # (`KERNDTLB`, `R_HDA_NR`), and some are `-`: a log whose every line starts with its level
-    # (`INFO ...`) is not labelled.
     sed -n "$((skip + 1)),$((skip + train_lines + test_lines))p" "$log" >"$work/$name-window.log"
-    if awk '$1 == "-" { normal = 1 } $1 != "-" && $1 !~ /^[A-Z][A-Z0-9_]*$/ { bad = 1; exit }
-        END { exit bad || !normal }' "$log"; then
+    if is_labelled "$log"; then
       labelled=yes
       head -n "$train_lines" "$work/$name-window.log" | awk '$1 == "-"' | cut -d' ' -f2- \
         >"$work/$name-train.log"

@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# What `deepsentry train --from` costs and keeps, on every loghub/*_2k.log present: a full
-# training on lines 1-1200 against a bundle trained on lines 1-600 and then updated with
-# lines 601-1200; both replay lines 1201-2000 (`eval --line-labels`). Prints a table.
+# What `deepsentry train --from` costs and keeps. Prints two tables.
+#
+# 1. On every loghub/*_2k.log present: a full training on lines 1-1200 against a bundle
+#    trained on lines 1-600 and then updated with lines 601-1200; both replay lines 1201-2000
+#    (`eval --line-labels`). Labelled files (every first token `-` or a category) train on
+#    their normal lines with the label removed, as benches/eval.sh.
+# 2. On hdfs-deeplog, where present: train.log cut into seven parts ("days"), a bundle trained
+#    on the first and updated with each next one, against a full training on every part so
+#    far; each judged per block on test.log (recall, false positives among its 971 normal
+#    blocks, count invariants).
 #
 #   bash benches/train-from.sh [DATA_DIR]
 #
-# DATA_DIR holds loghub/ (default: ../shared/data next to the repository). DEEPSENTRY_BIN
-# picks the binary (default: target/release/deepsentry). Labelled files (every first token
-# `-` or a category) train on their normal lines with the label removed, as benches/eval.sh.
+# DATA_DIR holds loghub/ and hdfs-deeplog/ (default: ../shared/data next to the repository).
+# DEEPSENTRY_BIN picks the binary (default: target/release/deepsentry).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 data="${1:-$root/../shared/data}"
 bin="${DEEPSENTRY_BIN:-$root/target/release/deepsentry}"
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -34,7 +42,7 @@ echo "| system | full 1-1200: train s | flagged normal | 1-600: train s | update
 echo "|---|---:|---:|---:|---:|---:|"
 for log in "$data"/loghub/*_2k.log; do
   name=$(basename "$log" _2k.log)
-  if awk '$1 != "-" && $1 !~ /^[A-Z]+$/ { bad = 1; exit } END { exit bad }' "$log"; then
+  if is_labelled "$log"; then
     strip() { awk '$1 == "-"' | cut -d' ' -f2-; }
     tail -n +1201 "$log" >"$work/test.log"
   else
@@ -53,4 +61,41 @@ for log in "$data"/loghub/*_2k.log; do
   "$bin" train --from "$work/first-model" --input "$work/second.log" --out "$work/updated-model" >/dev/null 2>&1
   update_s=$(seconds "$t")
   echo "| $name | $full_s | $(flagged "$work/full-model" "$work/test.log") | $first_s | $update_s | $(flagged "$work/updated-model" "$work/test.log") |"
+done
+
+hdfs=$data/hdfs-deeplog
+[ -f "$hdfs/train.log" ] || exit 0
+key='blk_-?\d+'
+judged() { # "recall | false positives | invariants" of model $1 on the HDFS test blocks
+  "$bin" eval --model "$1" --input "$hdfs/test.log" --labels "$hdfs/test_labels.csv" \
+    --session-key "$key" --json >"$work/hdfs.json" 2>/dev/null
+  python3 - "$work/hdfs.json" "$1/model.yml" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["scores"]
+invariants = sum(1 for line in open(sys.argv[2]) if line.startswith("- terms:"))
+print(f"{s['recall']:.4f} | {s['fp']} | {invariants}")
+PY
+}
+echo
+echo "## HDFS: a bundle updated with each next seventh of train.log, against a full training"
+echo
+echo "| parts | full: train s | recall | FP | invariants | update: train s | recall | FP | invariants |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+split -n l/7 -d "$hdfs/train.log" "$work/part"
+: >"$work/so-far.log"
+for k in 0 1 2 3 4 5 6; do
+  cat "$work/part0$k" >>"$work/so-far.log"
+  t=$(date +%s%N)
+  "$bin" train --input "$work/so-far.log" --session-key "$key" --out "$work/full-$k" >/dev/null 2>&1
+  full_s=$(seconds "$t")
+  if [ "$k" = 0 ]; then
+    cp -r "$work/full-0" "$work/updated-0"
+    update="- | $(judged "$work/updated-0")"
+  else
+    t=$(date +%s%N)
+    "$bin" train --from "$work/updated-$((k - 1))" --input "$work/part0$k" \
+      --out "$work/updated-$k" >/dev/null 2>&1
+    update="$(seconds "$t") | $(judged "$work/updated-$k")"
+  fi
+  echo "| 1-$((k + 1)) | $full_s | $(judged "$work/full-$k") | $update |"
 done

@@ -13,7 +13,7 @@ use crate::autoencoder::TextAutoencoder;
 use crate::backend::{self, BackendKind};
 use crate::detector::{message_code, window_input, SequenceDetector, WindowTables};
 use crate::features::hashed_features;
-use crate::invariants::Invariant;
+use crate::invariants::{Invariant, SessionTally};
 use crate::normalize::{variant_allowance, variant_distance, wildcard_forms, WILDCARD};
 use crate::novelty::NoveltyStats;
 use crate::scorer::{Embedded, SequenceModel};
@@ -34,6 +34,34 @@ const AUTOENCODER_FILE: &str = "autoencoder.bpk";
 /// old logs next to the new ones, and does not forget sequences only the old logs held.
 pub const REPLAY_FILE: &str = "replay.log";
 const DETECTOR_FILE: &str = "detector.bpk";
+/// The training sessions' template counts, kept so that an update mines count invariants
+/// over old and new sessions together (see [`SessionTally`]).
+pub const SESSIONS_FILE: &str = "sessions.json";
+
+/// The session tally the bundle in `dir` keeps (empty where it keeps none: a model of one
+/// stream, or one made before bundles kept it), checked against its `templates`.
+pub fn read_session_tally(dir: &Path, templates: usize) -> anyhow::Result<SessionTally> {
+    let path = dir.join(SESSIONS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SessionTally::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let tally: SessionTally = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid session tally", path.display()))?;
+    let classes = tally
+        .counts
+        .iter()
+        .flat_map(|row| &row.counts)
+        .chain(tally.open.iter().flat_map(|s| &s.counts));
+    if let Some((class, _)) = classes.into_iter().find(|(class, _)| *class >= templates) {
+        anyhow::bail!(
+            "{}: names template {class}, but the model has {templates} templates",
+            path.display()
+        );
+    }
+    Ok(tally)
+}
 
 /// The model name that selects the bundle built into the binary: the shipped
 /// `models/default`, so the default pipeline runs from any directory. A directory of that name
@@ -102,6 +130,10 @@ pub struct LoadedModel {
     /// [`REPLAY_FILE`]); set by training, empty after loading (the file is read by an
     /// update only).
     pub replay: Vec<String>,
+    /// The training sessions' template counts, for the bundle to keep for updates (see
+    /// [`SESSIONS_FILE`]); set by training, empty after loading (read by an update only,
+    /// with [`read_session_tally`]).
+    pub session_tally: SessionTally,
     /// The window network's first layer, split for scoring (absent for a GRU).
     window_tables: Option<WindowTables>,
     vocabulary: HashMap<String, usize>,
@@ -140,6 +172,7 @@ impl LoadedModel {
             device,
             backend,
             replay: Vec::new(),
+            session_tally: SessionTally::default(),
             window_tables,
             has_wildcards: vocabulary
                 .keys()
@@ -254,6 +287,7 @@ impl LoadedModel {
                 metadata.templates.len()
             );
         }
+
         anyhow::ensure!(
             metadata.prior.probabilities.is_empty()
                 || metadata.prior.probabilities.len() == metadata.classes(),
@@ -360,6 +394,13 @@ impl LoadedModel {
         ];
         for (path, result) in files {
             result.with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let sessions = dir.join(SESSIONS_FILE);
+        if self.session_tally.is_empty() {
+            let _ = std::fs::remove_file(&sessions);
+        } else {
+            std::fs::write(&sessions, serde_json::to_string(&self.session_tally)?)
+                .with_context(|| format!("cannot write {}", sessions.display()))?;
         }
         let replay = dir.join(REPLAY_FILE);
         if self.replay.is_empty() {

@@ -197,23 +197,217 @@ impl Basis {
     }
 }
 
+/// How many training sessions held one combination of template counts: what invariants are
+/// mined from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionCounts {
+    /// `[template class, count]` of every template the sessions held, by class.
+    pub counts: Vec<(usize, u32)>,
+    /// Sessions with exactly these counts.
+    pub sessions: u64,
+}
+
+impl SessionCounts {
+    /// The count combinations of `sessions` (template classes in order), most common first.
+    pub fn of<S: AsRef<[u32]>>(sessions: &[S]) -> Vec<SessionCounts> {
+        let mut tally = TallyBuilder::default();
+        for session in sessions {
+            tally.count(&counts_of(session.as_ref()));
+        }
+        tally.finish().counts
+    }
+}
+
+/// `[template class, count]` of a session's templates, by class.
+pub fn counts_of(session: &[u32]) -> Vec<(usize, u32)> {
+    let mut counts: Vec<(usize, u32)> = Vec::new();
+    for &t in session {
+        match counts.iter_mut().find(|(class, _)| *class == t as usize) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((t as usize, 1)),
+        }
+    }
+    counts.sort_unstable();
+    counts
+}
+
+/// `a` and `b` added up, by class.
+pub fn add_counts(a: &[(usize, u32)], b: &[(usize, u32)]) -> Vec<(usize, u32)> {
+    let mut sum = a.to_vec();
+    for &(class, n) in b {
+        match sum.iter_mut().find(|(c, _)| *c == class) {
+            Some((_, m)) => *m += n,
+            None => sum.push((class, n)),
+        }
+    }
+    sum.sort_unstable();
+    sum
+}
+
+/// A training session that ran into the end of its logs and may go on in the logs an update
+/// brings: its counts so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenSession {
+    /// The session's id, as the session key found it.
+    pub name: String,
+    /// `[template class, count]` so far, by class.
+    pub counts: Vec<(usize, u32)>,
+    /// Unix seconds of its last line, where the lines carry a time.
+    pub last_at: Option<i64>,
+    /// Whether [`SessionTally::counts`] holds it with these counts (it ended far enough from
+    /// the end of the logs to look whole).
+    pub counted: bool,
+}
+
+/// The training sessions' template counts as a bundle keeps them (`sessions.json`), so that
+/// an update (`train --from`) mines invariants over its old sessions and its new ones as
+/// one training on all the logs would: the new logs of one day alone may hold too few
+/// sessions of a rare kind to support a relation the whole history shows, and the sessions
+/// that a period's end cut in two would each break relations that hold for the whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTally {
+    /// The count combinations of the sessions counted, most common first.
+    pub counts: Vec<SessionCounts>,
+    /// The sessions that may go on, most recent last.
+    pub open: Vec<OpenSession>,
+}
+
+/// Most distinct count combinations a bundle keeps. Sessions of a batch pipeline repeat a few
+/// combinations (HDFS blocks: a few hundred); sessions keyed by something long-lived (a
+/// thread) may make one per session, and then a bundle keeps no tally rather than grow with
+/// the training data.
+pub const MAX_COUNT_COMBINATIONS: usize = 4096;
+/// Most open sessions a bundle keeps (the most recent): an update counts a session one of
+/// them left out from its new lines only, so this bounds the bundle, not correctness.
+pub const MAX_OPEN_SESSIONS: usize = 20_000;
+
+/// Builds a [`SessionTally`].
+#[derive(Debug, Default)]
+pub struct TallyBuilder {
+    rows: HashMap<Vec<(usize, u32)>, u64>,
+    open: Vec<OpenSession>,
+}
+
+impl TallyBuilder {
+    /// Starts from what a bundle kept.
+    pub fn from_tally(tally: &SessionTally) -> Self {
+        Self {
+            rows: tally
+                .counts
+                .iter()
+                .map(|row| (row.counts.clone(), row.sessions))
+                .collect(),
+            open: Vec::new(),
+        }
+    }
+
+    /// Counts one session.
+    pub fn count(&mut self, counts: &[(usize, u32)]) {
+        *self.rows.entry(counts.to_vec()).or_default() += 1;
+    }
+
+    /// Takes back a session counted before (one that has since gone on).
+    pub fn uncount(&mut self, counts: &[(usize, u32)]) {
+        if let Some(n) = self.rows.get_mut(counts) {
+            *n -= 1;
+            if *n == 0 {
+                self.rows.remove(counts);
+            }
+        }
+    }
+
+    /// Keeps a session that may go on, counted now too where it looks whole.
+    pub fn keep_open(&mut self, session: OpenSession) {
+        if session.counted {
+            self.count(&session.counts);
+        }
+        self.open.push(session);
+    }
+
+    /// Keeps an open session of an earlier tally as it was (counted there already, where it
+    /// looked whole).
+    pub fn carry(&mut self, session: OpenSession) {
+        self.open.push(session);
+    }
+
+    /// The tally, most common combinations first, with the [`MAX_OPEN_SESSIONS`] most
+    /// recent open sessions.
+    pub fn finish(self) -> SessionTally {
+        let mut counts: Vec<SessionCounts> = self
+            .rows
+            .into_iter()
+            .map(|(counts, sessions)| SessionCounts { counts, sessions })
+            .collect();
+        counts.sort_by(|a, b| b.sessions.cmp(&a.sessions).then(a.counts.cmp(&b.counts)));
+        let mut open = self.open;
+        if open.len() > MAX_OPEN_SESSIONS {
+            open.drain(..open.len() - MAX_OPEN_SESSIONS);
+        }
+        SessionTally { counts, open }
+    }
+}
+
+impl SessionTally {
+    /// What a bundle keeps of this tally: all of it, or nothing past
+    /// [`MAX_COUNT_COMBINATIONS`] (a part would make an update mine relations that the
+    /// sessions left out break); without the open sessions' ids when the bundle keeps no
+    /// sample of its training lines either (`--no-replay`).
+    pub fn kept(mut self, with_ids: bool) -> SessionTally {
+        if self.counts.len() > MAX_COUNT_COMBINATIONS {
+            tracing::info!(
+                combinations = self.counts.len(),
+                most = MAX_COUNT_COMBINATIONS,
+                "the training sessions' template counts are too varied to keep; an update \
+                 of this bundle mines count invariants on its own logs only"
+            );
+            return SessionTally::default();
+        }
+        if !with_ids {
+            self.open.clear();
+        }
+        self
+    }
+
+    /// Whether there is nothing in it.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.open.is_empty()
+    }
+}
+
 /// Mines the invariants of `sessions` (template classes in order; `templates` classes in all).
 pub fn mine<S: AsRef<[u32]>>(
     sessions: &[S],
     templates: usize,
     options: &MiningOptions,
 ) -> Vec<Invariant> {
+    mine_counts(&SessionCounts::of(sessions), templates, options)
+}
+
+/// Mines the invariants of the sessions `rows` count (classes below `templates`).
+pub fn mine_counts(
+    rows: &[SessionCounts],
+    templates: usize,
+    options: &MiningOptions,
+) -> Vec<Invariant> {
     // Sessions with the same counts are one row with a weight.
-    let mut rows: HashMap<Vec<u32>, u64> = HashMap::new();
-    for session in sessions {
-        let mut counts = vec![0u32; templates];
-        for &t in session.as_ref() {
-            if let Some(c) = counts.get_mut(t as usize) {
-                *c += 1;
+    let rows: HashMap<Vec<u32>, u64> = rows
+        .iter()
+        .map(|row| {
+            let mut counts = vec![0u32; templates];
+            for &(t, c) in &row.counts {
+                if let Some(slot) = counts.get_mut(t) {
+                    *slot += c;
+                }
             }
-        }
-        *rows.entry(counts).or_default() += 1;
-    }
+            (counts, row.sessions)
+        })
+        .fold(HashMap::new(), |mut rows, (counts, n)| {
+            *rows.entry(counts).or_default() += n;
+            rows
+        });
     let mut seen_in = vec![0u64; templates];
     for (counts, weight) in &rows {
         for (t, &c) in counts.iter().enumerate() {
@@ -453,6 +647,82 @@ mod tests {
             ..MiningOptions::default()
         };
         assert!(mine(&noisy, 4, &strict).is_empty());
+    }
+
+    #[test]
+    fn counts_kept_and_counts_added_later_mine_as_the_sessions_together() {
+        // A relation the first half alone supports too rarely: `4` with an extra `1`.
+        let older: Vec<Vec<u32>> = sessions()
+            .into_iter()
+            .chain(std::iter::repeat_n(vec![0, 1, 2, 1, 2, 1, 4], 6))
+            .collect();
+        let newer: Vec<Vec<u32>> = sessions()
+            .into_iter()
+            .chain(std::iter::repeat_n(vec![0, 1, 2, 1, 4], 6))
+            .collect();
+        let options = MiningOptions::default();
+        let together: Vec<Vec<u32>> = older.iter().chain(&newer).cloned().collect();
+        let kept = SessionTally {
+            counts: SessionCounts::of(&older),
+            open: Vec::new(),
+        };
+        let mut later = TallyBuilder::from_tally(&kept);
+        for session in &newer {
+            later.count(&counts_of(session));
+        }
+        let merged = later.finish().counts;
+        assert_eq!(merged, SessionCounts::of(&together));
+        let all = mine(&together, 5, &options);
+        assert_eq!(mine_counts(&merged, 5, &options), all);
+        assert!(
+            all.iter().any(|i| i.terms.iter().any(|t| t.0 == 4)),
+            "12 sessions support the relation with `4`: {all:?}"
+        );
+        assert!(
+            !mine(&newer, 5, &options)
+                .iter()
+                .any(|i| i.terms.iter().any(|t| t.0 == 4)),
+            "6 do not"
+        );
+    }
+
+    #[test]
+    fn a_session_taken_back_and_counted_whole_is_counted_once() {
+        let mut tally = TallyBuilder::default();
+        let part = counts_of(&[0, 1, 2]);
+        tally.keep_open(OpenSession {
+            name: "a".into(),
+            counts: part.clone(),
+            last_at: None,
+            counted: true,
+        });
+        tally.uncount(&part);
+        tally.count(&add_counts(&part, &counts_of(&[1, 2, 3])));
+        let tally = tally.finish();
+        assert_eq!(
+            tally.counts,
+            vec![SessionCounts {
+                counts: vec![(0, 1), (1, 2), (2, 2), (3, 1)],
+                sessions: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn a_bundle_keeps_the_whole_tally_or_none() {
+        let few = SessionTally {
+            counts: SessionCounts::of(&sessions()),
+            open: Vec::new(),
+        };
+        assert_eq!(few.clone().kept(true), few);
+        let many: Vec<Vec<u32>> = (0..=MAX_COUNT_COMBINATIONS)
+            .map(|n| vec![0; n + 1])
+            .collect();
+        let many = SessionTally {
+            counts: SessionCounts::of(&many),
+            open: Vec::new(),
+        };
+        assert!(many.kept(true).is_empty());
     }
 
     #[test]

@@ -30,14 +30,14 @@ use regex::Regex;
 use crate::autoencoder::TextAutoencoderConfig;
 use crate::backend::{self, BackendKind};
 use crate::bundle::{
-    ClassPrior, LoadedModel, ModelMetadata, ModelSizes, TrainingSummary, FORMAT_VERSION,
-    NORMALIZER_VERSION,
+    read_session_tally, ClassPrior, LoadedModel, ModelMetadata, ModelSizes, TrainingSummary,
+    FORMAT_VERSION, NORMALIZER_VERSION,
 };
 use crate::detector::{
     message_code, message_vector_width, window_input, DetectorKind, SequenceDetectorConfig,
 };
 use crate::features::hashed_features;
-use crate::invariants::{mine, MiningOptions};
+use crate::invariants::{mine_counts, MiningOptions, SessionTally};
 use crate::novelty::NoveltyStats;
 use crate::scorer::SessionKey;
 use crate::session_key::SessionKeySpec;
@@ -50,7 +50,7 @@ use calibrate::{calibrate, learn_prior};
 pub use corpus::REPLAY_LINES;
 use corpus::{
     assign_sessions, before_tail, held_out_sessions, pass_sessions, read_corpus, replay_sample,
-    resolve_session_key, sessions_inside_inputs, unordered_pairs,
+    resolve_session_key, tally_sessions, unordered_pairs,
 };
 
 /// Everything `deepsentry train` can set.
@@ -235,10 +235,10 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         .map(|dir| dir.join(crate::bundle::REPLAY_FILE))
         .filter(|path| path.is_file());
     let with_replay;
-    let options = match replay {
+    let options = match &replay {
         Some(path) => {
             with_replay = TrainOptions {
-                inputs: std::iter::once(path)
+                inputs: std::iter::once(path.clone())
                     .chain(options.inputs.iter().cloned())
                     .collect(),
                 ..options.clone()
@@ -588,15 +588,31 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         options,
     )?;
     if options.invariants {
-        model.metadata.invariants = mine(
-            &sessions_inside_inputs(&corpus),
-            known,
-            &MiningOptions::default(),
-        );
+        // An update mines over the bundle's sessions and its new ones together, going on with
+        // the sessions its logs ended in; the replay sample's sessions are counted already.
+        let earlier = match (&options.from, &base) {
+            (Some(dir), Some(base))
+                if base.metadata.training.session_key == model.metadata.training.session_key =>
+            {
+                read_session_tally(dir, base.metadata.templates.len())?
+            }
+            _ => SessionTally::default(),
+        };
+        let counted = (replay.is_some() && !earlier.is_empty()).then_some(0);
+        let max_gap = base.as_ref().map_or(corpus.max_gap, |base| {
+            corpus
+                .max_gap
+                .max(base.metadata.training.max_session_gap_secs)
+        });
+        let tally = tally_sessions(&corpus, &earlier, counted, max_gap);
+        model.metadata.invariants = mine_counts(&tally.counts, known, &MiningOptions::default());
         tracing::info!(
             invariants = model.metadata.invariants.len(),
+            sessions = tally.counts.iter().map(|row| row.sessions).sum::<u64>(),
+            open_sessions = tally.open.len(),
             "count invariants mined"
         );
+        model.session_tally = tally.kept(options.replay);
     }
     model.metadata.training.duration_secs = started.elapsed().as_secs_f64();
     Ok(model)

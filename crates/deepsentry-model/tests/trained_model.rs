@@ -439,3 +439,104 @@ fn a_training_past_max_lines_learns_the_last_lines_of_its_inputs() {
     assert_eq!(all.metadata.training.lines, 1400);
     assert!(all.metadata.templates.iter().any(|t| t.contains("cache")));
 }
+
+/// Requests that open, write three times and close, spread over a few seconds and
+/// interleaved, one line a second; the requests `rare` names retry once and write a fourth
+/// time.
+fn request_log(requests: std::ops::Range<usize>, rare: &[usize]) -> Vec<String> {
+    let mut events: Vec<(usize, usize, String)> = Vec::new();
+    for k in requests {
+        let at = 5 * k;
+        let write = "stored a chunk on disk for";
+        let mut steps = vec![
+            (0, "opened a connection for"),
+            (3, write),
+            (6, write),
+            (9, write),
+        ];
+        if rare.contains(&k) {
+            steps.extend([(10, "retrying the write after a timeout for"), (12, write)]);
+        }
+        steps.push((15, "closed the connection for"));
+        events.extend(
+            steps
+                .into_iter()
+                .map(|(after, what)| (at + after, k, format!("{what} req-{k}"))),
+        );
+    }
+    events.sort();
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(line, (_, _, text))| {
+            let at = chrono::DateTime::from_timestamp(1_700_000_000 + line as i64, 0).unwrap();
+            format!("{} {text}", at.format("%Y-%m-%d %H:%M:%S"))
+        })
+        .collect()
+}
+
+#[test]
+fn an_update_mines_count_invariants_over_the_old_sessions_and_the_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // Six rare requests early in the old logs (before the last 2,000 lines a bundle keeps),
+    // six in the new: twelve support the relation that holds them, six do not.
+    let rare = [20, 40, 60, 80, 100, 120, 1100, 1200, 1300, 1400, 1500, 1600];
+    let lines = request_log(0..2000, &rare);
+    let cut = lines.len() / 2;
+    let write = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let (old, new, all) = (
+        write("old.log", &lines[..cut]),
+        write("new.log", &lines[cut..]),
+        write("all.log", &lines),
+    );
+    let options = TrainOptions {
+        session_key: SessionKeySpec::Regex(r"req-\d+".into()),
+        epochs: 1,
+        detector_members: 1,
+        ..TrainOptions::default()
+    };
+    let train_on = |inputs: Vec<PathBuf>, from: Option<PathBuf>, out: &str| {
+        let model = train(&TrainOptions {
+            inputs,
+            from,
+            ..options.clone()
+        })
+        .unwrap();
+        model.save(&dir.path().join(out)).unwrap();
+        model
+    };
+    let relations = |model: &LoadedModel| -> std::collections::BTreeSet<String> {
+        model
+            .metadata
+            .invariants
+            .iter()
+            .map(|i| i.relation(&model.metadata.templates))
+            .collect()
+    };
+
+    let whole = relations(&train_on(vec![all], None, "whole"));
+    assert!(
+        whole.iter().any(|r| r.contains("retry")),
+        "twelve rare requests support a relation: {whole:?}"
+    );
+    train_on(vec![old.clone()], None, "old");
+    let updated = relations(&train_on(
+        vec![new.clone()],
+        Some(dir.path().join("old")),
+        "updated",
+    ));
+    assert_eq!(
+        updated, whole,
+        "the update mines what one training on all the logs mines"
+    );
+
+    // Without the counts the old bundle kept, the new logs and the replay sample hold six
+    // rare requests and the requests the cut split in two.
+    std::fs::remove_file(dir.path().join("old").join("sessions.json")).unwrap();
+    let alone = relations(&train_on(vec![new], Some(dir.path().join("old")), "alone"));
+    assert!(!alone.iter().any(|r| r.contains("retry")), "{alone:?}");
+}

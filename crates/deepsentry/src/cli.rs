@@ -175,8 +175,9 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) no_invariants: bool,
     /// Keep no sample of the training lines in the bundle (`replay.log`, up to 2,000 raw
-    /// lines that a later `--from` update trains on again): for bundles shared beyond the
-    /// logs' audience. Updates of such a bundle train on the new logs alone.
+    /// lines that a later `--from` update trains on again), nor the ids of the sessions the
+    /// logs ended in (`sessions.json` then keeps only template counts): for bundles shared
+    /// beyond the logs' audience. Updates of such a bundle train on the new logs alone.
     #[arg(long)]
     pub(crate) no_replay: bool,
 }

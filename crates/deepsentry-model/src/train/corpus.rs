@@ -9,6 +9,7 @@ use deepsentry_core::Origin;
 use regex::Regex;
 
 use super::TrainOptions;
+use crate::invariants::{add_counts, OpenSession, SessionTally, TallyBuilder};
 use crate::normalize::{fold_variable_words, template_into};
 use crate::scorer::SessionKey;
 use crate::session_key::{find_session_key, SessionKeySpec};
@@ -276,31 +277,132 @@ pub(super) fn resolve_session_key(
     }
 }
 
-/// The sessions that cannot have been cut by the start or the end of an input file: those
-/// without a line in the first or last 1 % of their file's lines. A log file that starts or
-/// stops in the middle of sessions would otherwise break every count invariant.
-pub(super) fn sessions_inside_inputs(corpus: &Corpus) -> Vec<&[u32]> {
+/// Counts the corpus's sessions for mining count invariants, going on with the sessions an
+/// earlier training left open (an update's bundle's; see [`SessionTally`]).
+///
+/// A session counts when nothing cut it: it has no line in the first or last 1 % of an
+/// input's lines (a log that starts or stops in the middle of sessions would otherwise break
+/// every relation), unless it goes on from an open session of `earlier`, whose counts its
+/// lines add to. A session that may still go on (its last line within `max_gap` seconds of
+/// the logs' last time, or in the last 1 % of the last input) is kept open, and counted as
+/// it is unless it ran into that end. Lines of the input numbered `counted` (an update's
+/// replay sample, whose sessions `earlier` holds already) are not counted again, and a
+/// session with some of them that `earlier` did not keep open began before what `earlier`
+/// can tell of, so it is left out.
+pub(super) fn tally_sessions(
+    corpus: &Corpus,
+    earlier: &SessionTally,
+    counted: Option<usize>,
+    max_gap: i64,
+) -> SessionTally {
+    #[derive(Default)]
+    struct Seen {
+        counts: HashMap<usize, u32>,
+        new: bool,
+        replayed: bool,
+        at_start: bool,
+        at_end: bool,
+        at_final_end: bool,
+        last_at: Option<i64>,
+    }
     let mut bounds = vec![(usize::MAX, 0usize); corpus.origins.len()];
     for (i, &file) in corpus.line_origin.iter().enumerate() {
         let (first, last) = &mut bounds[usize::from(file)];
         *first = (*first).min(i);
         *last = (*last).max(i);
     }
-    let mut cut = vec![false; corpus.sessions.len()];
+    let final_file = (0..bounds.len())
+        .rev()
+        .find(|&f| Some(f) != counted && bounds[f].0 != usize::MAX);
+    let mut seen: Vec<Seen> = (0..corpus.sessions.len())
+        .map(|_| Seen::default())
+        .collect();
+    let mut end_at: Option<i64> = None;
     for (i, (line, &file)) in corpus.lines.iter().zip(&corpus.line_origin).enumerate() {
-        let (first, last) = bounds[usize::from(file)];
+        let session = &mut seen[line.session as usize];
+        let file = usize::from(file);
+        if Some(file) == counted {
+            session.replayed = true;
+            continue;
+        }
+        session.new = true;
+        *session.counts.entry(line.template as usize).or_default() += 1;
+        let (first, last) = bounds[file];
         let edge = (last - first + 1) / 100;
-        if i < first + edge || i + edge > last {
-            cut[line.session as usize] = true;
+        session.at_start |= i < first + edge;
+        if i + edge > last {
+            session.at_end = true;
+            session.at_final_end |= Some(file) == final_file;
+        }
+        if let Some(at) = line.at {
+            session.last_at = Some(session.last_at.map_or(at, |last| last.max(at)));
+            end_at = Some(end_at.map_or(at, |end| end.max(at)));
         }
     }
-    corpus
-        .sessions
+    let recent = |last_at: Option<i64>| match (last_at, end_at) {
+        (Some(at), Some(end)) => max_gap > 0 && end - at <= max_gap,
+        _ => false,
+    };
+    let open_before: HashMap<&str, &OpenSession> = earlier
+        .open
         .iter()
-        .zip(&cut)
-        .filter(|(_, cut)| !**cut)
-        .map(|(session, _)| session.as_slice())
-        .collect()
+        .map(|session| (session.name.as_str(), session))
+        .collect();
+    let mut tally = TallyBuilder::from_tally(earlier);
+    let mut went_on: HashSet<&str> = HashSet::new();
+    let mut fresh = Vec::new();
+    for (name, session) in corpus.session_names.iter().zip(&seen) {
+        if !session.new {
+            continue;
+        }
+        let mut counts: Vec<(usize, u32)> = session.counts.iter().map(|(&t, &n)| (t, n)).collect();
+        counts.sort_unstable();
+        let open = |last_at| session.at_final_end || recent(last_at);
+        if let Some(before) = open_before.get(name.as_str()) {
+            went_on.insert(name);
+            if before.counted {
+                tally.uncount(&before.counts);
+            }
+            let counts = add_counts(&before.counts, &counts);
+            let last_at = session.last_at.or(before.last_at);
+            if open(last_at) {
+                fresh.push(OpenSession {
+                    name: name.clone(),
+                    counts,
+                    last_at,
+                    counted: !session.at_final_end,
+                });
+            } else {
+                tally.count(&counts);
+            }
+        } else if session.replayed || session.at_start {
+            continue;
+        } else if open(session.last_at) {
+            fresh.push(OpenSession {
+                name: name.clone(),
+                counts,
+                last_at: session.last_at,
+                counted: !session.at_end,
+            });
+        } else if !session.at_end {
+            tally.count(&counts);
+        }
+    }
+    for before in &earlier.open {
+        if went_on.contains(before.name.as_str()) {
+            continue;
+        }
+        if recent(before.last_at) {
+            tally.carry(before.clone());
+        } else if !before.counted {
+            // It ended where the earlier logs did: whole after all.
+            tally.count(&before.counts);
+        }
+    }
+    for session in fresh {
+        tally.keep_open(session);
+    }
+    tally.finish()
 }
 
 /// Each session's events that come before the last `share` of its file's lines: what a
