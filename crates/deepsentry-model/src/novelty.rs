@@ -84,11 +84,12 @@ pub struct NoveltyStats {
 }
 
 impl NoveltyStats {
-    /// Learns from the training lines' templates and severities, in the order read.
-    pub fn learn(lines: &[(u32, Severity)]) -> Self {
+    /// Learns from the training lines' templates and severities, in the order read; the
+    /// templates numbered below `known` (an updated bundle's) count as shown before them.
+    pub fn learn(lines: &[(u32, Severity)], known: u32) -> Self {
         let mut stats = Self::default();
         let half = lines.len() / 2;
-        let mut earlier = std::collections::HashSet::new();
+        let mut earlier: std::collections::HashSet<u32> = (0..known).collect();
         for (i, &(template, severity)) in lines.iter().enumerate() {
             stats.lines.add(severity);
             if i < half {

@@ -500,12 +500,18 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         templates: corpus.templates.clone(),
         invariants: Vec::new(),
         prior: ClassPrior::default(),
+        // An update's bundle has shown its templates already: a line of one (or of a field
+        // of one) is no news however late it comes in the new logs.
         novelty: NoveltyStats::learn(
             &corpus
                 .lines
                 .iter()
-                .map(|l| (l.shape, l.severity))
+                .map(|l| match (l.template as usize) < known_before.len() {
+                    true => (l.template, l.severity),
+                    false => (l.shape, l.severity),
+                })
                 .collect::<Vec<_>>(),
+            known_before.len() as u32,
         ),
         training: TrainingSummary {
             inputs: options
@@ -532,7 +538,13 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             autoencoder_loss: ae_loss,
             detector_loss,
             reconstruction_scale,
-            max_session_gap_secs: corpus.max_gap,
+            // The longest pause of all the training logs: an update's quieter period must not
+            // shorten how long the transform waits before it ends a session.
+            max_session_gap_secs: base.as_ref().map_or(corpus.max_gap, |base| {
+                corpus
+                    .max_gap
+                    .max(base.metadata.training.max_session_gap_secs)
+            }),
             learned_session_ends: by_sessions,
             updated_from: options.from.as_ref().map(|d| d.display().to_string()),
             earlier_lines: base.as_ref().map_or(0, |b| {
@@ -599,11 +611,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             _ => SessionTally::default(),
         };
         let counted = (replay.is_some() && !earlier.is_empty()).then_some(0);
-        let max_gap = base.as_ref().map_or(corpus.max_gap, |base| {
-            corpus
-                .max_gap
-                .max(base.metadata.training.max_session_gap_secs)
-        });
+        let max_gap = model.metadata.training.max_session_gap_secs;
         let tally = tally_sessions(&corpus, &earlier, counted, max_gap);
         model.metadata.invariants = mine_counts(&tally.counts, known, &MiningOptions::default());
         tracing::info!(

@@ -440,10 +440,15 @@ fn a_training_past_max_lines_learns_the_last_lines_of_its_inputs() {
     assert!(all.metadata.templates.iter().any(|t| t.contains("cache")));
 }
 
-/// Requests that open, write three times and close, spread over a few seconds and
-/// interleaved, one line a second; the requests `rare` names retry once and write a fourth
-/// time.
-fn request_log(requests: std::ops::Range<usize>, rare: &[usize]) -> Vec<String> {
+/// Requests that open, write three times and close, spread over a few lines and
+/// interleaved, a line every `pace` seconds from the Unix time `start`; the requests `rare`
+/// names retry once and write a fourth time.
+fn request_log(
+    requests: std::ops::Range<usize>,
+    rare: &[usize],
+    start: i64,
+    pace: i64,
+) -> Vec<String> {
     let mut events: Vec<(usize, usize, String)> = Vec::new();
     for k in requests {
         let at = 5 * k;
@@ -469,7 +474,7 @@ fn request_log(requests: std::ops::Range<usize>, rare: &[usize]) -> Vec<String> 
         .into_iter()
         .enumerate()
         .map(|(line, (_, _, text))| {
-            let at = chrono::DateTime::from_timestamp(1_700_000_000 + line as i64, 0).unwrap();
+            let at = chrono::DateTime::from_timestamp(start + pace * line as i64, 0).unwrap();
             format!("{} {text}", at.format("%Y-%m-%d %H:%M:%S"))
         })
         .collect()
@@ -481,7 +486,7 @@ fn an_update_mines_count_invariants_over_the_old_sessions_and_the_new_ones() {
     // Six rare requests early in the old logs (before the last 2,000 lines a bundle keeps),
     // six in the new: twelve support the relation that holds them, six do not.
     let rare = [20, 40, 60, 80, 100, 120, 1100, 1200, 1300, 1400, 1500, 1600];
-    let lines = request_log(0..2000, &rare);
+    let lines = request_log(0..2000, &rare, 1_700_000_000, 1);
     let cut = lines.len() / 2;
     let write = |name: &str, lines: &[String]| {
         let path = dir.path().join(name);
@@ -539,4 +544,44 @@ fn an_update_mines_count_invariants_over_the_old_sessions_and_the_new_ones() {
     std::fs::remove_file(dir.path().join("old").join("sessions.json")).unwrap();
     let alone = relations(&train_on(vec![new], Some(dir.path().join("old")), "alone"));
     assert!(!alone.iter().any(|r| r.contains("retry")), "{alone:?}");
+}
+
+#[test]
+fn an_update_keeps_the_longest_pause_inside_a_session_of_all_its_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, lines: Vec<String>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    // The old logs came a line a minute, then (in all the lines the bundle keeps as its
+    // replay sample) a line a second, as the new ones do.
+    let slow = request_log(0..300, &[], 1_700_000_000, 60);
+    let start = 1_700_000_000 + 60 * slow.len() as i64;
+    let fast = request_log(300..800, &[], start, 1);
+    assert!(fast.len() > 2000);
+    let old = write("old.log", [slow, fast].concat());
+    let start = start + 10_000;
+    let new = write("new.log", request_log(800..1100, &[], start, 1));
+    let options = TrainOptions {
+        session_key: SessionKeySpec::Regex(r"req-\d+".into()),
+        epochs: 1,
+        detector_members: 1,
+        ..TrainOptions::default()
+    };
+    let before = train(&TrainOptions {
+        inputs: vec![old],
+        ..options.clone()
+    })
+    .unwrap();
+    before.save(&dir.path().join("old")).unwrap();
+    let gap = before.metadata.training.max_session_gap_secs;
+    assert!(gap >= 60, "{gap}");
+    let after = train(&TrainOptions {
+        inputs: vec![new],
+        from: Some(dir.path().join("old")),
+        ..options
+    })
+    .unwrap();
+    assert_eq!(after.metadata.training.max_session_gap_secs, gap);
 }

@@ -25,7 +25,7 @@ fn novelty_is_learned_per_severity() {
         (2, Severity::Info),
         (0, Severity::Info),
     ];
-    let stats = NoveltyStats::learn(&lines);
+    let stats = NoveltyStats::learn(&lines, 0);
     assert_eq!(stats.later_lines, 3);
     assert_eq!(stats.later_new.info, 2);
     assert_eq!(stats.lines.error, 1);
@@ -39,6 +39,19 @@ fn novelty_is_learned_per_severity() {
 }
 
 #[test]
+fn an_updated_bundles_templates_are_no_news_in_its_new_logs() {
+    // The bundle knew templates 0 to 2; in the new logs only 3 is new.
+    let lines = [
+        (0, Severity::Info),
+        (0, Severity::Info),
+        (2, Severity::Info),
+        (3, Severity::Info),
+    ];
+    assert_eq!(NoveltyStats::learn(&lines, 0).later_new.info, 2);
+    assert_eq!(NoveltyStats::learn(&lines, 3).later_new.info, 1);
+}
+
+#[test]
 fn a_new_template_is_as_surprising_as_new_templates_at_least_as_severe() {
     // The later half brings new fatal lines often and new errors or warnings never.
     let mut lines: Vec<(u32, Severity)> = (0..100).map(|i| (i % 4, Severity::Info)).collect();
@@ -49,7 +62,7 @@ fn a_new_template_is_as_surprising_as_new_templates_at_least_as_severe() {
             (i % 4, Severity::Info)
         }
     }));
-    let stats = NoveltyStats::learn(&lines);
+    let stats = NoveltyStats::learn(&lines, 0);
     assert_eq!(stats.later_new.fatal, 10);
     assert_eq!(stats.later_new.error, 0);
     let surprise = |severity| stats.new_template_surprise(severity);
@@ -72,8 +85,8 @@ fn a_new_template_is_as_surprising_as_new_templates_at_least_as_severe() {
 fn a_system_that_never_changes_makes_novelty_expensive() {
     let steady: Vec<(u32, Severity)> = (0..20_000).map(|i| (i % 7, Severity::Info)).collect();
     let churning: Vec<(u32, Severity)> = (0..20_000).map(|i| (i / 3, Severity::Info)).collect();
-    let steady = NoveltyStats::learn(&steady).new_template_surprise(Severity::Info);
-    let churning = NoveltyStats::learn(&churning).new_template_surprise(Severity::Info);
+    let steady = NoveltyStats::learn(&steady, 0).new_template_surprise(Severity::Info);
+    let churning = NoveltyStats::learn(&churning, 0).new_template_surprise(Severity::Info);
     assert!(steady > 9.0, "{steady}");
     assert!(churning < 0.5, "{churning}");
 }
