@@ -6,7 +6,7 @@
 //! event is dropped, reordered or scored twice.
 //!
 //! Files under `data_dir/<id>/retrain/`: `recent/lines.{0,1}` (the lines kept, bounded in
-//! bytes), `job-*/` (one retraining in progress), `model/` (the last model swapped in, used
+//! bytes), `recent/sessions.{0,1}` (which sessions ended, and which were flagged), `job-*/` (one retraining in progress), `model/` (the last model swapped in, used
 //! again after a restart) and `state.json` (which configured model that one was trained from,
 //! and when the last retraining started).
 
@@ -21,7 +21,7 @@ use anyhow::Context;
 use deepsentry_core::anomaly;
 use deepsentry_core::{Event, Origin, Value};
 use deepsentry_model::novelty::OnlineState;
-use deepsentry_model::{BackendKind, LoadedModel, Scorer, TrainOptions};
+use deepsentry_model::{BackendKind, LoadedModel, Scorer, SessionKey, TrainOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::DeepsentryTransformConfig;
@@ -91,62 +91,34 @@ pub struct RetrainState {
     pub last_started: Option<i64>,
 }
 
-/// The lines kept for the next retraining: the newer segment `lines.0` and the older
-/// `lines.1`, each at most half of the limit. When the newer is full it replaces the older
-/// (whose lines go), so the pair never holds more than the limit and always the latest lines.
-pub struct RecentLines {
+/// An append-only file of lines in two segments under a directory, `NAME.0` (the newer, being
+/// written) and `NAME.1`, each at most half of a limit. When the newer is full it replaces the
+/// older (whose lines go), so the pair never holds more than the limit and always the latest
+/// lines.
+struct Segments {
     dir: PathBuf,
+    name: &'static str,
     segment_bytes: u64,
     writer: Option<BufWriter<File>>,
     written: u64,
-    /// Set while writing fails, so the failure is logged once, not on every line.
-    failing: bool,
 }
 
-impl RecentLines {
-    /// Keeps lines under `dir`, at most `max_bytes` in all.
-    pub fn new(dir: PathBuf, max_bytes: u64) -> Self {
+impl Segments {
+    fn new(dir: PathBuf, name: &'static str, max_bytes: u64) -> Self {
         Self {
             dir,
+            name,
             segment_bytes: (max_bytes / 2).max(1),
             writer: None,
             written: 0,
-            failing: false,
         }
     }
 
     fn segment(&self, n: usize) -> PathBuf {
-        self.dir.join(format!("lines.{n}"))
+        self.dir.join(format!("{}.{n}", self.name))
     }
 
-    /// Keeps the lines of `scored` that were judged normal (session ends and flagged lines
-    /// are not training material; a message of several lines would not read back as one).
-    pub fn record(&mut self, scored: &[Event]) {
-        for event in scored {
-            let normal = event.fields.get(anomaly::IS_ANOMALY) == Some(&Value::Bool(false));
-            let message = event.message();
-            if !normal
-                || event.fields.get(anomaly::SESSION_END).is_some()
-                || message.is_empty()
-                || message.contains('\n')
-            {
-                continue;
-            }
-            if let Err(e) = self.write(message) {
-                self.writer = None;
-                if !self.failing {
-                    tracing::warn!(dir = %self.dir.display(), "cannot keep recent lines for retraining: {e:#}");
-                    self.failing = true;
-                }
-            }
-        }
-        if let Some(writer) = &mut self.writer {
-            // Flushed per batch: a crash loses at most the batch in flight.
-            let _ = writer.flush();
-        }
-    }
-
-    fn write(&mut self, message: &str) -> anyhow::Result<()> {
+    fn append(&mut self, line: &str) -> anyhow::Result<()> {
         if self.writer.is_none() {
             deepsentry_core::checkpoint::private_dir(&self.dir)?;
             let path = self.segment(0);
@@ -158,22 +130,32 @@ impl RecentLines {
             self.written = file.metadata()?.len();
             self.writer = Some(BufWriter::new(file));
         }
-        if self.written + message.len() as u64 + 1 > self.segment_bytes && self.written > 0 {
+        if self.written + line.len() as u64 + 1 > self.segment_bytes && self.written > 0 {
             self.writer = None;
             std::fs::rename(self.segment(0), self.segment(1))?;
-            return self.write(message);
+            return self.append(line);
         }
         let writer = self.writer.as_mut().expect("opened above");
-        writer.write_all(message.as_bytes())?;
-        writer.write_all(b"\n")?;
-        self.written += message.len() as u64 + 1;
-        self.failing = false;
+        let written = writer
+            .write_all(line.as_bytes())
+            .and_then(|()| writer.write_all(b"\n"));
+        if written.is_err() {
+            self.writer = None;
+        }
+        written?;
+        self.written += line.len() as u64 + 1;
         Ok(())
     }
 
-    /// Moves the lines kept so far into `into` (created) and starts afresh; returns the files,
-    /// older first.
-    pub fn take(&mut self, into: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    fn flush(&mut self) {
+        if let Some(writer) = &mut self.writer {
+            let _ = writer.flush();
+        }
+    }
+
+    /// Moves the segments into `into` (created) as `NAME.N.log`, the older first, and starts
+    /// afresh.
+    fn take(&mut self, into: &Path) -> anyhow::Result<Vec<PathBuf>> {
         if let Some(mut writer) = self.writer.take() {
             writer.flush()?;
         }
@@ -184,7 +166,7 @@ impl RecentLines {
         for n in [1, 0] {
             let from = self.segment(n);
             if from.exists() {
-                let to = into.join(format!("recent.{n}.log"));
+                let to = into.join(format!("{}.{n}.log", self.name));
                 std::fs::rename(&from, &to)
                     .with_context(|| format!("cannot move {}", from.display()))?;
                 taken.push(to);
@@ -192,6 +174,112 @@ impl RecentLines {
         }
         Ok(taken)
     }
+}
+
+/// What a keyed session's lines are worth for training, as the transform judged it.
+const ENDED_CLEAN: &str = "ended";
+const FLAGGED: &str = "flagged";
+
+/// The lines kept for the next retraining (`recent/lines.{0,1}`, at most the limit), and what
+/// became of the sessions they belong to (`recent/sessions.{0,1}`, at most a quarter of it):
+/// a line is kept when the transform did not flag it, but it is training material only if
+/// its session also ended without a flag (see [`training_lines`]). The lines of a session
+/// that a broken count invariant or an unlikely step flagged, or that its end has not judged
+/// yet, would otherwise teach the next model that what went wrong is normal.
+pub struct RecentLines {
+    lines: Segments,
+    verdicts: Segments,
+    /// Set while writing fails, so the failure is logged once, not on every line.
+    failing: bool,
+}
+
+/// The files a period's kept lines went to.
+pub struct TakenLines {
+    /// The lines, older files first.
+    pub lines: Vec<PathBuf>,
+    /// What became of their sessions (see [`RecentLines`]), older files first.
+    pub verdicts: Vec<PathBuf>,
+}
+
+impl RecentLines {
+    /// Keeps lines under `dir`, at most `max_bytes` of them.
+    pub fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            lines: Segments::new(dir.clone(), "lines", max_bytes),
+            verdicts: Segments::new(dir, "sessions", max_bytes / 4),
+            failing: false,
+        }
+    }
+
+    /// Keeps the lines of `scored` that were judged normal (session ends and flagged lines
+    /// are not training material; a message of several lines would not read back as one),
+    /// and how each keyed session ended.
+    pub fn record(&mut self, scored: &[Event]) {
+        for event in scored {
+            let flagged = event.fields.get(anomaly::IS_ANOMALY) != Some(&Value::Bool(false));
+            let end = event.fields.get(anomaly::SESSION_END).is_some();
+            if let Some(Value::Str(session)) = event.fields.get(anomaly::SESSION) {
+                // A line the key found no id in is in its stream's session, judged line by
+                // line.
+                let keyed = session.as_str() != &*event.origin.stream;
+                if keyed && (flagged || end) && !session.contains(['\n', '\t']) {
+                    let verdict = if flagged { FLAGGED } else { ENDED_CLEAN };
+                    let written = self.verdicts.append(&format!("{verdict}\t{session}"));
+                    self.note(written);
+                }
+            }
+            let message = event.message();
+            if flagged || end || message.is_empty() || message.contains('\n') {
+                continue;
+            }
+            let written = self.lines.append(message);
+            self.note(written);
+        }
+        // Flushed per batch: a crash loses at most the batch in flight.
+        self.lines.flush();
+        self.verdicts.flush();
+    }
+
+    fn note(&mut self, written: anyhow::Result<()>) {
+        match written {
+            Ok(()) => self.failing = false,
+            Err(e) if !self.failing => {
+                tracing::warn!(dir = %self.lines.dir.display(), "cannot keep recent lines for retraining: {e:#}");
+                self.failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Moves what was kept so far into `into` (created) and starts afresh.
+    pub fn take(&mut self, into: &Path) -> anyhow::Result<TakenLines> {
+        Ok(TakenLines {
+            lines: self.lines.take(into)?,
+            verdicts: self.verdicts.take(into)?,
+        })
+    }
+}
+
+/// Of `lines`, those to train on: a line whose session `key` names is kept only when that
+/// session ended and nothing of it was flagged, as `verdicts` (the records
+/// [`RecentLines::record`] wrote) tell; a line the key names no session in stays.
+pub fn training_lines(lines: Vec<String>, verdicts: &[String], key: &SessionKey) -> Vec<String> {
+    let mut ended = std::collections::HashSet::new();
+    let mut flagged = std::collections::HashSet::new();
+    for record in verdicts {
+        match record.split_once('\t') {
+            Some((FLAGGED, session)) => flagged.insert(session),
+            Some((ENDED_CLEAN, session)) => ended.insert(session),
+            _ => false,
+        };
+    }
+    lines
+        .into_iter()
+        .filter(|line| {
+            key.id_in(line)
+                .is_none_or(|session| ended.contains(session) && !flagged.contains(session))
+        })
+        .collect()
 }
 
 /// How a retraining ended.
@@ -243,8 +331,8 @@ pub struct RetrainJob {
     pub online: OnlineState,
     /// The job's own directory (its inputs are there, it writes the candidate there).
     pub dir: PathBuf,
-    /// The recent lines, older files first.
-    pub inputs: Vec<PathBuf>,
+    /// The recent lines and what became of their sessions.
+    pub inputs: TakenLines,
     /// Set when nobody waits for the outcome any more (the transform stopped): the training
     /// stops at its next batch instead of using the CPU for nothing.
     pub cancel: Arc<AtomicBool>,
@@ -268,16 +356,16 @@ impl RetrainJob {
     }
 
     fn run(&self) -> anyhow::Result<Outcome> {
-        let mut lines = Vec::new();
-        for path in &self.inputs {
-            let file =
-                File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-            for line in BufReader::new(file).split(b'\n') {
-                let line = line?;
-                if !line.is_empty() {
-                    lines.push(String::from_utf8_lossy(&line).into_owned());
-                }
-            }
+        let kept = read_lines(&self.inputs.lines)?;
+        let key = self.config.scorer_settings(&self.running)?.session_key;
+        let before = kept.len();
+        let lines = training_lines(kept, &read_lines(&self.inputs.verdicts)?, &key);
+        if lines.len() < before {
+            tracing::info!(
+                kept = before,
+                left_out = before - lines.len(),
+                "retraining leaves out the lines of sessions that were flagged or have not ended"
+            );
         }
         if lines.len() < MIN_RETRAIN_LINES {
             return Ok(Outcome::Skipped { lines: lines.len() });
@@ -347,6 +435,21 @@ impl RetrainJob {
         scored.extend(scorer.finish());
         Ok(scored.iter().filter(|e| e.is_anomaly()).count())
     }
+}
+
+/// The non-empty lines of `files`, in order.
+fn read_lines(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for path in files {
+        let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line?;
+            if !line.is_empty() {
+                lines.push(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+    }
+    Ok(lines)
 }
 
 /// Puts the calling thread at the lowest CPU priority (nice 19): retraining must not slow the

@@ -16,6 +16,21 @@ pub enum SessionKey {
     Field(String),
 }
 
+impl SessionKey {
+    /// The session id a regex key finds in `text`: its first capture group, else its whole
+    /// match. `None` where it finds none (the line is in its stream's session) and for the
+    /// other keys, which a line's text alone does not name.
+    pub fn id_in<'t>(&self, text: &'t str) -> Option<&'t str> {
+        match self {
+            Self::Regex(re) => re
+                .captures(text)
+                .and_then(|c| c.get(1).or_else(|| c.get(0)))
+                .map(|m| m.as_str()),
+            Self::Stream | Self::Field(_) => None,
+        }
+    }
+}
+
 /// What the alerts of new templates are grouped by (those of other reasons are grouped by
 /// template).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]

@@ -184,14 +184,7 @@ pub(super) fn assign_sessions(corpus: &mut Corpus, key: &SessionKey) {
     corpus.max_gap = 0;
     for (line, &file) in corpus.lines.iter_mut().zip(&corpus.line_origin) {
         let stream = || corpus.origins[usize::from(file)].stream.to_string();
-        let name = match key {
-            SessionKey::Regex(re) => re
-                .captures(&line.text)
-                .and_then(|c| c.get(1).or_else(|| c.get(0)))
-                .map(|m| m.as_str().to_string())
-                .unwrap_or_else(stream),
-            _ => stream(),
-        };
+        let name = key.id_in(&line.text).map_or_else(stream, str::to_string);
         let next_id = session_ids.len() as u32;
         let session = *session_ids.entry(name.clone()).or_insert_with(|| {
             corpus.session_names.push(name);

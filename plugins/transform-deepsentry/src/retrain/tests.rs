@@ -34,7 +34,7 @@ fn recent_lines_keep_the_latest_normal_lines_within_the_bound() {
         recent.record(&[scored(&format!("normal line {n:03}"), false)]);
     }
     let job = dir.path().join("job");
-    let files = recent.take(&job).unwrap();
+    let files = recent.take(&job).unwrap().lines;
     let kept: Vec<String> = files
         .iter()
         .flat_map(|f| {
@@ -55,8 +55,60 @@ fn recent_lines_keep_the_latest_normal_lines_within_the_bound() {
 
     // Taking starts a new period.
     recent.record(&[scored("after", false)]);
-    let again = recent.take(&dir.path().join("job2")).unwrap();
+    let again = recent.take(&dir.path().join("job2")).unwrap().lines;
     assert_eq!(std::fs::read_to_string(&again[0]).unwrap(), "after\n");
+}
+
+#[test]
+fn lines_of_sessions_flagged_or_not_ended_are_not_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recent = RecentLines::new(dir.path().join("recent"), 1 << 20);
+    let line = |text: &str, session: &str, anomaly: bool| {
+        let mut event = scored(text, anomaly);
+        event
+            .fields
+            .insert(anomaly::SESSION, Value::Str(session.into()));
+        event
+    };
+    let end = |session: &str, anomaly: bool| {
+        let mut event = line("", session, anomaly);
+        event.fields.insert(anomaly::SESSION_END, Value::Bool(true));
+        event
+    };
+    recent.record(&[
+        line("open req-1", "req-1", false),
+        line("open req-2", "req-2", false),
+        line("open req-3", "req-3", true),
+        line("hello from the stream", "x", false),
+        line("write req-1", "req-1", false),
+        line("write req-2", "req-2", false),
+        line("write req-3", "req-3", false),
+        // Lines the key finds no id in are in their stream's session ("x"): one flagged
+        // does not take the others with it.
+        line("a flagged line of the stream", "x", true),
+        line("open req-4", "req-4", false),
+    ]);
+    // A broken invariant flags req-2 at its end; req-4 has not ended.
+    recent.record(&[end("req-1", false), end("req-2", true), end("req-3", false)]);
+    let taken = recent.take(&dir.path().join("job")).unwrap();
+    let key = SessionKey::Regex(regex::Regex::new(r"req-\d+").unwrap());
+    let kept = training_lines(
+        read_lines(&taken.lines).unwrap(),
+        &read_lines(&taken.verdicts).unwrap(),
+        &key,
+    );
+    assert_eq!(
+        kept,
+        ["open req-1", "hello from the stream", "write req-1"],
+        "the clean session's lines and the stream's unflagged line"
+    );
+    // A model of one stream keeps every unflagged line.
+    let all = training_lines(
+        read_lines(&taken.lines).unwrap(),
+        &read_lines(&taken.verdicts).unwrap(),
+        &SessionKey::Stream,
+    );
+    assert_eq!(all.len(), 7);
 }
 
 /// A small model trained on a two-message worker log, and a job for it over `lines`
@@ -103,7 +155,10 @@ fn job_over(dir: &Path, recent: &str, base: &Path, replay: bool, epochs: usize) 
         config: DeepsentryTransformConfig::for_model(dir.join("model")),
         online: OnlineState::default(),
         dir: dir.join("job"),
-        inputs: vec![recent],
+        inputs: TakenLines {
+            lines: vec![recent],
+            verdicts: Vec::new(),
+        },
         cancel: Arc::default(),
     }
 }
