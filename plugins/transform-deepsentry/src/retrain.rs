@@ -6,7 +6,7 @@
 //! event is dropped, reordered or scored twice.
 //!
 //! Files under `data_dir/<id>/retrain/`: `recent/lines.{0,1}` (the lines kept, bounded in
-//! bytes), `recent/sessions.{0,1}` (which sessions ended, and which were flagged), `job-*/` (one retraining in progress), `model/` (the last model swapped in, used
+//! bytes), `recent/sessions.{0,1}` (the sessions it flagged), `job-*/` (one retraining in progress), `model/` (the last model swapped in, used
 //! again after a restart) and `state.json` (which configured model that one was trained from,
 //! and when the last retraining started).
 
@@ -176,19 +176,18 @@ impl Segments {
     }
 }
 
-/// What a keyed session's lines are worth for training, as the transform judged it.
-const ENDED_CLEAN: &str = "ended";
-const FLAGGED: &str = "flagged";
-
-/// The lines kept for the next retraining (`recent/lines.{0,1}`, at most the limit), and what
-/// became of the sessions they belong to (`recent/sessions.{0,1}`, at most a quarter of it):
-/// a line is kept when the transform did not flag it, but it is training material only if
-/// its session also ended without a flag (see [`training_lines`]). The lines of a session
-/// that a broken count invariant or an unlikely step flagged, or that its end has not judged
-/// yet, would otherwise teach the next model that what went wrong is normal.
+/// The lines kept for the next retraining (`recent/lines.{0,1}`, at most the limit), and the
+/// keyed sessions the transform flagged (`recent/sessions.{0,1}`, at most a quarter of it): a
+/// line is kept when the transform did not flag it, but it is training material only if
+/// nothing of its session was flagged either, a step or its end (see [`training_lines`]).
+/// The other lines of a session that broke a count invariant or took an unlikely step would
+/// otherwise teach the next model that what went wrong is normal. A session still going on
+/// when the period is taken is trained on as far as it went: the bundle's session tally
+/// carries it on to the next update (see `deepsentry_model::invariants::SessionTally`), and
+/// sessions that never end (a thread, a pid) would otherwise never be trained on.
 pub struct RecentLines {
     lines: Segments,
-    verdicts: Segments,
+    flagged: Segments,
     /// Set while writing fails, so the failure is logged once, not on every line.
     failing: bool,
 }
@@ -197,8 +196,8 @@ pub struct RecentLines {
 pub struct TakenLines {
     /// The lines, older files first.
     pub lines: Vec<PathBuf>,
-    /// What became of their sessions (see [`RecentLines`]), older files first.
-    pub verdicts: Vec<PathBuf>,
+    /// The flagged sessions (see [`RecentLines`]), older files first.
+    pub flagged: Vec<PathBuf>,
 }
 
 impl RecentLines {
@@ -206,25 +205,24 @@ impl RecentLines {
     pub fn new(dir: PathBuf, max_bytes: u64) -> Self {
         Self {
             lines: Segments::new(dir.clone(), "lines", max_bytes),
-            verdicts: Segments::new(dir, "sessions", max_bytes / 4),
+            flagged: Segments::new(dir, "sessions", max_bytes / 4),
             failing: false,
         }
     }
 
     /// Keeps the lines of `scored` that were judged normal (session ends and flagged lines
     /// are not training material; a message of several lines would not read back as one),
-    /// and how each keyed session ended.
+    /// and the keyed sessions it flagged.
     pub fn record(&mut self, scored: &[Event]) {
         for event in scored {
             let flagged = event.fields.get(anomaly::IS_ANOMALY) != Some(&Value::Bool(false));
             let end = event.fields.get(anomaly::SESSION_END).is_some();
-            if let Some(Value::Str(session)) = event.fields.get(anomaly::SESSION) {
+            if let (true, Some(Value::Str(session))) = (flagged, event.fields.get(anomaly::SESSION))
+            {
                 // A line the key found no id in is in its stream's session, judged line by
                 // line.
-                let keyed = session.as_str() != &*event.origin.stream;
-                if keyed && (flagged || end) && !session.contains(['\n', '\t']) {
-                    let verdict = if flagged { FLAGGED } else { ENDED_CLEAN };
-                    let written = self.verdicts.append(&format!("{verdict}\t{session}"));
+                if session.as_str() != &*event.origin.stream && !session.contains('\n') {
+                    let written = self.flagged.append(session);
                     self.note(written);
                 }
             }
@@ -237,7 +235,7 @@ impl RecentLines {
         }
         // Flushed per batch: a crash loses at most the batch in flight.
         self.lines.flush();
-        self.verdicts.flush();
+        self.flagged.flush();
     }
 
     fn note(&mut self, written: anyhow::Result<()>) {
@@ -255,29 +253,20 @@ impl RecentLines {
     pub fn take(&mut self, into: &Path) -> anyhow::Result<TakenLines> {
         Ok(TakenLines {
             lines: self.lines.take(into)?,
-            verdicts: self.verdicts.take(into)?,
+            flagged: self.flagged.take(into)?,
         })
     }
 }
 
-/// Of `lines`, those to train on: a line whose session `key` names is kept only when that
-/// session ended and nothing of it was flagged, as `verdicts` (the records
-/// [`RecentLines::record`] wrote) tell; a line the key names no session in stays.
-pub fn training_lines(lines: Vec<String>, verdicts: &[String], key: &SessionKey) -> Vec<String> {
-    let mut ended = std::collections::HashSet::new();
-    let mut flagged = std::collections::HashSet::new();
-    for record in verdicts {
-        match record.split_once('\t') {
-            Some((FLAGGED, session)) => flagged.insert(session),
-            Some((ENDED_CLEAN, session)) => ended.insert(session),
-            _ => false,
-        };
-    }
+/// Of `lines`, those to train on: a line whose session `key` names is left out when that
+/// session is among the `flagged` ones ([`RecentLines::record`] wrote them).
+pub fn training_lines(lines: Vec<String>, flagged: &[String], key: &SessionKey) -> Vec<String> {
+    let flagged: std::collections::HashSet<&str> = flagged.iter().map(String::as_str).collect();
     lines
         .into_iter()
         .filter(|line| {
             key.id_in(line)
-                .is_none_or(|session| ended.contains(session) && !flagged.contains(session))
+                .is_none_or(|session| !flagged.contains(session))
         })
         .collect()
 }
@@ -359,12 +348,12 @@ impl RetrainJob {
         let kept = read_lines(&self.inputs.lines)?;
         let key = self.config.scorer_settings(&self.running)?.session_key;
         let before = kept.len();
-        let lines = training_lines(kept, &read_lines(&self.inputs.verdicts)?, &key);
+        let lines = training_lines(kept, &read_lines(&self.inputs.flagged)?, &key);
         if lines.len() < before {
             tracing::info!(
                 kept = before,
                 left_out = before - lines.len(),
-                "retraining leaves out the lines of sessions that were flagged or have not ended"
+                "retraining leaves out the lines of sessions that were flagged"
             );
         }
         if lines.len() < MIN_RETRAIN_LINES {

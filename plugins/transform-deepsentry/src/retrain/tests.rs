@@ -60,7 +60,7 @@ fn recent_lines_keep_the_latest_normal_lines_within_the_bound() {
 }
 
 #[test]
-fn lines_of_sessions_flagged_or_not_ended_are_not_trained_on() {
+fn lines_of_flagged_sessions_are_not_trained_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut recent = RecentLines::new(dir.path().join("recent"), 1 << 20);
     let line = |text: &str, session: &str, anomaly: bool| {
@@ -88,24 +88,27 @@ fn lines_of_sessions_flagged_or_not_ended_are_not_trained_on() {
         line("a flagged line of the stream", "x", true),
         line("open req-4", "req-4", false),
     ]);
-    // A broken invariant flags req-2 at its end; req-4 has not ended.
+    // A broken invariant flags req-2 at its end; req-4 goes on.
     recent.record(&[end("req-1", false), end("req-2", true), end("req-3", false)]);
     let taken = recent.take(&dir.path().join("job")).unwrap();
     let key = SessionKey::Regex(regex::Regex::new(r"req-\d+").unwrap());
-    let kept = training_lines(
-        read_lines(&taken.lines).unwrap(),
-        &read_lines(&taken.verdicts).unwrap(),
-        &key,
-    );
+    let flagged = read_lines(&taken.flagged).unwrap();
+    assert_eq!(flagged, ["req-3", "req-2"]);
+    let kept = training_lines(read_lines(&taken.lines).unwrap(), &flagged, &key);
     assert_eq!(
         kept,
-        ["open req-1", "hello from the stream", "write req-1"],
-        "the clean session's lines and the stream's unflagged line"
+        [
+            "open req-1",
+            "hello from the stream",
+            "write req-1",
+            "open req-4"
+        ],
+        "the unflagged sessions' lines and the stream's unflagged line"
     );
     // A model of one stream keeps every unflagged line.
     let all = training_lines(
         read_lines(&taken.lines).unwrap(),
-        &read_lines(&taken.verdicts).unwrap(),
+        &flagged,
         &SessionKey::Stream,
     );
     assert_eq!(all.len(), 7);
@@ -157,7 +160,7 @@ fn job_over(dir: &Path, recent: &str, base: &Path, replay: bool, epochs: usize) 
         dir: dir.join("job"),
         inputs: TakenLines {
             lines: vec![recent],
-            verdicts: Vec::new(),
+            flagged: Vec::new(),
         },
         cancel: Arc::default(),
     }
