@@ -135,6 +135,7 @@ impl DeepsentryTransform {
             .retrain_root
             .join(format!("job-{}", now.timestamp_millis()));
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let carry_to = retraining.recent.carried();
         let started = retraining.recent.take(&dir).and_then(|inputs| {
             RetrainJob {
                 running_dir: self.model_dir.clone(),
@@ -143,6 +144,7 @@ impl DeepsentryTransform {
                 online: self.scorer.online_state(),
                 dir: dir.clone(),
                 inputs,
+                carry_to,
                 cancel: cancel.clone(),
             }
             .spawn()
@@ -229,7 +231,7 @@ impl DeepsentryTransform {
                 tracing::info!(
                     lines,
                     needed = retrain::MIN_RETRAIN_LINES,
-                    "retraining skipped: too few normal lines in the period"
+                    "retraining skipped: too few normal lines in the period; they are kept for the next"
                 );
             }
             Some(Outcome::Failed(e)) => {

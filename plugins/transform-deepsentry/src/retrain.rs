@@ -192,6 +192,9 @@ pub struct RecentLines {
     failing: bool,
 }
 
+/// The lines a retraining left for the next one (see [`RecentLines::carried`]).
+const CARRIED_FILE: &str = "carried.log";
+
 /// The files a period's kept lines went to.
 pub struct TakenLines {
     /// The lines, older files first.
@@ -249,10 +252,26 @@ impl RecentLines {
         }
     }
 
-    /// Moves what was kept so far into `into` (created) and starts afresh.
+    /// Where a retraining leaves the lines it did not train on (its held-out tenth, or the
+    /// whole of a period too short to train on) for the next one to take first: lines
+    /// dropped there would cut every session they belong to in two.
+    pub fn carried(&self) -> PathBuf {
+        self.lines.dir.join(CARRIED_FILE)
+    }
+
+    /// Moves what was kept so far, the lines an earlier retraining carried over first, into
+    /// `into` (created), and starts afresh.
     pub fn take(&mut self, into: &Path) -> anyhow::Result<TakenLines> {
+        let mut lines = self.lines.take(into)?;
+        let carried = self.carried();
+        if carried.exists() {
+            let to = into.join(CARRIED_FILE);
+            std::fs::rename(&carried, &to)
+                .with_context(|| format!("cannot move {}", carried.display()))?;
+            lines.insert(0, to);
+        }
         Ok(TakenLines {
-            lines: self.lines.take(into)?,
+            lines,
             flagged: self.flagged.take(into)?,
         })
     }
@@ -320,8 +339,11 @@ pub struct RetrainJob {
     pub online: OnlineState,
     /// The job's own directory (its inputs are there, it writes the candidate there).
     pub dir: PathBuf,
-    /// The recent lines and what became of their sessions.
+    /// The recent lines and the sessions flagged among them.
     pub inputs: TakenLines,
+    /// Where to leave the lines it does not train on for the next retraining
+    /// ([`RecentLines::carried`]).
+    pub carry_to: PathBuf,
     /// Set when nobody waits for the outcome any more (the transform stopped): the training
     /// stops at its next batch instead of using the CPU for nothing.
     pub cancel: Arc<AtomicBool>,
@@ -357,10 +379,12 @@ impl RetrainJob {
             );
         }
         if lines.len() < MIN_RETRAIN_LINES {
+            self.carry(&lines)?;
             return Ok(Outcome::Skipped { lines: lines.len() });
         }
         let held_out = ((lines.len() as f64 * HELD_OUT_SHARE).ceil() as usize).max(1);
         let (trained_on, held) = lines.split_at(lines.len() - held_out);
+        self.carry(held)?;
         let train_file = self.dir.join("train.log");
         let mut text = trained_on.join("\n");
         text.push('\n');
@@ -406,6 +430,17 @@ impl RetrainJob {
             trained_on: trained_on.len(),
             seconds,
         })
+    }
+
+    /// Leaves `lines` for the next retraining to take first.
+    fn carry(&self, lines: &[String]) -> anyhow::Result<()> {
+        if let Some(dir) = self.carry_to.parent() {
+            deepsentry_core::checkpoint::private_dir(dir)?;
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        deepsentry_core::checkpoint::write_atomic(&self.carry_to, text.as_bytes(), false)
+            .with_context(|| format!("cannot write {}", self.carry_to.display()))
     }
 
     /// How many of `lines` (and of the sessions they end) `model` flags, scored from a fresh

@@ -162,6 +162,7 @@ fn job_over(dir: &Path, recent: &str, base: &Path, replay: bool, epochs: usize) 
             lines: vec![recent],
             flagged: Vec::new(),
         },
+        carry_to: dir.join("recent").join(CARRIED_FILE),
         cancel: Arc::default(),
     }
 }
@@ -174,6 +175,10 @@ fn a_period_with_too_few_lines_is_skipped_and_one_whose_training_fails_changes_n
         few.run().unwrap(),
         Outcome::Skipped { lines } if lines == MIN_RETRAIN_LINES - 1
     ));
+    // They wait for the next period.
+    let carried = read_lines(std::slice::from_ref(&few.carry_to)).unwrap();
+    assert_eq!(carried.len(), MIN_RETRAIN_LINES - 1);
+    assert_eq!(carried[0], "worker 1 started job 0");
 
     let missing = dir.path().join("gone");
     let failing = job(dir.path(), 2 * MIN_RETRAIN_LINES, &missing);
@@ -194,6 +199,21 @@ fn a_period_with_too_few_lines_is_skipped_and_one_whose_training_fails_changes_n
     );
 }
 
+/// Lines of a period that only ever starts jobs, then a held-out tail where jobs start and
+/// finish again.
+fn recent_text(total: usize) -> String {
+    let held_out = (total as f64 * HELD_OUT_SHARE).ceil() as usize;
+    (0..total)
+        .map(|i| {
+            if i < total - held_out || i % 2 == 0 {
+                format!("worker 1 started job {i}\n")
+            } else {
+                format!("worker 1 finished job {}\n", i - 1)
+            }
+        })
+        .collect()
+}
+
 /// A period that only ever starts jobs, then a held-out tail where jobs start and finish
 /// again as they did in training: the update (with no replay sample to remind it) learns
 /// that nothing finishes, flags the tail's `finished` lines the running model expects, and
@@ -203,15 +223,7 @@ fn a_candidate_that_flags_more_of_the_held_out_lines_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let total = 2 * MIN_RETRAIN_LINES;
     let held_out = (total as f64 * HELD_OUT_SHARE).ceil() as usize;
-    let recent: String = (0..total)
-        .map(|i| {
-            if i < total - held_out || i % 2 == 0 {
-                format!("worker 1 started job {i}\n")
-            } else {
-                format!("worker 1 finished job {}\n", i - 1)
-            }
-        })
-        .collect();
+    let recent = recent_text(total);
     let refused = job_over(dir.path(), &recent, &dir.path().join("model"), false, 10);
     match refused.run().unwrap() {
         Outcome::Refused {
@@ -227,6 +239,17 @@ fn a_candidate_that_flags_more_of_the_held_out_lines_is_refused() {
         } => panic!("accepted: the candidate flagged {candidate}, the running model {running}"),
         _ => panic!("the job neither refused nor accepted the candidate"),
     }
+    // The held-out tail was not trained on: the next period takes it first, so the sessions
+    // it holds part of are not cut in two.
+    let mut recent = RecentLines::new(dir.path().join("recent"), 1 << 20);
+    recent.record(&[scored("worker 2 started job 0", false)]);
+    let taken = recent.take(&dir.path().join("next")).unwrap();
+    let lines = read_lines(&taken.lines).unwrap();
+    let expected = recent_text(total);
+    let tail: Vec<&str> = expected.lines().skip(total - held_out).collect();
+    assert_eq!(lines[..held_out], tail[..]);
+    assert_eq!(lines[held_out..], ["worker 2 started job 0"]);
+    assert!(!recent.carried().exists(), "taken once");
 }
 
 /// A job whose transform stopped (the flag set) stops training and leaves no candidate.
