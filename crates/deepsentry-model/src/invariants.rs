@@ -215,7 +215,7 @@ impl SessionCounts {
         for session in sessions {
             tally.count(&counts_of(session.as_ref()));
         }
-        tally.finish().counts
+        tally.finish(None).counts
     }
 }
 
@@ -273,6 +273,11 @@ pub struct SessionTally {
     pub counts: Vec<SessionCounts>,
     /// The sessions that may go on, most recent last.
     pub open: Vec<OpenSession>,
+    /// Unix seconds of the last line counted, where the lines carry a time: an update whose
+    /// logs start longer after it than a session pauses did not see what came between, so
+    /// the sessions its logs start in the middle of are not whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<i64>,
 }
 
 /// Most distinct count combinations a bundle keeps. Sessions of a batch pipeline repeat a few
@@ -334,8 +339,8 @@ impl TallyBuilder {
     }
 
     /// The tally, most common combinations first, with the [`MAX_OPEN_SESSIONS`] most
-    /// recent open sessions.
-    pub fn finish(self) -> SessionTally {
+    /// recent open sessions, of logs that ended at `end_at`.
+    pub fn finish(self, end_at: Option<i64>) -> SessionTally {
         let mut counts: Vec<SessionCounts> = self
             .rows
             .into_iter()
@@ -346,7 +351,11 @@ impl TallyBuilder {
         if open.len() > MAX_OPEN_SESSIONS {
             open.drain(..open.len() - MAX_OPEN_SESSIONS);
         }
-        SessionTally { counts, open }
+        SessionTally {
+            counts,
+            open,
+            end_at,
+        }
     }
 }
 
@@ -664,13 +673,13 @@ mod tests {
         let together: Vec<Vec<u32>> = older.iter().chain(&newer).cloned().collect();
         let kept = SessionTally {
             counts: SessionCounts::of(&older),
-            open: Vec::new(),
+            ..SessionTally::default()
         };
         let mut later = TallyBuilder::from_tally(&kept);
         for session in &newer {
             later.count(&counts_of(session));
         }
-        let merged = later.finish().counts;
+        let merged = later.finish(None).counts;
         assert_eq!(merged, SessionCounts::of(&together));
         let all = mine(&together, 5, &options);
         assert_eq!(mine_counts(&merged, 5, &options), all);
@@ -698,7 +707,7 @@ mod tests {
         });
         tally.uncount(&part);
         tally.count(&add_counts(&part, &counts_of(&[1, 2, 3])));
-        let tally = tally.finish();
+        let tally = tally.finish(None);
         assert_eq!(
             tally.counts,
             vec![SessionCounts {
@@ -712,7 +721,7 @@ mod tests {
     fn a_bundle_keeps_the_whole_tally_or_none() {
         let few = SessionTally {
             counts: SessionCounts::of(&sessions()),
-            open: Vec::new(),
+            ..SessionTally::default()
         };
         assert_eq!(few.clone().kept(true), few);
         let many: Vec<Vec<u32>> = (0..=MAX_COUNT_COMBINATIONS)
@@ -720,7 +729,7 @@ mod tests {
             .collect();
         let many = SessionTally {
             counts: SessionCounts::of(&many),
-            open: Vec::new(),
+            ..SessionTally::default()
         };
         assert!(many.kept(true).is_empty());
     }

@@ -58,16 +58,26 @@ impl SeverityCounts {
             .sum()
     }
 
-    /// Adds one line of `severity`.
-    pub fn add(&mut self, severity: Severity) {
-        let slot = match severity {
+    fn slot(&mut self, severity: Severity) -> &mut u64 {
+        match severity {
             Severity::Debug => &mut self.debug,
             Severity::Info => &mut self.info,
             Severity::Warn => &mut self.warn,
             Severity::Error => &mut self.error,
             Severity::Fatal => &mut self.fatal,
-        };
-        *slot += 1;
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &SeverityCounts) {
+        for severity in Severity::ALL {
+            *self.slot(severity) += other.get(severity);
+        }
+    }
+
+    /// Adds one line of `severity`.
+    pub fn add(&mut self, severity: Severity) {
+        *self.slot(severity) += 1;
     }
 }
 
@@ -102,6 +112,15 @@ impl NoveltyStats {
             }
         }
         stats
+    }
+
+    /// These counts and `earlier`'s together: an update's, with those of the bundle it
+    /// updates, so that a few new logs do not outweigh everything the bundle learned.
+    pub fn after(mut self, earlier: &NoveltyStats) -> Self {
+        self.lines.merge(&earlier.lines);
+        self.later_lines += earlier.later_lines;
+        self.later_new.merge(&earlier.later_new);
+        self
     }
 
     /// Surprise (nats) of a template never seen in training, of `severity`: `-ln P(new and at

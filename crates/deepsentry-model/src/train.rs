@@ -512,6 +512,12 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
                 })
                 .collect::<Vec<_>>(),
             known_before.len() as u32,
+        )
+        .after(
+            &base
+                .as_ref()
+                .map(|b| b.metadata.novelty.clone())
+                .unwrap_or_default(),
         ),
         training: TrainingSummary {
             inputs: options
@@ -611,7 +617,15 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
             _ => SessionTally::default(),
         };
         let counted = (replay.is_some() && !earlier.is_empty()).then_some(0);
-        let max_gap = model.metadata.training.max_session_gap_secs;
+        // How long a session may pause: as the bundle learned it, where one is updated (a
+        // session of its logs going on in the new ones after a gap nobody saw would measure
+        // that gap).
+        let max_gap = match &base {
+            Some(base) if base.metadata.training.max_session_gap_secs > 0 => {
+                base.metadata.training.max_session_gap_secs
+            }
+            _ => corpus.max_gap,
+        };
         let tally = tally_sessions(&corpus, &earlier, counted, max_gap);
         model.metadata.invariants = mine_counts(&tally.counts, known, &MiningOptions::default());
         tracing::info!(

@@ -440,14 +440,15 @@ fn a_training_past_max_lines_learns_the_last_lines_of_its_inputs() {
     assert!(all.metadata.templates.iter().any(|t| t.contains("cache")));
 }
 
-/// Requests that open, write three times and close, spread over a few lines and
-/// interleaved, a line every `pace` seconds from the Unix time `start`; the requests `rare`
-/// names retry once and write a fourth time.
+/// Requests that open, write three times and close, interleaved (one starts every fifth
+/// step, and closes `close_after` steps after it opened), a line every `pace` seconds from
+/// the Unix time `start`; the requests `rare` names retry once and write a fourth time.
 fn request_log(
     requests: std::ops::Range<usize>,
     rare: &[usize],
     start: i64,
     pace: i64,
+    close_after: usize,
 ) -> Vec<String> {
     let mut events: Vec<(usize, usize, String)> = Vec::new();
     for k in requests {
@@ -462,7 +463,7 @@ fn request_log(
         if rare.contains(&k) {
             steps.extend([(10, "retrying the write after a timeout for"), (12, write)]);
         }
-        steps.push((15, "closed the connection for"));
+        steps.push((close_after, "closed the connection for"));
         events.extend(
             steps
                 .into_iter()
@@ -486,7 +487,7 @@ fn an_update_mines_count_invariants_over_the_old_sessions_and_the_new_ones() {
     // Six rare requests early in the old logs (before the last 2,000 lines a bundle keeps),
     // six in the new: twelve support the relation that holds them, six do not.
     let rare = [20, 40, 60, 80, 100, 120, 1100, 1200, 1300, 1400, 1500, 1600];
-    let lines = request_log(0..2000, &rare, 1_700_000_000, 1);
+    let lines = request_log(0..2000, &rare, 1_700_000_000, 1, 15);
     let cut = lines.len() / 2;
     let write = |name: &str, lines: &[String]| {
         let path = dir.path().join(name);
@@ -547,7 +548,54 @@ fn an_update_mines_count_invariants_over_the_old_sessions_and_the_new_ones() {
 }
 
 #[test]
-fn an_update_keeps_the_longest_pause_inside_a_session_of_all_its_logs() {
+fn an_update_whose_logs_start_after_a_gap_does_not_count_the_sessions_it_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    // Requests that close a few hundred lines after they open: far more than 1 % of a log.
+    let old_lines = request_log(0..600, &[], 1_700_000_000, 1, 400);
+    // The new logs come a few hours later and start in the middle of requests (a period
+    // that was never kept): the requests they start in lack their first lines, and their
+    // last lines come well after the new logs' first 1 %.
+    let start = 1_700_000_000 + old_lines.len() as i64 + 10_000;
+    let new_lines = request_log(600..1200, &[], start, 1, 400);
+    let old = write("old.log", &old_lines);
+    let new = write("new.log", &new_lines[300..]);
+    let options = TrainOptions {
+        session_key: SessionKeySpec::Regex(r"req-\d+".into()),
+        epochs: 1,
+        detector_members: 1,
+        ..TrainOptions::default()
+    };
+    let relations = |model: &LoadedModel| -> std::collections::BTreeSet<String> {
+        model
+            .metadata
+            .invariants
+            .iter()
+            .map(|i| i.relation(&model.metadata.templates))
+            .collect()
+    };
+    let before = train(&TrainOptions {
+        inputs: vec![old],
+        ..options.clone()
+    })
+    .unwrap();
+    before.save(&dir.path().join("old")).unwrap();
+    assert!(!before.metadata.invariants.is_empty());
+    let after = train(&TrainOptions {
+        inputs: vec![new],
+        from: Some(dir.path().join("old")),
+        ..options
+    })
+    .unwrap();
+    assert_eq!(relations(&after), relations(&before));
+}
+
+#[test]
+fn an_update_keeps_the_longest_pause_and_the_novelty_counts_of_all_its_logs() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, lines: Vec<String>| {
         let path = dir.path().join(name);
@@ -556,13 +604,13 @@ fn an_update_keeps_the_longest_pause_inside_a_session_of_all_its_logs() {
     };
     // The old logs came a line a minute, then (in all the lines the bundle keeps as its
     // replay sample) a line a second, as the new ones do.
-    let slow = request_log(0..300, &[], 1_700_000_000, 60);
+    let slow = request_log(0..300, &[], 1_700_000_000, 60, 15);
     let start = 1_700_000_000 + 60 * slow.len() as i64;
-    let fast = request_log(300..800, &[], start, 1);
+    let fast = request_log(300..800, &[], start, 1, 15);
     assert!(fast.len() > 2000);
     let old = write("old.log", [slow, fast].concat());
     let start = start + 10_000;
-    let new = write("new.log", request_log(800..1100, &[], start, 1));
+    let new = write("new.log", request_log(800..1100, &[], start, 1, 15));
     let options = TrainOptions {
         session_key: SessionKeySpec::Regex(r"req-\d+".into()),
         epochs: 1,
@@ -584,4 +632,8 @@ fn an_update_keeps_the_longest_pause_inside_a_session_of_all_its_logs() {
     })
     .unwrap();
     assert_eq!(after.metadata.training.max_session_gap_secs, gap);
+    // The novelty counts add up too.
+    let (old, new) = (&before.metadata.novelty, &after.metadata.novelty);
+    assert!(new.later_lines > old.later_lines, "{new:?} after {old:?}");
+    assert!(new.lines.info > old.lines.info);
 }

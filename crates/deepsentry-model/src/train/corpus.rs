@@ -281,7 +281,9 @@ pub(super) fn resolve_session_key(
 /// it is unless it ran into that end. Lines of the input numbered `counted` (an update's
 /// replay sample, whose sessions `earlier` holds already) are not counted again, and a
 /// session with some of them that `earlier` did not keep open began before what `earlier`
-/// can tell of, so it is left out.
+/// can tell of, so it is left out. So are, where the logs begin more than `max_gap` after
+/// `earlier` ended (what came between was never seen), the sessions whose first line comes
+/// within `max_gap` of their start, and the open sessions of `earlier` they go on with.
 pub(super) fn tally_sessions(
     corpus: &Corpus,
     earlier: &SessionTally,
@@ -296,6 +298,7 @@ pub(super) fn tally_sessions(
         at_start: bool,
         at_end: bool,
         at_final_end: bool,
+        first_at: Option<i64>,
         last_at: Option<i64>,
     }
     let mut bounds = vec![(usize::MAX, 0usize); corpus.origins.len()];
@@ -310,7 +313,7 @@ pub(super) fn tally_sessions(
     let mut seen: Vec<Seen> = (0..corpus.sessions.len())
         .map(|_| Seen::default())
         .collect();
-    let mut end_at: Option<i64> = None;
+    let (mut start_at, mut end_at): (Option<i64>, Option<i64>) = (None, None);
     for (i, (line, &file)) in corpus.lines.iter().zip(&corpus.line_origin).enumerate() {
         let session = &mut seen[line.session as usize];
         let file = usize::from(file);
@@ -328,10 +331,28 @@ pub(super) fn tally_sessions(
             session.at_final_end |= Some(file) == final_file;
         }
         if let Some(at) = line.at {
+            session.first_at = Some(session.first_at.map_or(at, |first| first.min(at)));
             session.last_at = Some(session.last_at.map_or(at, |last| last.max(at)));
+            start_at = Some(start_at.map_or(at, |start| start.min(at)));
             end_at = Some(end_at.map_or(at, |end| end.max(at)));
         }
     }
+    let unseen_gap = match (earlier.end_at, start_at) {
+        (Some(before), Some(start)) => start - before > max_gap,
+        _ => false,
+    };
+    tracing::debug!(
+        ?start_at,
+        ?end_at,
+        earlier_end_at = ?earlier.end_at,
+        max_gap,
+        unseen_gap,
+        "counting sessions for count invariants"
+    );
+    let cut_by_gap = |first_at: Option<i64>| match (first_at, start_at) {
+        (Some(first), Some(start)) => unseen_gap && first - start <= max_gap,
+        _ => false,
+    };
     let recent = |last_at: Option<i64>| match (last_at, end_at) {
         (Some(at), Some(end)) => max_gap > 0 && end - at <= max_gap,
         _ => false,
@@ -356,6 +377,10 @@ pub(super) fn tally_sessions(
             if before.counted {
                 tally.uncount(&before.counts);
             }
+            if unseen_gap {
+                // It went on where nobody saw it: its counts are not whole either way.
+                continue;
+            }
             let counts = add_counts(&before.counts, &counts);
             let last_at = session.last_at.or(before.last_at);
             if open(last_at) {
@@ -368,7 +393,7 @@ pub(super) fn tally_sessions(
             } else {
                 tally.count(&counts);
             }
-        } else if session.replayed || session.at_start {
+        } else if session.replayed || session.at_start || cut_by_gap(session.first_at) {
             continue;
         } else if open(session.last_at) {
             fresh.push(OpenSession {
@@ -387,7 +412,7 @@ pub(super) fn tally_sessions(
         }
         if recent(before.last_at) {
             tally.carry(before.clone());
-        } else if !before.counted {
+        } else if !before.counted && !unseen_gap {
             // It ended where the earlier logs did: whole after all.
             tally.count(&before.counts);
         }
@@ -395,7 +420,7 @@ pub(super) fn tally_sessions(
     for session in fresh {
         tally.keep_open(session);
     }
-    tally.finish()
+    tally.finish(end_at.max(earlier.end_at))
 }
 
 /// Each session's events that come before the last `share` of its file's lines: what a
