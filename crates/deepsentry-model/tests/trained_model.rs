@@ -481,6 +481,26 @@ fn request_log(
         .collect()
 }
 
+/// Quick training options for [`request_log`]'s logs, one session per request.
+fn request_options() -> TrainOptions {
+    TrainOptions {
+        session_key: SessionKeySpec::Regex(r"req-\d+".into()),
+        epochs: 1,
+        detector_members: 1,
+        ..TrainOptions::default()
+    }
+}
+
+/// The count invariants of `model`, in words.
+fn relations(model: &LoadedModel) -> std::collections::BTreeSet<String> {
+    model
+        .metadata
+        .invariants
+        .iter()
+        .map(|i| i.relation(&model.metadata.templates))
+        .collect()
+}
+
 #[test]
 fn an_update_mines_count_invariants_over_the_old_sessions_and_the_new_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -499,12 +519,7 @@ fn an_update_mines_count_invariants_over_the_old_sessions_and_the_new_ones() {
         write("new.log", &lines[cut..]),
         write("all.log", &lines),
     );
-    let options = TrainOptions {
-        session_key: SessionKeySpec::Regex(r"req-\d+".into()),
-        epochs: 1,
-        detector_members: 1,
-        ..TrainOptions::default()
-    };
+    let options = request_options();
     let train_on = |inputs: Vec<PathBuf>, from: Option<PathBuf>, out: &str| {
         let model = train(&TrainOptions {
             inputs,
@@ -514,14 +529,6 @@ fn an_update_mines_count_invariants_over_the_old_sessions_and_the_new_ones() {
         .unwrap();
         model.save(&dir.path().join(out)).unwrap();
         model
-    };
-    let relations = |model: &LoadedModel| -> std::collections::BTreeSet<String> {
-        model
-            .metadata
-            .invariants
-            .iter()
-            .map(|i| i.relation(&model.metadata.templates))
-            .collect()
     };
 
     let whole = relations(&train_on(vec![all], None, "whole"));
@@ -547,90 +554,57 @@ fn an_update_mines_count_invariants_over_the_old_sessions_and_the_new_ones() {
     assert!(!alone.iter().any(|r| r.contains("retry")), "{alone:?}");
 }
 
-#[test]
-fn an_update_whose_logs_start_after_a_gap_does_not_count_the_sessions_it_cut() {
-    let dir = tempfile::tempdir().unwrap();
+/// A bundle trained on `old` lines (with [`request_options`]), saved in `dir`, and its update
+/// with `new` lines.
+fn trained_then_updated(dir: &Path, old: &[String], new: &[String]) -> (LoadedModel, LoadedModel) {
     let write = |name: &str, lines: &[String]| {
-        let path = dir.path().join(name);
+        let path = dir.join(name);
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         path
     };
+    let before = train(&TrainOptions {
+        inputs: vec![write("old.log", old)],
+        ..request_options()
+    })
+    .unwrap();
+    before.save(&dir.join("old")).unwrap();
+    let after = train(&TrainOptions {
+        inputs: vec![write("new.log", new)],
+        from: Some(dir.join("old")),
+        ..request_options()
+    })
+    .unwrap();
+    (before, after)
+}
+
+#[test]
+fn an_update_whose_logs_start_after_a_gap_does_not_count_the_sessions_it_cut() {
+    let dir = tempfile::tempdir().unwrap();
     // Requests that close a few hundred lines after they open: far more than 1 % of a log.
-    let old_lines = request_log(0..600, &[], 1_700_000_000, 1, 400);
+    let old = request_log(0..600, &[], 1_700_000_000, 1, 400);
     // The new logs come a few hours later and start in the middle of requests (a period
     // that was never kept): the requests they start in lack their first lines, and their
     // last lines come well after the new logs' first 1 %.
-    let start = 1_700_000_000 + old_lines.len() as i64 + 10_000;
-    let new_lines = request_log(600..1200, &[], start, 1, 400);
-    let old = write("old.log", &old_lines);
-    let new = write("new.log", &new_lines[300..]);
-    let options = TrainOptions {
-        session_key: SessionKeySpec::Regex(r"req-\d+".into()),
-        epochs: 1,
-        detector_members: 1,
-        ..TrainOptions::default()
-    };
-    let relations = |model: &LoadedModel| -> std::collections::BTreeSet<String> {
-        model
-            .metadata
-            .invariants
-            .iter()
-            .map(|i| i.relation(&model.metadata.templates))
-            .collect()
-    };
-    let before = train(&TrainOptions {
-        inputs: vec![old],
-        ..options.clone()
-    })
-    .unwrap();
-    before.save(&dir.path().join("old")).unwrap();
+    let start = 1_700_000_000 + old.len() as i64 + 10_000;
+    let new = request_log(600..1200, &[], start, 1, 400);
+    let (before, after) = trained_then_updated(dir.path(), &old, &new[300..]);
     assert!(!before.metadata.invariants.is_empty());
-    let after = train(&TrainOptions {
-        inputs: vec![new],
-        from: Some(dir.path().join("old")),
-        ..options
-    })
-    .unwrap();
     assert_eq!(relations(&after), relations(&before));
 }
 
 #[test]
 fn an_update_keeps_the_longest_pause_and_the_novelty_counts_of_all_its_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, lines: Vec<String>| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-        path
-    };
     // The old logs came a line a minute, then (in all the lines the bundle keeps as its
     // replay sample) a line a second, as the new ones do.
     let slow = request_log(0..300, &[], 1_700_000_000, 60, 15);
     let start = 1_700_000_000 + 60 * slow.len() as i64;
     let fast = request_log(300..800, &[], start, 1, 15);
     assert!(fast.len() > 2000);
-    let old = write("old.log", [slow, fast].concat());
-    let start = start + 10_000;
-    let new = write("new.log", request_log(800..1100, &[], start, 1, 15));
-    let options = TrainOptions {
-        session_key: SessionKeySpec::Regex(r"req-\d+".into()),
-        epochs: 1,
-        detector_members: 1,
-        ..TrainOptions::default()
-    };
-    let before = train(&TrainOptions {
-        inputs: vec![old],
-        ..options.clone()
-    })
-    .unwrap();
-    before.save(&dir.path().join("old")).unwrap();
+    let new = request_log(800..1100, &[], start + 10_000, 1, 15);
+    let (before, after) = trained_then_updated(dir.path(), &[slow, fast].concat(), &new);
     let gap = before.metadata.training.max_session_gap_secs;
     assert!(gap >= 60, "{gap}");
-    let after = train(&TrainOptions {
-        inputs: vec![new],
-        from: Some(dir.path().join("old")),
-        ..options
-    })
-    .unwrap();
     assert_eq!(after.metadata.training.max_session_gap_secs, gap);
     // The novelty counts add up too.
     let (old, new) = (&before.metadata.novelty, &after.metadata.novelty);
