@@ -43,6 +43,7 @@ pub const SESSIONS_FILE: &str = "sessions.json";
 pub fn read_session_tally(dir: &Path, templates: usize) -> anyhow::Result<SessionTally> {
     let path = dir.join(SESSIONS_FILE);
     let text = match std::fs::read_to_string(&path) {
+        _ if is_builtin(dir) => String::from_utf8_lossy(BUILTIN_SESSIONS).into_owned(),
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SessionTally::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -83,6 +84,10 @@ const BUILTIN_FILES: [(&str, &[u8]); 3] = [
         include_bytes!("../../../models/default/detector.bpk"),
     ),
 ];
+
+/// The built-in bundle's session tally: read by an update of it only, so not part of what
+/// fingerprints it.
+const BUILTIN_SESSIONS: &[u8] = include_bytes!("../../../models/default/sessions.json");
 
 /// Whether `dir` names the built-in bundle (see [`BUILTIN`]).
 pub fn is_builtin(dir: &Path) -> bool {
@@ -537,6 +542,13 @@ mod tests {
                 .vector
         };
         assert_eq!(codes(&builtin), codes(&files));
+        let templates = files.metadata.templates.len();
+        let tally = read_session_tally(Path::new(BUILTIN), templates).unwrap();
+        assert!(
+            !tally.counts.is_empty(),
+            "an update of it mines over its sessions too"
+        );
+        assert_eq!(tally, read_session_tally(&shipped, templates).unwrap());
     }
 
     #[test]
