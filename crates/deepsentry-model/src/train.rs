@@ -500,13 +500,16 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         templates: corpus.templates.clone(),
         invariants: Vec::new(),
         prior: ClassPrior::default(),
-        // An update's bundle has shown its templates already: a line of one (or of a field
-        // of one) is no news however late it comes in the new logs.
+        // An update counts its new logs only (the replay sample's lines are in the bundle's
+        // counts, which it adds to), and its bundle has shown its templates already: a line of
+        // one (or of a field of one) is no news however late it comes in the new logs.
         novelty: NoveltyStats::learn(
             &corpus
                 .lines
                 .iter()
-                .map(|l| match (l.template as usize) < known_before.len() {
+                .zip(&corpus.line_origin)
+                .filter(|(_, &file)| base.is_none() || replay.is_none() || file != 0)
+                .map(|(l, _)| match (l.template as usize) < known_before.len() {
                     true => (l.template, l.severity),
                     false => (l.shape, l.severity),
                 })
