@@ -114,6 +114,29 @@ fn lines_of_flagged_sessions_are_not_trained_on() {
     assert_eq!(all.len(), 7);
 }
 
+#[test]
+fn the_held_out_comparison_does_not_judge_the_ends_of_sessions_that_began_before() {
+    let event = |session: &str, anomaly: bool, end: bool| {
+        let mut event = scored("x", anomaly);
+        event
+            .fields
+            .insert(anomaly::SESSION, Value::Str(session.into()));
+        if end {
+            event.fields.insert(anomaly::SESSION_END, Value::Bool(true));
+        }
+        event
+    };
+    let scored = [
+        event("req-1", true, false), // a flagged line: always a verdict
+        event("req-1", true, true),  // the end of a session the trained part began
+        event("req-2", true, true),  // the end of a session the held-out lines hold whole
+        event("req-3", false, true),
+    ];
+    let begun: std::collections::HashSet<&str> = ["req-1"].into();
+    assert_eq!(judged_flags(&scored, &begun), 2);
+    assert_eq!(judged_flags(&scored, &Default::default()), 3);
+}
+
 /// A small model trained on a two-message worker log, and a job for it over `lines`
 /// recent lines.
 fn job(dir: &Path, lines: usize, base: &Path) -> RetrainJob {
