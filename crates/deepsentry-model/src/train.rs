@@ -46,7 +46,7 @@ use deepsentry_core::lines::{LineSettings, DEFAULT_MAX_LINE_BYTES};
 mod calibrate;
 mod corpus;
 
-use calibrate::{calibrate, learn_prior};
+use calibrate::{calibrate, learn_prior, PriorSoFar};
 pub use corpus::REPLAY_LINES;
 use corpus::{
     assign_sessions, before_tail, held_out_sessions, pass_sessions, read_corpus, replay_sample,
@@ -563,7 +563,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         },
     };
     // What the bundle being updated learned of how often each class comes, as counts.
-    let carried: Vec<f64> = match &base {
+    let counts: Vec<f64> = match &base {
         Some(base) => {
             let old = &base.metadata;
             let total =
@@ -589,9 +589,15 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     if options.replay {
         model.replay = replay_sample(&corpus);
     }
+    let so_far = PriorSoFar {
+        counts,
+        evidence: base
+            .as_ref()
+            .map_or(&[][..], |base| &base.metadata.prior.evidence[..]),
+    };
     learn_prior(
         &mut model,
-        &carried,
+        &so_far,
         &corpus,
         &training_part,
         &is_held_out,

@@ -613,4 +613,15 @@ fn an_update_keeps_the_longest_pause_and_the_novelty_counts_of_all_its_logs() {
         counts.later_lines,
         old.later_lines + (new.len() - new.len() / 2) as u64
     );
+    // And so does the evidence the class prior's weight is chosen on: the update's held-out
+    // events' log-likelihood is added to the bundle's, under every weight.
+    let (old, both) = (
+        &before.metadata.prior.evidence,
+        &after.metadata.prior.evidence,
+    );
+    assert_eq!(old.len(), both.len());
+    assert!(
+        old.iter().zip(both).all(|(old, both)| both < old),
+        "{old:?} {both:?}"
+    );
 }

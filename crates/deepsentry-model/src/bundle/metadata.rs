@@ -133,6 +133,11 @@ pub struct ClassPrior {
     pub weight: f64,
     /// Probability of each class (templates, end, unknown), summing to 1.
     pub probabilities: Vec<f32>,
+    /// The held-out events' log-likelihood under each weight training chose from (the
+    /// evidence the weight was chosen on), which an update adds its own to: a few new logs
+    /// alone would choose on a few dozen events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<f64>,
 }
 
 impl ClassPrior {

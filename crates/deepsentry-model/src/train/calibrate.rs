@@ -33,13 +33,22 @@ pub(super) const PRIOR_WEIGHTS: [f64; 11] =
 /// full choice: an order anomaly of common events stays visible there.
 pub(super) const SESSION_PRIOR_WEIGHT: f64 = 0.01;
 
+/// What the bundle being updated learned of the class prior.
+#[derive(Default)]
+pub(super) struct PriorSoFar<'a> {
+    /// How often each class came, as counts, in the updated model's class order.
+    pub(super) counts: Vec<f64>,
+    /// The held-out evidence its weight was chosen on ([`ClassPrior::evidence`]).
+    pub(super) evidence: &'a [f64],
+}
+
 /// Sets the class prior: how often each class came (over all training targets, smoothed,
-/// plus the `carried` counts of a bundle being updated), and its weight, the one of
-/// [`PRIOR_WEIGHTS`] (from [`SESSION_PRIOR_WEIGHT`] up for a model of sessions) under which the
-/// held-out events are most likely.
+/// plus the counts of a bundle being updated), and its weight, the one of [`PRIOR_WEIGHTS`]
+/// (from [`SESSION_PRIOR_WEIGHT`] up for a model of sessions) under which the held-out events
+/// are most likely, with the evidence of a bundle being updated.
 pub(super) fn learn_prior(
     model: &mut LoadedModel,
-    carried: &[f64],
+    so_far: &PriorSoFar,
     corpus: &Corpus,
     training_part: &[&[u32]],
     is_held_out: &[bool],
@@ -49,7 +58,7 @@ pub(super) fn learn_prior(
     let classes = model.metadata.classes();
     let end = model.metadata.templates.len();
     let mut counts = vec![0.5f64; classes];
-    for (count, earlier) in counts.iter_mut().zip(carried) {
+    for (count, earlier) in counts.iter_mut().zip(&so_far.counts) {
         *count += earlier;
     }
     // (session, position, target) of every held-out event.
@@ -83,8 +92,10 @@ pub(super) fn learn_prior(
     model.metadata.prior = ClassPrior {
         weight: least,
         probabilities: counts.iter().map(|c| (c / total) as f32).collect(),
+        evidence: Vec::new(),
     };
-    if held.is_empty() {
+    let earlier = (so_far.evidence.len() == PRIOR_WEIGHTS.len()).then_some(so_far.evidence);
+    if held.is_empty() && earlier.is_none() {
         return;
     }
     // Held-out events are many; a sample of them decides as well.
@@ -107,8 +118,15 @@ pub(super) fn learn_prior(
             let detector = f64::from(row[target]).exp();
             let prior = f64::from(model.metadata.prior.probabilities[target]);
             for (l, w) in likelihood.iter_mut().zip(PRIOR_WEIGHTS) {
-                *l += ((1.0 - w) * detector + w * prior).max(1e-30).ln();
+                // Each sampled event stands for `step` of them.
+                *l += step as f64 * ((1.0 - w) * detector + w * prior).max(1e-30).ln();
             }
+        }
+    }
+    let own = likelihood;
+    if let Some(earlier) = earlier {
+        for (l, e) in likelihood.iter_mut().zip(earlier) {
+            *l += e;
         }
     }
     let best = (0..PRIOR_WEIGHTS.len())
@@ -116,11 +134,13 @@ pub(super) fn learn_prior(
         .max_by(|&a, &b| likelihood[a].total_cmp(&likelihood[b]))
         .unwrap_or(0);
     model.metadata.prior.weight = PRIOR_WEIGHTS[best];
-    let events = held.len().div_ceil(step) as f64;
+    model.metadata.prior.evidence = likelihood.to_vec();
+    let events = held.len().max(1) as f64;
     tracing::info!(
         weight = PRIOR_WEIGHTS[best],
-        held_out_nats_per_event = format!("{:.3}", -likelihood[best] / events),
-        detector_alone = format!("{:.3}", -likelihood[0] / events),
+        held_out_nats_per_event = format!("{:.3}", -own[best] / events),
+        detector_alone = format!("{:.3}", -own[0] / events),
+        with_the_bundles_evidence = earlier.is_some(),
         "class prior mixed into the detector's predictions"
     );
 }
