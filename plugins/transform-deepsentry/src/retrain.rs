@@ -6,9 +6,10 @@
 //! event is dropped, reordered or scored twice.
 //!
 //! Files under `data_dir/<id>/retrain/`: `recent/lines.{0,1}` (the lines kept, bounded in
-//! bytes), `recent/sessions.{0,1}` (the sessions it flagged), `job-*/` (one retraining in progress), `model/` (the last model swapped in, used
-//! again after a restart) and `state.json` (which configured model that one was trained from,
-//! and when the last retraining started).
+//! bytes), `recent/sessions.{0,1}` (the sessions it flagged), `recent/carried.log` (the lines
+//! a retraining left for the next), `job-*/` (one retraining in progress), `model/` (the last
+//! model swapped in, used again after a restart) and `state.json` (which configured model
+//! that one was trained from, and when the last retraining started).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
