@@ -42,11 +42,16 @@ pub const SESSIONS_FILE: &str = "sessions.json";
 /// stream, or one made before bundles kept it), checked against its `templates`.
 pub fn read_session_tally(dir: &Path, templates: usize) -> anyhow::Result<SessionTally> {
     let path = dir.join(SESSIONS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        _ if is_builtin(dir) => String::from_utf8_lossy(BUILTIN_SESSIONS).into_owned(),
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SessionTally::default()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    let text = if is_builtin(dir) {
+        String::from_utf8_lossy(BUILTIN_SESSIONS).into_owned()
+    } else {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(SessionTally::default())
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
     };
     let tally: SessionTally = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid session tally", path.display()))?;

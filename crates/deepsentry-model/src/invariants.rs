@@ -221,14 +221,16 @@ impl SessionCounts {
 
 /// `[template class, count]` of a session's templates, by class.
 pub fn counts_of(session: &[u32]) -> Vec<(usize, u32)> {
+    // Sorted, then run lengths: a session may be long and hold many templates.
+    let mut sorted = session.to_vec();
+    sorted.sort_unstable();
     let mut counts: Vec<(usize, u32)> = Vec::new();
-    for &t in session {
-        match counts.iter_mut().find(|(class, _)| *class == t as usize) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((t as usize, 1)),
+    for t in sorted {
+        match counts.last_mut() {
+            Some((class, n)) if *class == t as usize => *n += 1,
+            _ => counts.push((t as usize, 1)),
         }
     }
-    counts.sort_unstable();
     counts
 }
 

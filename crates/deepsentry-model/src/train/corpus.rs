@@ -9,7 +9,7 @@ use deepsentry_core::Origin;
 use regex::Regex;
 
 use super::TrainOptions;
-use crate::invariants::{add_counts, OpenSession, SessionTally, TallyBuilder};
+use crate::invariants::{add_counts, counts_of, OpenSession, SessionTally, TallyBuilder};
 use crate::normalize::{fold_variable_words, template_into};
 use crate::scorer::SessionKey;
 use crate::session_key::{find_session_key, SessionKeySpec};
@@ -292,7 +292,8 @@ pub(super) fn tally_sessions(
 ) -> SessionTally {
     #[derive(Default)]
     struct Seen {
-        counts: HashMap<usize, u32>,
+        /// Its templates in the new logs.
+        templates: Vec<u32>,
         new: bool,
         replayed: bool,
         at_start: bool,
@@ -322,7 +323,7 @@ pub(super) fn tally_sessions(
             continue;
         }
         session.new = true;
-        *session.counts.entry(line.template as usize).or_default() += 1;
+        session.templates.push(line.template);
         let (first, last) = bounds[file];
         let edge = (last - first + 1) / 100;
         session.at_start |= i < first + edge;
@@ -369,8 +370,7 @@ pub(super) fn tally_sessions(
         if !session.new {
             continue;
         }
-        let mut counts: Vec<(usize, u32)> = session.counts.iter().map(|(&t, &n)| (t, n)).collect();
-        counts.sort_unstable();
+        let counts = counts_of(&session.templates);
         let open = |last_at| session.at_final_end || recent(last_at);
         if let Some(before) = open_before.get(name.as_str()) {
             went_on.insert(name);
