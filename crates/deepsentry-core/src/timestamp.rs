@@ -5,11 +5,13 @@
 //! Shapes read at the start of a line (after an optional `[`): RFC 3339 / ISO 8601
 //! (`2024-01-15T14:23:47.123Z`, a space instead of `T`, `,` or `.` before the fraction, an
 //! optional `Z` or `±HH:MM` offset), `2024/01/15 14:23:47`, the seed's and HDFS's
-//! `YYMMDD HHMMSS`, BGL's `2005-06-03-15.42.50.675872`, syslog's `Jun 14 15:16:01`, ctime's
-//! `[Sun Dec 04 04:47:44 2005]`, logcat's `03-17 16:13:38.811`, and ten-digit epoch seconds as
-//! the first token. Times without an offset are taken as UTC. Shapes without a year (syslog,
-//! logcat) get one from the caller: the current year for an event's time, a fixed one where
-//! only differences matter.
+//! `YYMMDD HHMMSS`, log4j's `yy/MM/dd HH:mm:ss` (Hadoop, Spark), BGL's
+//! `2005-06-03-15.42.50.675872`, syslog's `Jun 14 15:16:01`, ctime's
+//! `[Sun Dec 04 04:47:44 2005]`, logcat's `03-17 16:13:38.811`, glog's and Kubernetes' klog
+//! `I0115 14:23:47.123456` (the level's letter, then month and day), and ten-digit epoch
+//! seconds as the first token. Times without an offset are taken as UTC. Shapes without a year
+//! (syslog, logcat, glog) get one from the caller: the current year for an event's time, a
+//! fixed one where only differences matter.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Deserialize;
@@ -156,24 +158,30 @@ fn offset(b: &[u8]) -> i32 {
     }
 }
 
-/// Syslog's `Jun 14 15:16:01` (day padded with a space or a zero).
-fn syslog_shape(b: &[u8]) -> Option<Stamp> {
-    if b.len() < 15 || b[3] != b' ' || b[6] != b' ' {
-        return None;
-    }
-    let day = &b[4..6];
-    let (hour, minute, second) = clock(&b[7..])?;
-    let (nanos, _) = fraction(&b[15..]);
+/// A date the caller read, then `HH:MM:SS` and an optional fraction at `b[at..]`.
+fn clock_after(b: &[u8], at: usize, year: Option<i32>, month: u32, day: u32) -> Option<Stamp> {
+    let (hour, minute, second) = clock(b.get(at..)?)?;
+    let (nanos, _) = fraction(&b[at + 8..]);
     Some(Stamp {
-        year: None,
-        month: month(&b[..3])?,
-        day: digits(day.strip_prefix(b" ").unwrap_or(day))?,
+        year,
+        month,
+        day,
         hour,
         minute,
         second,
         nanos,
         offset: 0,
     })
+}
+
+/// Syslog's `Jun 14 15:16:01` (day padded with a space or a zero).
+fn syslog_shape(b: &[u8]) -> Option<Stamp> {
+    if b.len() < 15 || b[3] != b' ' || b[6] != b' ' {
+        return None;
+    }
+    let day = &b[4..6];
+    let day = digits(day.strip_prefix(b" ").unwrap_or(day))?;
+    clock_after(b, 7, None, month(&b[..3])?, day)
 }
 
 /// ctime's `Sun Dec 04 04:47:44 2005` (Apache's error log puts it in brackets).
@@ -182,17 +190,9 @@ fn ctime_shape(b: &[u8]) -> Option<Stamp> {
         return None;
     }
     let day = &b[8..10];
-    let (hour, minute, second) = clock(&b[11..])?;
-    Some(Stamp {
-        year: Some(digits(&b[20..24])? as i32),
-        month: month(&b[4..7])?,
-        day: digits(day.strip_prefix(b" ").unwrap_or(day))?,
-        hour,
-        minute,
-        second,
-        nanos: 0,
-        offset: 0,
-    })
+    let day = digits(day.strip_prefix(b" ").unwrap_or(day))?;
+    let year = digits(&b[20..24])? as i32;
+    clock_after(b, 11, Some(year), month(&b[4..7])?, day)
 }
 
 /// Logcat's `03-17 16:13:38.811`.
@@ -200,18 +200,31 @@ fn month_day_shape(b: &[u8]) -> Option<Stamp> {
     if b.len() < 14 || b[2] != b'-' || b[5] != b' ' {
         return None;
     }
-    let (hour, minute, second) = clock(&b[6..])?;
-    let (nanos, _) = fraction(&b[14..]);
-    Some(Stamp {
-        year: None,
-        month: digits(&b[..2])?,
-        day: digits(&b[3..5])?,
-        hour,
-        minute,
-        second,
-        nanos,
-        offset: 0,
-    })
+    clock_after(b, 6, None, digits(&b[..2])?, digits(&b[3..5])?)
+}
+
+/// glog's and klog's `I0115 14:23:47.123456`: the level's letter (`I`, `W`, `E`, `F`), month
+/// and day, then the clock.
+fn glog_shape(b: &[u8]) -> Option<Stamp> {
+    if b.len() < 14 || !matches!(b[0], b'I' | b'W' | b'E' | b'F') || b[5] != b' ' {
+        return None;
+    }
+    clock_after(b, 6, None, digits(&b[1..3])?, digits(&b[3..5])?)
+}
+
+/// The level letter of a line that starts with a glog or klog stamp (`E0115 14:23:47.1 ...`
+/// gives `E`): there the level is glued to the date, where no level word is.
+pub fn glog_level(line: &[u8]) -> Option<u8> {
+    glog_shape(line).map(|_| line[0])
+}
+
+/// log4j's `17/06/09 20:10:40` (`yy/MM/dd`, Hadoop's and Spark's console pattern).
+fn short_year_shape(b: &[u8]) -> Option<Stamp> {
+    if b.len() < 17 || b[2] != b'/' || b[5] != b'/' || b[8] != b' ' {
+        return None;
+    }
+    let year = 2000 + digits(&b[..2])? as i32;
+    clock_after(b, 9, Some(year), digits(&b[3..5])?, digits(&b[6..8])?)
 }
 
 /// HDFS's and the seed's `081109 203615`.
@@ -281,7 +294,9 @@ fn leading_in(text: &[u8], year: i32) -> Option<DateTime<Utc>> {
     syslog_shape(b)
         .or_else(|| ctime_shape(b))
         .or_else(|| month_day_shape(b))
+        .or_else(|| glog_shape(b))
         .or_else(|| compact_shape(b))
+        .or_else(|| short_year_shape(b))
         .or_else(|| iso_shape(b))?
         .at(year)
 }
@@ -320,7 +335,7 @@ pub fn leading(line: &[u8], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 /// Whether the timestamp leading `line` names its year.
 fn has_year(line: &[u8]) -> bool {
     let b = line.strip_prefix(b"[").unwrap_or(line);
-    syslog_shape(b).is_none() && month_day_shape(b).is_none()
+    syslog_shape(b).is_none() && month_day_shape(b).is_none() && glog_shape(b).is_none()
 }
 
 /// Whether `line` starts with a timestamp of a known shape.
@@ -373,7 +388,7 @@ mod tests {
 
     #[test]
     fn known_shapes() {
-        let cases: [(&str, i64); 12] = [
+        let cases: [(&str, i64); 15] = [
             (
                 "081109 203615 148 INFO dfs.DataNode: x",
                 unix(2008, 11, 9, 20, 36, 15),
@@ -410,6 +425,18 @@ mod tests {
             ),
             ("1117838570 2005.06.03 R02-M1 RAS", 1_117_838_570),
             (
+                "17/06/09 20:10:40 INFO executor.Executor: x",
+                unix(2017, 6, 9, 20, 10, 40),
+            ),
+            (
+                "I0115 14:23:47.123456   12345 main.go:42] x",
+                unix(YEARLESS, 1, 15, 14, 23, 47),
+            ),
+            (
+                "E1231 23:59:59.000001 1 x.cc:7] y",
+                unix(YEARLESS, 12, 31, 23, 59, 59),
+            ),
+            (
                 "2022-01-15T14:23:47+02:00 up",
                 unix(2022, 1, 15, 12, 23, 47),
             ),
@@ -422,6 +449,9 @@ mod tests {
             "134681 node-246 unix.hw",
             "081399 203615 bad month",
             "12345678901 too many digits",
+            "X0115 14:23:47.123456 not a level letter",
+            "I1315 14:23:47 no thirteenth month",
+            "17/13/09 20:10:40 no thirteenth month",
         ] {
             assert_eq!(leading_unix(line), None, "{line}");
         }
@@ -453,6 +483,22 @@ mod tests {
         );
         assert_eq!(leading_unix("2024-04-31 10:00:00 x"), None);
         assert_eq!(leading_unix("2024-01-01 24:00:00 x"), None);
+    }
+
+    #[test]
+    fn glog_lines_give_their_level_letter() {
+        assert_eq!(glog_level(b"W0115 14:23:47.123456 1 a.go:1] x"), Some(b'W'));
+        assert_eq!(glog_level(b"Warning 14:23:47 x"), None);
+        assert_eq!(glog_level(b"2024-01-15 14:23:47 W x"), None);
+    }
+
+    #[test]
+    fn a_glog_time_takes_the_current_year_or_the_one_before() {
+        let january = utc(2025, 1, 2, 0, 0, 0);
+        assert_eq!(
+            leading(b"I1231 23:59:00.5 7 a.go:1] x", january),
+            Some(utc(2024, 12, 31, 23, 59, 0) + chrono::Duration::milliseconds(500))
+        );
     }
 
     #[test]

@@ -268,6 +268,13 @@ fn template_line(line: &str, out: &mut String) {
     let bytes = line.as_bytes();
     let mut i = 0;
     let mut pending_space = false;
+    if let Some(letter) = deepsentry_core::timestamp::glog_level(bytes) {
+        // glog and klog glue the level's letter to the date (`E0115 14:23:47.1 ...`): the
+        // letter is the line's level, the date a number.
+        out.push(char::from(letter));
+        pending_space = true;
+        i = 1;
+    }
     while i < bytes.len() {
         let b = bytes[i];
         if b.is_ascii_whitespace() {
@@ -388,7 +395,7 @@ pub fn wildcard_forms<'a>(words: &'a [&'a str]) -> impl Iterator<Item = (usize, 
 /// Fewest distinct words at one place of otherwise identical templates that make that place a
 /// field: two may be a pair of states (`up`, `down`); three or more (user names, program
 /// names) are values the normalizer could not mask.
-const MIN_FIELD_VALUES: usize = 3;
+pub const MIN_FIELD_VALUES: usize = 3;
 
 /// Folds templates that differ in one word only, in at least [`MIN_FIELD_VALUES`] ways and
 /// with the same severity, into one template with [`WILDCARD`] there (Drain's variable
@@ -396,6 +403,15 @@ const MIN_FIELD_VALUES: usize = 3;
 /// took. Templates before `first_new` (a bundle's, being updated) keep their places, and a new
 /// template that is an instance of one of theirs joins it. Returns each template's new index.
 pub fn fold_variable_words(templates: &mut Vec<String>, first_new: usize) -> Vec<u32> {
+    fold_words_with_values(templates, first_new, MIN_FIELD_VALUES)
+}
+
+/// [`fold_variable_words`] with places of at least `min_values` distinct words as fields.
+pub fn fold_words_with_values(
+    templates: &mut Vec<String>,
+    first_new: usize,
+    min_values: usize,
+) -> Vec<u32> {
     use std::collections::HashMap;
     let known: HashMap<&str, u32> = templates[..first_new]
         .iter()
@@ -420,7 +436,7 @@ pub fn fold_variable_words(templates: &mut Vec<String>, first_new: usize) -> Vec
     // The largest groups first; a template joins one group at most.
     let mut groups: Vec<((String, crate::severity::Severity), Vec<u32>)> = groups
         .into_iter()
-        .filter(|(_, members)| members.len() >= MIN_FIELD_VALUES)
+        .filter(|(_, members)| members.len() >= min_values)
         .collect();
     groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
     let mut forms: HashMap<u32, String> = HashMap::new();
@@ -429,7 +445,7 @@ pub fn fold_variable_words(templates: &mut Vec<String>, first_new: usize) -> Vec
             .into_iter()
             .filter(|&m| target[m as usize].is_none())
             .collect();
-        if free.len() < MIN_FIELD_VALUES {
+        if free.len() < min_values {
             continue;
         }
         // The group takes the place of its first member.

@@ -504,16 +504,20 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
         // counts, which it adds to), and its bundle has shown its templates already: a line of
         // one (or of a field of one) is no news however late it comes in the new logs.
         novelty: NoveltyStats::learn(
-            &corpus
-                .lines
-                .iter()
-                .zip(&corpus.line_origin)
-                .filter(|(_, &file)| base.is_none() || replay.is_none() || file != 0)
-                .map(|(l, _)| match (l.template as usize) < known_before.len() {
-                    true => (l.template, l.severity),
-                    false => (l.shape, l.severity),
-                })
-                .collect::<Vec<_>>(),
+            &corpus::novelty_lines(
+                &corpus
+                    .lines
+                    .iter()
+                    .zip(&corpus.line_origin)
+                    .filter(|(_, &file)| base.is_none() || replay.is_none() || file != 0)
+                    .map(|(l, _)| match (l.template as usize) < known_before.len() {
+                        true => (l.template, l.severity),
+                        false => (l.shape, l.severity),
+                    })
+                    .collect::<Vec<_>>(),
+                &corpus.shapes,
+                known_before.len(),
+            ),
             known_before.len() as u32,
         )
         .after(

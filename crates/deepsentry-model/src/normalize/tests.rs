@@ -194,3 +194,22 @@ fn terminal_colours_are_not_part_of_the_template() {
         crate::severity::Severity::Warn
     );
 }
+
+#[test]
+fn glogs_level_letter_is_a_word_of_its_own() {
+    use crate::severity::{severity_of, Severity};
+    let error = template("E0115 14:23:47.123456   12 main.go:42] no route to host");
+    assert_eq!(error, "E <NUM> <ID>] no route to host");
+    assert_eq!(severity_of(&error), Severity::Error);
+    assert_eq!(
+        severity_of(&template("W0115 14:23:47.123456 1 main.go:9] slow")),
+        Severity::Warn
+    );
+    // The same statement at another level is another template, as with level words.
+    assert_ne!(
+        template("I0115 14:23:47.123456   12 main.go:42] no route to host"),
+        error
+    );
+    // A word that only looks like one is not split.
+    assert_eq!(template("E0115 is a part number"), "<ID> is a part number");
+}

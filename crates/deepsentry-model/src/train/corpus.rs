@@ -10,7 +10,10 @@ use regex::Regex;
 
 use super::TrainOptions;
 use crate::invariants::{add_counts, counts_of, OpenSession, SessionTally, TallyBuilder};
-use crate::normalize::{fold_variable_words, template_into};
+use crate::normalize::{
+    fold_variable_words, fold_words_with_values, template_into, wildcard_forms, MIN_FIELD_VALUES,
+    WILDCARD,
+};
 use crate::scorer::SessionKey;
 use crate::session_key::{find_session_key, SessionKeySpec};
 use crate::severity::{level_of, severity_of, severity_with_level, Severity};
@@ -35,6 +38,9 @@ pub(super) struct Line {
 pub(super) struct Corpus {
     pub(super) lines: Vec<Line>,
     pub(super) templates: Vec<String>,
+    /// The templates as the normalizer made them, before folding: what [`Line::shape`]
+    /// indexes.
+    pub(super) shapes: Vec<String>,
     pub(super) session_names: Vec<String>,
     /// Template ids of each session, in order.
     pub(super) sessions: Vec<Vec<u32>>,
@@ -116,6 +122,7 @@ pub(super) fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::R
         );
         templates = templates_in_use(&mut lines, templates, known.len());
     }
+    let shapes = templates.clone();
     let folded = fold_variable_words(&mut templates, known.len());
     for line in &mut lines {
         line.template = folded[line.template as usize];
@@ -123,6 +130,7 @@ pub(super) fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::R
     let mut corpus = Corpus {
         lines,
         templates,
+        shapes,
         session_names: Vec::new(),
         sessions: Vec::new(),
         max_gap: 0,
@@ -131,6 +139,64 @@ pub(super) fn read_corpus(options: &TrainOptions, known: &[String]) -> anyhow::R
     };
     assign_sessions(&mut corpus, &SessionKey::Stream);
     Ok(corpus)
+}
+
+/// Values of one place among the earlier half's templates that make it a field for measuring
+/// novelty: one fewer than training folds on, since a later value that fits there is the
+/// field's third at least (training's own rule), with all but one of them seen before.
+const EARLIER_FIELD_VALUES: usize = MIN_FIELD_VALUES - 1;
+
+/// The lines novelty is measured on (`(shape, severity)` in order, see [`NoveltyStats::learn`]),
+/// with each shape of the later half that is a value of a field the earlier half showed taken
+/// as that field's first shape. Fields are found on the earlier half's own shapes (and the
+/// `known` templates of a bundle being updated; see [`EARLIER_FIELD_VALUES`]): a user name the
+/// earlier half never logged is no new statement, but the later half's new values do not get
+/// to make by themselves the field that would then excuse them.
+///
+/// [`NoveltyStats::learn`]: crate::novelty::NoveltyStats::learn
+pub(super) fn novelty_lines(
+    lines: &[(u32, Severity)],
+    shapes: &[String],
+    known: usize,
+) -> Vec<(u32, Severity)> {
+    let half = lines.len() / 2;
+    let mut earlier: Vec<u32> = (0..known as u32)
+        .chain(lines[..half].iter().map(|&(shape, _)| shape))
+        .collect();
+    earlier.sort_unstable();
+    earlier.dedup();
+    let mut folded: Vec<String> = earlier
+        .iter()
+        .map(|&s| shapes[s as usize].clone())
+        .collect();
+    let index = fold_words_with_values(&mut folded, known, EARLIER_FIELD_VALUES);
+    // Each field's form and severity, with the first earlier shape that is a value of it.
+    let mut fields: HashMap<(&str, Severity), u32> = HashMap::new();
+    for (&shape, &to) in earlier.iter().zip(&index) {
+        let form = folded[to as usize].as_str();
+        if form.split(' ').any(|w| w == WILDCARD) {
+            fields.entry((form, severity_of(form))).or_insert(shape);
+        }
+    }
+    let mut field_of: HashMap<u32, u32> = HashMap::new();
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, &(shape, severity))| {
+            if i < half || fields.is_empty() || earlier.binary_search(&shape).is_ok() {
+                return (shape, severity);
+            }
+            let to = *field_of.entry(shape).or_insert_with(|| {
+                let text = &shapes[shape as usize];
+                let words: Vec<&str> = text.split(' ').collect();
+                let own = severity_of(text);
+                let field = wildcard_forms(&words)
+                    .find_map(|(_, form)| fields.get(&(form.as_str(), own)).copied());
+                field.unwrap_or(shape)
+            });
+            (to, severity)
+        })
+        .collect()
 }
 
 /// The templates `lines` use, renumbered in the order they first use them after the `known`
@@ -566,6 +632,67 @@ mod tests {
             .flat_map(|a| (0..n).map(move |b| (a, b)))
             .filter(|(a, b)| a != b)
             .collect()
+    }
+
+    /// The counted lines of `texts` as `novelty_lines` takes them, with the shapes they index.
+    fn shaped(texts: &[&str]) -> (Vec<(u32, Severity)>, Vec<String>) {
+        let mut shapes: Vec<String> = Vec::new();
+        let lines = texts
+            .iter()
+            .map(|text| {
+                let id = shapes.iter().position(|s| s == text).unwrap_or_else(|| {
+                    shapes.push(text.to_string());
+                    shapes.len() - 1
+                });
+                (id as u32, severity_of(text))
+            })
+            .collect();
+        (lines, shapes)
+    }
+
+    #[test]
+    fn a_later_value_of_an_earlier_field_is_no_new_statement() {
+        let (lines, shapes) = shaped(&[
+            "ERROR payment declined for alice",
+            "ERROR payment declined for bob",
+            "INFO ready",
+            "ERROR payment declined for carol",
+            // The later half: a new value of that field, a new statement, and a word the
+            // earlier half had as one value only (no field yet).
+            "ERROR payment declined for dave",
+            "ERROR database connection lost",
+            "INFO ready now",
+            "INFO ready now",
+        ]);
+        let counted = novelty_lines(&lines, &shapes, 0);
+        let stats = crate::novelty::NoveltyStats::learn(&counted, 0);
+        assert_eq!(counted[4].0, 0, "dave is a value of the earlier field");
+        assert_eq!(counted[5], lines[5]);
+        assert_eq!(counted[6], lines[6]);
+        assert_eq!(counted[..4], lines[..4]);
+        // One new error line of four, where it would be two without the field.
+        let expected = -(1.5f64 / 5.0).ln();
+        assert!((stats.new_template_surprise(Severity::Error) - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_field_made_by_later_values_alone_does_not_excuse_them() {
+        let (lines, shapes) = shaped(&[
+            "INFO start",
+            "INFO user alice logged in",
+            "INFO disk sda ok",
+            "INFO user bob logged in",
+            // Two earlier values and a later third: training's field, mostly seen before.
+            "INFO user carol logged in",
+            // One earlier value: the later ones would make the field on their own.
+            "INFO disk sdb ok",
+            "INFO disk sdc ok",
+            "INFO start",
+        ]);
+        let counted = novelty_lines(&lines, &shapes, 0);
+        assert_eq!(counted[4].0, 1);
+        assert_eq!(counted[..4], lines[..4]);
+        assert_eq!(counted[5..], lines[5..]);
     }
 
     #[test]

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Generates logs in common shapes the loghub samples lack, for benches/formats.sh.
+
+    python3 benches/gen-formats.py OUT_DIR [SEED]
+
+Writes OUT_DIR/loghub/<Name>_2k.log, 2,000 lines each, in the layout benches/eval.sh reads:
+
+- Access: a web server's combined access log (no labels: every line is normal).
+- Json: a service's JSON lines with `level`, `msg` and a user-name field.
+- Klog: Kubernetes' klog (`I0304 10:00:01.173945    4242 file.go:112] ...`).
+- Log4j: Hadoop's and Spark's console pattern (`24/03/04 10:00:01 INFO ...`).
+- Logfmt: Go's `time=... level=info msg="..." key=value` lines.
+
+Every value a real system varies varies here too, with long tails: user names (one in ten
+never seen before), pod names, paths, ids, sizes, durations, IP addresses. The labelled files
+start each line with `-` (normal) or `A` (anomalous, the BGL convention); their first 1,200
+lines are normal and lines 1,201-2,000 hold three bursts (3, 2 and 4 lines) of one error
+statement the first 1,200 never showed, so a detector that learns new templates should flag
+the first five of its nine lines.
+"""
+import datetime
+import json
+import os
+import random
+import sys
+
+LINES = 2000
+TRAIN = 1200
+# Where the bursts of the anomalous statement start in the replayed part, and their length.
+BURSTS = {150: 3, 420: 2, 700: 4}
+
+out_dir = sys.argv[1]
+rng = random.Random(int(sys.argv[2]) if len(sys.argv) > 2 else 7)
+
+NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+         "mallory", "nick", "olivia", "peggy", "rupert", "sybil", "trent", "victor"]
+WORDS = ["blue", "red", "green", "shoes", "shirt", "hat", "lamp", "desk", "chair", "book",
+         "phone", "cable", "mouse", "bag", "watch", "ring", "sofa", "bed", "rug", "cup"]
+AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.2 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "curl/8.4.0",
+    "python-requests/2.31.0",
+    "Googlebot/2.1 (+http://www.google.com/bot.html)",
+]
+
+
+def user():
+    """A user name: a few are most of the traffic, one in ten is new."""
+    if rng.random() < 0.1:
+        return "".join(rng.choice("abcdefghijklmnop") for _ in range(6))
+    return NAMES[min(int(rng.paretovariate(0.8)) - 1, len(NAMES) - 1)]
+
+
+def ip():
+    return ".".join(str(rng.randrange(1, 255)) for _ in range(4))
+
+
+def pod():
+    return f"{rng.choice(WORDS)}-{rng.choice(WORDS)}-" + "".join(
+        rng.choice("abcdef0123456789") for _ in range(5))
+
+
+def access(t, _anomalous):
+    r = rng.random()
+    if r < 0.3:
+        path = f"/api/users/{rng.randrange(1, 100000)}"
+    elif r < 0.5:
+        path = f"/products/{rng.choice(WORDS)}-{rng.choice(WORDS)}"
+    elif r < 0.6:
+        path = f"/search?q={rng.choice(WORDS)}"
+    elif r < 0.8:
+        path = rng.choice(["/", "/login", "/about", "/static/css/app.css", "/favicon.ico"])
+    else:
+        path = f"/static/img/{rng.choice(WORDS)}.png"
+    method = "POST" if rng.random() < 0.1 else "GET"
+    status = rng.choices([200, 304, 404, 302], [80, 10, 5, 5])[0]
+    return (f'{ip()} - - [{t:%d/%b/%Y:%H:%M:%S} +0000] "{method} {path} HTTP/1.1" {status} '
+            f'{rng.randrange(100, 90000)} "-" "{rng.choice(AGENTS)}"')
+
+
+def json_line(t, anomalous):
+    record = {"ts": t.isoformat() + "Z"}
+    if anomalous:
+        record.update(level="error", msg="database connection lost", db="orders-primary",
+                      retry_in_ms=500)
+        return json.dumps(record)
+    level = rng.choices(["info", "warn", "error", "debug"], [70, 8, 2, 20])[0]
+    record["level"] = level
+    if level == "debug":
+        record.update(msg="cache lookup", key=f"user:{rng.randrange(1, 5000)}",
+                      hit=rng.random() < 0.8)
+    elif level == "info" and rng.random() < 0.5:
+        record.update(msg="request completed", method="GET",
+                      path=f"/api/v1/orders/{rng.randrange(1, 99999)}", status=200,
+                      duration_ms=round(rng.random() * 300, 2), user=user())
+    elif level == "info":
+        record.update(msg="user logged in", user=user(), ip=ip())
+    elif level == "warn":
+        record.update(msg="slow query", table=rng.choice(["orders", "users", "items"]),
+                      duration_ms=round(500 + rng.random() * 3000, 1))
+    else:
+        record.update(msg="payment declined", user=user(),
+                      reason=rng.choice(["insufficient funds", "card expired"]))
+    return json.dumps(record)
+
+
+def klog(t, anomalous):
+    stamp = f"{t:%m%d %H:%M:%S}.{t.microsecond:06d} {4242:>7}"
+    if anomalous:
+        return (f'E{stamp} runtime.go:78] "Observed a panic" panic="runtime error: invalid '
+                f'memory address or nil pointer dereference"')
+    level = rng.choices("IWE", [90, 8, 2])[0]
+    ns = rng.choice(["default", "kube-system", "monitoring", "payments", "web"])
+    name = pod()
+    messages = {
+        "I": [
+            f'controller.go:{rng.choice([112, 240, 318])}] "Reconciling" pod="{ns}/{name}"',
+            f'controller.go:455] "Synced" pod="{ns}/{name}" '
+            f'duration="{rng.random() * 200:.1f}ms"',
+            f"leaderelection.go:258] successfully renewed lease {ns}/controller",
+            f"reflector.go:{rng.choice([219, 255])}] Listing and watching *v1.Pod from "
+            f"pkg/mod/k8s.io/client-go/tools/cache/reflector.go:229",
+            f'event.go:294] "Event occurred" object="{ns}/{name}" kind="Pod" '
+            f'reason="{rng.choice(["Scheduled", "Pulled", "Created", "Started"])}"',
+        ],
+        "W": [
+            "warnings.go:70] metadata.name: this is used in Pod names and hostnames",
+            f'controller.go:501] "Retrying" pod="{ns}/{name}" attempt={rng.randrange(1, 4)}',
+        ],
+        "E": [
+            f'controller.go:520] "Failed to sync" err="Operation cannot be fulfilled on pods '
+            f'\\"{name}\\": the object has been modified" pod="{ns}/{name}"',
+        ],
+    }
+    return f"{level}{stamp} {rng.choice(messages[level])}"
+
+
+def log4j(t, anomalous):
+    stamp = f"{t:%y/%m/%d %H:%M:%S}"
+    task, stage = rng.randrange(0, 500), rng.randrange(0, 40)
+    if anomalous:
+        return (f"{stamp} ERROR executor.Executor: Exception in task {task}.0 in stage "
+                f"{stage}.0 (TID {task * 7}): java.lang.OutOfMemoryError: Java heap space")
+    if rng.random() < 0.05:
+        return (f"{stamp} WARN storage.BlockManager: Block rdd_{stage}_{task} could not be "
+                f"removed as it was not found on disk or in memory")
+    message = rng.choice([
+        f"executor.Executor: Running task {task}.0 in stage {stage}.0 (TID {task * 7})",
+        f"executor.Executor: Finished task {task}.0 in stage {stage}.0 (TID {task * 7}). "
+        f"{rng.randrange(900, 3000)} bytes result sent to driver",
+        f"storage.BlockManager: Found block rdd_{stage}_{task} locally",
+        f"storage.MemoryStore: Block broadcast_{stage} stored as values in memory (estimated "
+        f"size {rng.randrange(1, 900)}.{rng.randrange(10)} KB, free "
+        f"{rng.randrange(1, 900)}.{rng.randrange(10)} MB)",
+        f"broadcast.TorrentBroadcast: Reading broadcast variable {stage} took "
+        f"{rng.randrange(2, 40)} ms",
+    ])
+    return f"{stamp} INFO {message}"
+
+
+def logfmt(t, anomalous):
+    stamp = f"time={t:%Y-%m-%dT%H:%M:%S}Z"
+    if anomalous:
+        return (f'{stamp} level=error msg="upstream unavailable" upstream=payments '
+                f'attempts=3 err="dial tcp {ip()}:443: connect: connection refused"')
+    r = rng.random()
+    if r < 0.6:
+        return (f'{stamp} level=info msg="request served" method=GET '
+                f'path=/api/v2/carts/{rng.randrange(1, 9999)} status=200 user={user()} '
+                f'duration={rng.randrange(1, 900)}ms')
+    if r < 0.8:
+        return f'{stamp} level=debug msg="cache refreshed" entries={rng.randrange(1, 5000)}'
+    if r < 0.97:
+        return f'{stamp} level=info msg="session started" user={user()} remote={ip()}'
+    return (f'{stamp} level=warn msg="rate limited" user={user()} '
+            f'limit={rng.choice([100, 500])}')
+
+
+FORMATS = {"Access": (access, False), "Json": (json_line, True), "Klog": (klog, True),
+           "Log4j": (log4j, True), "Logfmt": (logfmt, True)}
+
+os.makedirs(os.path.join(out_dir, "loghub"), exist_ok=True)
+for name, (line, labelled) in FORMATS.items():
+    anomalous = set()
+    for start, length in BURSTS.items():
+        anomalous.update(range(TRAIN + start, TRAIN + start + length))
+    t = datetime.datetime(2024, 3, 4, 10, 0, 0)
+    with open(os.path.join(out_dir, "loghub", f"{name}_2k.log"), "w") as out:
+        for i in range(LINES):
+            t += datetime.timedelta(seconds=rng.expovariate(1 / 3))
+            bad = labelled and i in anomalous
+            text = line(t, bad)
+            out.write(f"{'A' if bad else '-'} {text}\n" if labelled else f"{text}\n")
