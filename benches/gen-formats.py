@@ -10,13 +10,15 @@ Writes OUT_DIR/loghub/<Name>_2k.log, 2,000 lines each, in the layout benches/eva
 - Klog: Kubernetes' klog (`I0304 10:00:01.173945    4242 file.go:112] ...`).
 - Log4j: Hadoop's and Spark's console pattern (`24/03/04 10:00:01 INFO ...`).
 - Logfmt: Go's `time=... level=info msg="..." key=value` lines.
+- Rare: logfmt lines whose one error statement came three times in the first 1,200 lines
+  and comes back as a burst (every other line of 40) in the replayed part: known, but rare.
 
 Every value a real system varies varies here too, with long tails: user names (one in ten
 never seen before), pod names, paths, ids, sizes, durations, IP addresses. The labelled files
 start each line with `-` (normal) or `A` (anomalous, the BGL convention); their first 1,200
-lines are normal and lines 1,201-2,000 hold three bursts (3, 2 and 4 lines) of one error
-statement the first 1,200 never showed, so a detector that learns new templates should flag
-the first five of its nine lines.
+lines are normal, and but for Rare's, lines 1,201-2,000 hold three bursts (3, 2 and 4 lines)
+of one error statement the first 1,200 never showed, so a detector that learns new templates
+should flag the first five of its nine lines.
 """
 import datetime
 import json
@@ -180,18 +182,29 @@ def logfmt(t, anomalous):
             f'limit={rng.choice([100, 500])}')
 
 
-FORMATS = {"Access": (access, False), "Json": (json_line, True), "Klog": (klog, True),
-           "Log4j": (log4j, True), "Logfmt": (logfmt, True)}
+# Where Rare's error statement comes in training (as a normal line) and in the replay.
+RARE_IN_TRAINING = {100, 500, 900}
+RARE_BURST = set(range(TRAIN + 300, TRAIN + 340, 2))
+
+NEW_STATEMENT_BURSTS = {i for start, length in BURSTS.items()
+                        for i in range(TRAIN + start, TRAIN + start + length)}
+# Each log: how its lines are made, whether it is labelled, which lines are anomalous, and
+# which lines carry the anomalous statement as a normal line.
+FORMATS = {
+    "Access": (access, False, set(), set()),
+    "Json": (json_line, True, NEW_STATEMENT_BURSTS, set()),
+    "Klog": (klog, True, NEW_STATEMENT_BURSTS, set()),
+    "Log4j": (log4j, True, NEW_STATEMENT_BURSTS, set()),
+    "Logfmt": (logfmt, True, NEW_STATEMENT_BURSTS, set()),
+    "Rare": (logfmt, True, RARE_BURST, RARE_IN_TRAINING),
+}
 
 os.makedirs(os.path.join(out_dir, "loghub"), exist_ok=True)
-for name, (line, labelled) in FORMATS.items():
-    anomalous = set()
-    for start, length in BURSTS.items():
-        anomalous.update(range(TRAIN + start, TRAIN + start + length))
+for name, (line, labelled, anomalous, normal_too) in FORMATS.items():
     t = datetime.datetime(2024, 3, 4, 10, 0, 0)
     with open(os.path.join(out_dir, "loghub", f"{name}_2k.log"), "w") as out:
         for i in range(LINES):
             t += datetime.timedelta(seconds=rng.expovariate(1 / 3))
-            bad = labelled and i in anomalous
-            text = line(t, bad)
+            bad = i in anomalous
+            text = line(t, bad or i in normal_too)
             out.write(f"{'A' if bad else '-'} {text}\n" if labelled else f"{text}\n")
