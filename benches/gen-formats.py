@@ -12,13 +12,16 @@ Writes OUT_DIR/loghub/<Name>_2k.log, 2,000 lines each, in the layout benches/eva
 - Logfmt: Go's `time=... level=info msg="..." key=value` lines.
 - Rare: logfmt lines whose one error statement came three times in the first 1,200 lines
   and comes back as a burst (every other line of 40) in the replayed part: known, but rare.
+- Requests: a service's requests, five at a time interleaved in one stream, each line naming
+  its request id (`[req-...]`); in the replayed part three requests skip their `auth ok`
+  step, and every line of those is labelled anomalous.
 
 Every value a real system varies varies here too, with long tails: user names (one in ten
 never seen before), pod names, paths, ids, sizes, durations, IP addresses. The labelled files
 start each line with `-` (normal) or `A` (anomalous, the BGL convention); their first 1,200
-lines are normal, and but for Rare's, lines 1,201-2,000 hold three bursts (3, 2 and 4 lines)
-of one error statement the first 1,200 never showed, so a detector that learns new templates
-should flag the first five of its nine lines.
+lines are normal; in Json's, Klog's, Log4j's and Logfmt's, lines 1,201-2,000 hold three
+bursts (3, 2 and 4 lines) of one error statement the first 1,200 never showed, so a detector
+that learns new templates should flag the first five of its nine lines.
 """
 import datetime
 import json
@@ -182,6 +185,39 @@ def logfmt(t, anomalous):
             f'limit={rng.choice([100, 500])}')
 
 
+REQUEST_STEPS = [
+    ["request received", "auth ok", "db query done", "response sent"],
+    ["request received", "auth ok", "cache hit", "response sent"],
+    ["request received", "auth ok", "db query done", "cache stored", "response sent"],
+]
+
+
+def requests_log():
+    """Request logs, five requests open at a time: (anomalous, text) for each line. Requests
+    that start in the replayed part at three places skip `auth ok`."""
+    t = datetime.datetime(2024, 3, 4, 10, 0, 0)
+    lines, open_requests = [], []
+    skip_at = sorted(TRAIN + start for start in BURSTS)
+    while len(lines) < LINES:
+        while len(open_requests) < 5:
+            steps = list(rng.choice(REQUEST_STEPS))
+            # The first request to start after each of the replay's places skips its auth.
+            bad = bool(skip_at) and len(lines) >= skip_at[0]
+            if bad:
+                skip_at.pop(0)
+                steps.remove("auth ok")
+            open_requests.append([f"{rng.getrandbits(64):016x}", steps, 0, bad])
+        k = rng.randrange(len(open_requests))
+        request, steps, step, bad = open_requests[k]
+        t += datetime.timedelta(milliseconds=rng.randrange(5, 400))
+        lines.append((bad, f"{t:%Y-%m-%d %H:%M:%S},{t.microsecond // 1000:03d} INFO "
+                           f"[req-{request}] {steps[step]} in {rng.randrange(1, 90)} ms"))
+        open_requests[k][2] += 1
+        if open_requests[k][2] == len(steps):
+            open_requests.pop(k)
+    return lines
+
+
 # Where Rare's error statement comes in training (as a normal line) and in the replay.
 RARE_IN_TRAINING = {100, 500, 900}
 RARE_BURST = set(range(TRAIN + 300, TRAIN + 340, 2))
@@ -208,3 +244,6 @@ for name, (line, labelled, anomalous, normal_too) in FORMATS.items():
             bad = i in anomalous
             text = line(t, bad or i in normal_too)
             out.write(f"{'A' if bad else '-'} {text}\n" if labelled else f"{text}\n")
+with open(os.path.join(out_dir, "loghub", "Requests_2k.log"), "w") as out:
+    for bad, text in requests_log():
+        out.write(f"{'A' if bad else '-'} {text}\n")

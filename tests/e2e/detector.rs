@@ -571,6 +571,20 @@ fn a_model_of_another_system_says_it_does_not_fit_and_learns_the_logs_novelty() 
     );
 }
 
+/// `deepsentry eval --line-labels --json` of `input` with `model`: its report and what it
+/// logged.
+fn eval_line_labels(model: &Path, input: &Path) -> (serde_json::Value, String) {
+    let output = run_ok(
+        Command::new(bin())
+            .args(["eval", "--line-labels", "--json", "--model"])
+            .arg(model)
+            .arg("--input")
+            .arg(input),
+    );
+    let report = serde_json::from_slice(&output.stdout).unwrap();
+    (report, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// An app's routine lines and, one line in 40, its one error statement, which names a user
 /// in letters the normalizer keeps as a word, nearly every time a new one (`payment declined
 /// for user qxkvzt`).
@@ -613,16 +627,7 @@ fn new_values_of_a_field_do_not_make_a_new_error_statement_routine() {
         "A 2024-03-01T10:03:20Z shop[7]: ERROR database connection lost".to_string(),
     );
     write_lines(&s.path("replay.log"), &replay, false);
-    let output = Command::new(bin())
-        .args(["eval", "--line-labels", "--json", "--model"])
-        .arg(&model)
-        .arg("--input")
-        .arg(s.path("replay.log"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (report, _) = eval_line_labels(&model, &s.path("replay.log"));
     assert_eq!(report["scores"]["recall"], 1.0, "{report}");
     assert!(report["lines_flagged"].as_u64().unwrap() <= 2, "{report}");
 }
@@ -640,6 +645,15 @@ fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it
         model_yml.contains("session_key_found: program[pid]"),
         "{stderr}\n{model_yml}"
     );
+    // The hold-out (the log's last lines) takes up a few requests in the middle; they are
+    // scored after their earlier steps, not as requests that began with a later step, which
+    // would be the highest held-out scores and lift the floor over such anomalies.
+    let highest: f64 = model_yml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("score_max:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(highest < 5.0, "{model_yml}");
 
     let swapped = 150;
     write_lines(
@@ -892,18 +906,10 @@ fn eval_with_line_labels_reads_traces_as_the_model_was_trained_on_them() {
         format!("FAIL {stamp} web[19998]: payment ledger corrupted, refusing writes"),
     );
     write_lines(&s.path("labelled.log"), &lines, false);
-    let output = run_ok(
-        Command::new(bin())
-            .args(["eval", "--line-labels", "--json", "--model"])
-            .arg(&model)
-            .arg("--input")
-            .arg(s.path("labelled.log")),
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (report, stderr) = eval_line_labels(&model, &s.path("labelled.log"));
     // The model knows its traces joined: the replay joins them too, and each of a trace's
     // lines has its event's verdict.
     assert!(stderr.contains("the input holds stack traces"), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let scores = &report["scores"];
     assert_eq!(report["lines"], lines.len(), "{report}");
     assert_eq!(scores["tp"], 1, "{report}");

@@ -506,6 +506,10 @@ impl SequenceModel for LoadedModel {
         self.metadata.prior.mixed(class, log_p)
     }
 
+    fn prior(&self, class: usize) -> Option<f32> {
+        self.metadata.prior.probabilities.get(class).copied()
+    }
+
     fn score_floor(&self) -> f64 {
         self.metadata.training.score_floor
     }

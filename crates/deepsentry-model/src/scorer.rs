@@ -201,6 +201,9 @@ struct Pending {
     context: String,
     /// For a session end: the invariants its counts broke.
     broken: Vec<String>,
+    /// Whether this is the first event the scorer met of a session of a stream its key
+    /// splits (a request's, or the stream's own for lines the key does not match).
+    split_start: bool,
 }
 
 fn clip(message: &str) -> Box<str> {
@@ -566,6 +569,7 @@ where
             followers_before: None,
             context,
             broken,
+            split_start: false,
         }
     }
 
@@ -672,6 +676,8 @@ where
                 keyed,
             });
             let window = session.window.clone();
+            let split_start =
+                session.lines == 0 && !matches!(self.settings.session_key, SessionKey::Stream);
             // The detector has no class for a template learned online: what follows one in its
             // session is learned here, by counting.
             let after_online = window
@@ -728,6 +734,7 @@ where
                 followers_before,
                 context,
                 broken: Vec::new(),
+                split_start,
             });
         }
         self.score(pending)

@@ -34,6 +34,10 @@ pub trait SequenceModel {
     fn mixed(&self, _class: usize, log_p: f32) -> f32 {
         log_p
     }
+    /// How often `class` came in training, where the model keeps it (the class prior).
+    fn prior(&self, _class: usize) -> Option<f32> {
+        None
+    }
     /// The score below which nothing is flagged, learned in training.
     fn score_floor(&self) -> f64;
     /// How often the system brings new templates, and how common each severity is.

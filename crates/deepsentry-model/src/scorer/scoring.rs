@@ -91,6 +91,18 @@ where
         };
         let novelty = self.novelty();
         match &p.kind {
+            Kind::Known(class) if p.split_start && !self.model.judges_session_ends() => {
+                // A model of one stream split by a key found in it does not know where its
+                // sessions begin: the first line met of a thread or a request (or of the lines
+                // the key does not match) may be the middle of one that began before the
+                // scorer, or the log, did. It is as surprising as its template is rare, and no
+                // more than the detector makes it.
+                let rarity = self
+                    .model
+                    .prior(*class)
+                    .map_or(MAX_SURPRISE, |p| -f64::from(p.max(f32::MIN_POSITIVE)).ln());
+                (surprise(*class).min(rarity), Reason::UnlikelyNext)
+            }
             Kind::Known(class) => (surprise(*class), Reason::UnlikelyNext),
             Kind::End if !p.broken.is_empty() => {
                 // No training session ended like this: as surprising as an event can be.

@@ -777,3 +777,72 @@ fn the_template_cache_is_bounded_and_ids_held_by_sessions_stay_valid() {
     assert!(stats.templates_evicted >= 3000, "{stats:?}");
     assert_eq!(stats.scored, 3200);
 }
+
+/// Two templates: `a` starts sessions, `b` never does (one time in 10,000), and either follows
+/// anything; both equally common. Whether it judges where sessions begin and end is set.
+struct StartModel {
+    templates: Vec<String>,
+    novelty: NoveltyStats,
+    judges_sessions: bool,
+}
+
+impl SequenceModel for StartModel {
+    fn sequence_length(&self) -> usize {
+        3
+    }
+    fn end_class(&self) -> usize {
+        2
+    }
+    fn embed(&self, templates: &[&str]) -> Vec<Embedded> {
+        by_first_word(&self.templates, templates)
+    }
+    fn log_probs(&self, windows: &[Vec<&[f32]>]) -> Vec<Vec<f32>> {
+        windows
+            .iter()
+            .map(|w| match w.is_empty() {
+                true => vec![0.9999f32.ln(), 1e-4f32.ln(), 1e-9f32.ln(), 1e-9f32.ln()],
+                false => vec![0.45f32.ln(), 0.45f32.ln(), 0.1f32.ln(), 1e-9f32.ln()],
+            })
+            .collect()
+    }
+    fn prior(&self, class: usize) -> Option<f32> {
+        (class < 2).then_some(0.5)
+    }
+    fn score_floor(&self) -> f64 {
+        5.0
+    }
+    fn novelty(&self) -> &NoveltyStats {
+        &self.novelty
+    }
+    fn judges_session_ends(&self) -> bool {
+        self.judges_sessions
+    }
+}
+
+#[test]
+fn a_split_streams_first_line_of_a_session_is_not_judged_as_its_beginning() {
+    let first_score = |judges_sessions: bool, session_key: SessionKey| {
+        let model = StartModel {
+            templates: vec!["a".into(), "b".into()],
+            novelty: NoveltyStats::default(),
+            judges_sessions,
+        };
+        let mut scorer = Scorer::new(
+            Box::new(model),
+            ScorerSettings {
+                session_key,
+                min_samples: 0,
+                ..ScorerSettings::default()
+            },
+        );
+        let scored = scorer.process(events(&["b s1"]));
+        scored[0].fields.number(anomaly::ANOMALY_SCORE).unwrap()
+    };
+    let key = || SessionKey::Regex(Regex::new(r"s\d+").unwrap());
+    // A key found in one stream: the line may be the middle of a session begun before.
+    assert!((first_score(false, key()) - 2f64.ln()).abs() < 1e-6);
+    // Sessions the model learned whole (HDFS blocks): a block that begins with `b` is news.
+    assert!((first_score(true, key()) - 1e4f64.ln()).abs() < 1e-3);
+    // One stream keeps its fresh start, as the model's floor was calibrated with it.
+    assert!((first_score(false, SessionKey::Stream) - 1e4f64.ln()).abs() < 1e-3);
+}

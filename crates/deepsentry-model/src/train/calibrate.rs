@@ -1,7 +1,7 @@
 //! After training: the class prior and the threshold floor, learned on held-out data.
 
 use deepsentry_core::anomaly;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use deepsentry_core::Event;
 
@@ -145,6 +145,9 @@ pub(super) fn learn_prior(
     );
 }
 
+/// Marks an event calibration scores for its context only, not for the floor.
+const WARM_UP: &str = "calibration_warm_up";
+
 /// Scores the held-out sessions with the pipeline's own scorer and sets the floor.
 pub(super) fn calibrate(
     model: &mut LoadedModel,
@@ -177,6 +180,9 @@ pub(super) fn calibrate(
     let mut scores = Vec::new();
     let mut record = |events: Vec<Event>| {
         for event in events {
+            if event.fields.get(WARM_UP).is_some() {
+                continue;
+            }
             let Some(deepsentry_core::Value::Float(score)) =
                 event.fields.get(anomaly::ANOMALY_SCORE).cloned()
             else {
@@ -204,8 +210,22 @@ pub(super) fn calibrate(
         }
     };
     let now = chrono::Utc::now();
+    let event_of = |line: &super::corpus::Line, origin: u16| {
+        Event::from_str(&line.text, now, corpus.origins[usize::from(origin)].clone())
+    };
+    // The last lines before the tail of each keyed session the tail cuts, to score its
+    // held-out lines after them: a request the tail takes up in the middle did not begin
+    // there, and scored from an empty window its first held-out lines would look like a
+    // request whose first steps were skipped (the highest scores of the hold-out, which set
+    // the floor above every such anomaly). A stream that is one session keeps its fresh start:
+    // a replay or a restart begins there too.
+    let warm_up_lines = match key {
+        SessionKey::Stream => 0,
+        _ => model.metadata.sizes.sequence_length,
+    };
+    let mut before_tail: HashMap<usize, VecDeque<(usize, u16)>> = HashMap::new();
     let mut batch = Vec::new();
-    for (line, &origin) in corpus.lines.iter().zip(&corpus.line_origin) {
+    for (index, (line, &origin)) in corpus.lines.iter().zip(&corpus.line_origin).enumerate() {
         let session = line.session as usize;
         let at = position[session];
         position[session] += 1;
@@ -215,13 +235,26 @@ pub(super) fn calibrate(
             at >= training_part[session].len()
         };
         if !use_all && !held {
+            if !by_sessions
+                && warm_up_lines > 0
+                && training_part[session].len() < corpus.sessions[session].len()
+            {
+                let recent = before_tail.entry(session).or_default();
+                if recent.len() == warm_up_lines {
+                    recent.pop_front();
+                }
+                recent.push_back((index, origin));
+            }
             continue;
         }
-        batch.push(Event::from_str(
-            &line.text,
-            now,
-            corpus.origins[origin as usize].clone(),
-        ));
+        for (earlier, origin) in before_tail.remove(&session).into_iter().flatten() {
+            let mut event = event_of(&corpus.lines[earlier], origin);
+            event
+                .fields
+                .insert(WARM_UP, deepsentry_core::Value::Bool(true));
+            batch.push(event);
+        }
+        batch.push(event_of(line, origin));
         if batch.len() == 1024 {
             record(scorer.process(std::mem::take(&mut batch)));
         }
