@@ -3,10 +3,10 @@
 #
 #   bash benches/formats.sh [SEED]
 #
-# Generates a web access log and six application logs (JSON lines, Kubernetes' klog,
-# log4j's `yy/MM/dd` pattern, logfmt twice, interleaved requests) with
+# Generates a web access log and seven application logs (JSON lines, Kubernetes' klog,
+# log4j's `yy/MM/dd` pattern, logfmt twice, interleaved requests, Chinese messages) with
 # benches/gen-formats.py, then runs the loghub protocol of benches/eval.sh on them: train on
-# lines 1-1200, replay lines 1201-2000. The access log counts every line as normal; four
+# lines 1-1200, replay lines 1201-2000. The access log counts every line as normal; five
 # others hold nine labelled lines of one new error statement in three bursts, so their rows
 # also show whether it is found (a detector that learns new templates flags its first five
 # occurrences: recall 5/9 = 0.556), `Rare` a burst of 20 lines of an error statement

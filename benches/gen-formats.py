@@ -10,6 +10,8 @@ Writes OUT_DIR/loghub/<Name>_2k.log, 2,000 lines each, in the layout benches/eva
 - Klog: Kubernetes' klog (`I0304 10:00:01.173945    4242 file.go:112] ...`).
 - Log4j: Hadoop's and Spark's console pattern (`24/03/04 10:00:01 INFO ...`).
 - Logfmt: Go's `time=... level=info msg="..." key=value` lines.
+- Chinese: a Java service logging in Chinese, a language written without spaces, numbers
+  and ids glued to the words (`用户12345登录成功`).
 - Rare: logfmt lines whose one error statement came three times in the first 1,200 lines
   and comes back as a burst (every other line of 40) in the replayed part: known, but rare.
 - Requests: a service's requests, five at a time interleaved in one stream, each line naming
@@ -19,7 +21,7 @@ Writes OUT_DIR/loghub/<Name>_2k.log, 2,000 lines each, in the layout benches/eva
 Every value a real system varies varies here too, with long tails: user names (one in ten
 never seen before), pod names, paths, ids, sizes, durations, IP addresses. The labelled files
 start each line with `-` (normal) or `A` (anomalous, the BGL convention); their first 1,200
-lines are normal; in Json's, Klog's, Log4j's and Logfmt's, lines 1,201-2,000 hold three
+lines are normal; in Json's, Klog's, Log4j's, Logfmt's and Chinese's, lines 1,201-2,000 hold three
 bursts (3, 2 and 4 lines) of one error statement the first 1,200 never showed, so a detector
 that learns new templates should flag the first five of its nine lines.
 """
@@ -218,6 +220,26 @@ def requests_log():
     return lines
 
 
+CHINESE = [
+    ("INFO", "用户{user}登录成功"), ("INFO", "订单{n}已创建，金额{amount}元"),
+    ("INFO", "订单{n}支付完成"), ("INFO", "用户{user}退出登录"),
+    ("INFO", "库存同步完成，共{n}条"), ("WARN", "接口响应缓慢，耗时{n}毫秒"),
+    ("INFO", "缓存命中率{amount}"), ("ERROR", "用户{user}登录失败，密码错误"),
+]
+CHINESE_WEIGHTS = [30, 20, 15, 15, 5, 5, 8, 2]
+
+
+def chinese(t, anomalous):
+    if anomalous:
+        level, message = "ERROR", f"数据库连接中断，正在重试第{rng.randrange(1, 4)}次"
+    else:
+        level, message = rng.choices(CHINESE, CHINESE_WEIGHTS)[0]
+        message = message.format(user=rng.randrange(1000, 99999), n=rng.randrange(1, 99999),
+                                 amount=f"{rng.random() * 100:.1f}")
+    return (f"{t:%Y-%m-%d %H:%M:%S},{t.microsecond // 1000:03d} {level} [main] "
+            f"com.shop.Service - {message}")
+
+
 # Where Rare's error statement comes in training (as a normal line) and in the replay.
 RARE_IN_TRAINING = {100, 500, 900}
 RARE_BURST = set(range(TRAIN + 300, TRAIN + 340, 2))
@@ -235,8 +257,9 @@ FORMATS = {
     "Rare": (logfmt, True, RARE_BURST, RARE_IN_TRAINING),
 }
 
-os.makedirs(os.path.join(out_dir, "loghub"), exist_ok=True)
-for name, (line, labelled, anomalous, normal_too) in FORMATS.items():
+
+def write_log(name, line, labelled, anomalous, normal_too):
+    """Writes `name`'s 2,000 lines, made one by one by `line`."""
     t = datetime.datetime(2024, 3, 4, 10, 0, 0)
     with open(os.path.join(out_dir, "loghub", f"{name}_2k.log"), "w") as out:
         for i in range(LINES):
@@ -244,6 +267,13 @@ for name, (line, labelled, anomalous, normal_too) in FORMATS.items():
             bad = i in anomalous
             text = line(t, bad or i in normal_too)
             out.write(f"{'A' if bad else '-'} {text}\n" if labelled else f"{text}\n")
+
+
+os.makedirs(os.path.join(out_dir, "loghub"), exist_ok=True)
+# In this order, so that each log is the same at a seed whatever logs were added after it.
+for name, (line, labelled, anomalous, normal_too) in FORMATS.items():
+    write_log(name, line, labelled, anomalous, normal_too)
 with open(os.path.join(out_dir, "loghub", "Requests_2k.log"), "w") as out:
     for bad, text in requests_log():
         out.write(f"{'A' if bad else '-'} {text}\n")
+write_log("Chinese", chinese, True, NEW_STATEMENT_BURSTS, set())

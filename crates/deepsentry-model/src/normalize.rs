@@ -297,8 +297,16 @@ fn template_line(line: &str, out: &mut String) {
             i += 1;
             continue;
         }
+        // A token is a run of ASCII or a run of other characters: languages written without
+        // spaces (`用户123登录成功`) glue numbers and ids to their words, which must not make
+        // the whole sentence one id.
         let start = i;
-        while i < bytes.len() && !is_separator(bytes[i]) && bytes[i] != ESCAPE {
+        let ascii = b.is_ascii();
+        while i < bytes.len()
+            && !is_separator(bytes[i])
+            && bytes[i] != ESCAPE
+            && bytes[i].is_ascii() == ascii
+        {
             i += 1;
         }
         let mut token = &line[start..i];
@@ -374,12 +382,31 @@ pub fn template(line: &str) -> String {
 /// ways (user names, program names), is one template with this word there.
 pub const WILDCARD: &str = "<*>";
 
+/// Whether `word` holds text of a script written without spaces between words (Chinese,
+/// Japanese, Thai): there a "word" of the template is a phrase or a whole sentence
+/// (`用户<NUM>登录成功`), and two of them differ as two statements do, not as two values of
+/// one field.
+pub fn is_phrase(word: &str) -> bool {
+    !word.is_ascii()
+        && word.chars().any(|c| {
+            matches!(c,
+                '\u{0E00}'..='\u{0EFF}' // Thai, Lao
+                | '\u{3000}'..='\u{30FF}' // CJK punctuation, Hiragana, Katakana
+                | '\u{3400}'..='\u{4DBF}' // CJK Extension A
+                | '\u{4E00}'..='\u{9FFF}' // CJK Unified Ideographs
+                | '\u{F900}'..='\u{FAFF}' // CJK Compatibility Ideographs
+                | '\u{FF00}'..='\u{FFEF}' // full-width forms
+            )
+        })
+}
+
 /// The templates `words` (a template split on spaces) would be an instance of, one per word:
 /// `words` with that word replaced by [`WILDCARD`], and its position. A masked value
-/// (`<NUM>`) may be the field's value too (a user named `1234`).
+/// (`<NUM>`) may be the field's value too (a user named `1234`); a phrase ([`is_phrase`])
+/// may not.
 pub fn wildcard_forms<'a>(words: &'a [&'a str]) -> impl Iterator<Item = (usize, String)> + 'a {
     (0..words.len())
-        .filter(move |&i| words.len() >= 3 && words[i] != WILDCARD)
+        .filter(move |&i| words.len() >= 3 && words[i] != WILDCARD && !is_phrase(words[i]))
         .map(move |i| {
             let mut form = String::with_capacity(words.iter().map(|w| w.len() + 1).sum());
             for (j, word) in words.iter().enumerate() {
@@ -485,14 +512,17 @@ pub fn variant_allowance(words: usize) -> Option<usize> {
 /// at most `allowed` of them different, and the same severity. A level word may differ only
 /// where the line's severity does not (`switch error 3 Link ok` and `... Link error` are one
 /// statement with a status field), while `ERROR x` is another statement than `INFO x`. This is
-/// Drain's idea of one template per log statement.
+/// Drain's idea of one template per log statement. Phrases ([`is_phrase`]) must be equal.
 pub fn variant_distance(other: &str, words: &[&str], allowed: usize) -> Option<usize> {
     let mut differing = 0;
     let mut count = 0;
     let mut level_differs = false;
     for (a, b) in other.split(' ').zip(words) {
         count += 1;
-        // A field found in training holds any word.
+        // A field found in training holds any word but a phrase.
+        if a != *b && (is_phrase(a) || is_phrase(b)) {
+            return None;
+        }
         if a != *b && a != WILDCARD && *b != WILDCARD {
             let level = |w: &str| {
                 crate::severity::Severity::from_level(

@@ -213,3 +213,42 @@ fn glogs_level_letter_is_a_word_of_its_own() {
     // A word that only looks like one is not split.
     assert_eq!(template("E0115 is a part number"), "<ID> is a part number");
 }
+
+#[test]
+fn a_sentence_written_without_spaces_keeps_its_words_and_masks_its_numbers() {
+    assert_eq!(
+        template("2024-03-04 10:00:01 INFO 用户123登录成功"),
+        "<NUM> INFO 用户<NUM>登录成功"
+    );
+    assert_eq!(
+        template("订单20240304001已创建，金额99.5元"),
+        "订单<NUM>已创建，金额<NUM>元"
+    );
+    assert_eq!(template("ユーザーa1b2がログイン"), "ユーザー<ID>がログイン");
+    // Words of scripts written with spaces read as before.
+    assert_eq!(template("café ouvert à 9h"), "café ouvert à <ID>");
+}
+
+#[test]
+fn phrases_of_scripts_without_spaces_are_no_field_values() {
+    // Three one-"word" messages: three statements, not a field of one.
+    let mut templates: Vec<String> = ["用户<NUM>登录成功", "订单<NUM>已创建", "库存同步完成"]
+        .iter()
+        .map(|m| format!("<NUM> INFO {m}"))
+        .collect();
+    let index = fold_variable_words(&mut templates, 0);
+    assert_eq!(index, vec![0, 1, 2]);
+    assert!(is_phrase("登录成功"));
+    assert!(!is_phrase("José"));
+    let words: Vec<&str> = "<NUM> INFO 用户<NUM>登录成功".split(' ').collect();
+    assert_eq!(
+        variant_distance("<NUM> INFO 用户<NUM>登录失败", &words, 1),
+        None
+    );
+    // Names in Latin letters still make a field.
+    let mut templates: Vec<String> = ["José", "Zoë", "Amélie"]
+        .iter()
+        .map(|name| format!("<NUM> INFO user {name} logged in"))
+        .collect();
+    assert_eq!(fold_variable_words(&mut templates, 0), vec![0, 0, 0]);
+}
