@@ -17,7 +17,7 @@ pub mod mask {
     pub const UUID: &str = "<UUID>";
     /// A hexadecimal value (`0x1f`, or a long run of hex digits such as a hash).
     pub const HEX: &str = "<HEX>";
-    /// A filesystem path or URL path.
+    /// A filesystem path or URL path (`/var/log/x`, `C:\Windows\x.dll`, `\\server\share`).
     pub const PATH: &str = "<PATH>";
     /// An identifier mixing letters and digits (`req-4f2a`, `part-00269`, `R02-M1-N0`).
     pub const ID: &str = "<ID>";
@@ -115,8 +115,22 @@ fn is_block(s: &[u8]) -> bool {
     !rest.is_empty() && rest.iter().all(u8::is_ascii_digit)
 }
 
+/// A Windows path: a drive's (`C:\Windows\Logs`) or a share's (`\\server\builds`). Escapes
+/// such as `\042` (a quote, in octal) are not.
+fn is_windows_path(s: &[u8]) -> bool {
+    s.len() > 3
+        && match s {
+            [drive, b':', b'\\', ..] => drive.is_ascii_alphabetic(),
+            [b'\\', b'\\', host, ..] => host.is_ascii_alphanumeric(),
+            _ => false,
+        }
+}
+
 /// Classifies one token (trailing punctuation already removed).
 fn classify(token: &[u8]) -> Option<&'static str> {
+    if is_windows_path(token) {
+        return Some(mask::PATH);
+    }
     // One pass for what the shapes below depend on, so most tokens are ruled out of most
     // shapes without reading them again.
     let (mut digit, mut alpha, mut slash) = (false, false, false);

@@ -252,3 +252,20 @@ fn phrases_of_scripts_without_spaces_are_no_field_values() {
         .collect();
     assert_eq!(fold_variable_words(&mut templates, 0), vec![0, 0, 0]);
 }
+
+#[test]
+fn windows_paths_are_paths() {
+    assert_eq!(
+        template(r"Opened the file C:\Windows\Logs\CBS\CbsPersist.log for writing"),
+        "Opened the file <PATH> for writing"
+    );
+    assert_eq!(
+        template(r"Share \\fileserver\builds\nightly mounted"),
+        "Share <PATH> mounted"
+    );
+    // An octal escape is no path: HPC's `\042alt0\042` is a quoted component name.
+    assert_eq!(
+        template(r"Component \042alt0\042 is in the unavailable state"),
+        r"Component <ID> is in the unavailable state"
+    );
+}
