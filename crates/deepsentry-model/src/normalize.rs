@@ -17,7 +17,8 @@ pub mod mask {
     pub const UUID: &str = "<UUID>";
     /// A hexadecimal value (`0x1f`, or a long run of hex digits such as a hash).
     pub const HEX: &str = "<HEX>";
-    /// A filesystem path or URL path (`/var/log/x`, `C:\Windows\x.dll`, `\\server\share`).
+    /// A filesystem path, a URL or a URL path (`/var/log/x`, `C:\Windows\x.dll`,
+    /// `\\server\share`, `https://example.com/login`).
     pub const PATH: &str = "<PATH>";
     /// An identifier mixing letters and digits (`req-4f2a`, `part-00269`, `R02-M1-N0`).
     pub const ID: &str = "<ID>";
@@ -140,9 +141,10 @@ fn classify(token: &[u8]) -> Option<&'static str> {
         slash |= b == b'/';
     }
     if !digit {
-        // Paths need no digit: `/user/root/x`.
-        return (token.len() > 1 && token[0] == b'/' && token[1..].contains(&b'/'))
-            .then_some(mask::PATH);
+        // Paths and URLs need no digit: `/user/root/x`, `https://example.com/login`.
+        let path = token.len() > 1 && token[0] == b'/' && token[1..].contains(&b'/');
+        let url = slash && token.windows(3).any(|w| w == b"://");
+        return (path || url).then_some(mask::PATH);
     }
     // Addresses and numbers hold no letter; hex values (`0x1f`, `deadbeef01`) do.
     if is_block(token) {

@@ -254,7 +254,7 @@ fn phrases_of_scripts_without_spaces_are_no_field_values() {
 }
 
 #[test]
-fn windows_paths_are_paths() {
+fn windows_paths_and_urls_are_paths() {
     assert_eq!(
         template(r"Opened the file C:\Windows\Logs\CBS\CbsPersist.log for writing"),
         "Opened the file <PATH> for writing"
@@ -262,6 +262,11 @@ fn windows_paths_are_paths() {
     assert_eq!(
         template(r"Share \\fileserver\builds\nightly mounted"),
         "Share <PATH> mounted"
+    );
+    // A URL, with or without a digit.
+    assert_eq!(
+        template("GET https://example.com/login done"),
+        "GET <PATH> done"
     );
     // An octal escape is no path: HPC's `\042alt0\042` is a quoted component name.
     assert_eq!(
