@@ -120,7 +120,16 @@ fn named_level(line: &str) -> Option<Severity> {
     }
     // The previous token was a level key whose value is the next token (`"level": "warn"`).
     let mut value_follows = false;
+    let mut previous = "";
     for token in line.split_ascii_whitespace().take(LEVEL_TOKENS) {
+        // Kubernetes' container logs (CRI) prefix each line with its stream and a `F` (full)
+        // or `P` (partial) tag: `2024-03-04T10:00:01.1Z stdout F message`. That `F` is no
+        // level, and a level the message names comes after it.
+        let cri_tag = matches!(std::mem::replace(&mut previous, token), "stdout" | "stderr")
+            && matches!(token, "F" | "P");
+        if cri_tag {
+            continue;
+        }
         if std::mem::take(&mut value_follows) {
             let word = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
             if let Some(severity) = Severity::from_level(word) {
@@ -283,6 +292,14 @@ mod tests {
             ),
             ("<2>Jan  2 10:00:01 kernel: oops", Severity::Fatal),
             ("<999> not a priority", Severity::Info),
+            (
+                "2024-03-04T10:00:01.123456789Z stdout F ready to serve",
+                Severity::Info,
+            ),
+            (
+                r#"2024-03-04T10:00:01.123456789Z stderr F {"level":"error","msg":"x"}"#,
+                Severity::Error,
+            ),
             // A key that is not a level's does not name one, whatever its value.
             ("user=error_handler status=ok", Severity::Info),
         ];
