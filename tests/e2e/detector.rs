@@ -632,6 +632,54 @@ fn new_values_of_a_field_do_not_make_a_new_error_statement_routine() {
     assert!(report["lines_flagged"].as_u64().unwrap() <= 2, "{report}");
 }
 
+/// A service logging in Chinese: its statements, numbers glued to their words.
+fn chinese_lines(seed: u64, n: usize) -> Vec<String> {
+    const STATEMENTS: [&str; 5] = [
+        "INFO 用户{}登录成功",
+        "INFO 订单{}已创建",
+        "INFO 订单{}支付完成",
+        "WARN 接口响应缓慢，耗时{}毫秒",
+        "ERROR 用户{}登录失败，密码错误",
+    ];
+    let mut rng = deepsentry_core::rng::SplitMix64::new(seed);
+    (0..n)
+        .map(|i| {
+            let statement = match rng.next_u64() % 50 {
+                0 => STATEMENTS[4],
+                1..=3 => STATEMENTS[3],
+                k => STATEMENTS[(k % 3) as usize],
+            };
+            let message = statement.replace("{}", &(rng.next_u64() % 90_000 + 1000).to_string());
+            format!(
+                "2024-03-01 {:02}:{:02}:{:02} {message}",
+                10 + i / 3600,
+                i / 60 % 60,
+                i % 60
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_statement_in_a_language_without_spaces_is_news() {
+    // Each message is one "word" with numbers glued in: masked whole, every message of a
+    // level would be one template, and a new error the known one.
+    let s = Scratch::new();
+    let (model, _) = train_on(&s, &chinese_lines(1, 1200));
+    let mut replay: Vec<String> = chinese_lines(2, 400)
+        .iter()
+        .map(|l| format!("- {l}"))
+        .collect();
+    replay.insert(
+        200,
+        "A 2024-03-01 10:03:20 ERROR 数据库连接中断，正在重试第2次".to_string(),
+    );
+    write_lines(&s.path("replay.log"), &replay, false);
+    let (report, _) = eval_line_labels(&model, &s.path("replay.log"));
+    assert_eq!(report["scores"]["recall"], 1.0, "{report}");
+    assert!(report["lines_flagged"].as_u64().unwrap() <= 2, "{report}");
+}
+
 #[test]
 fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it() {
     let s = Scratch::new();
