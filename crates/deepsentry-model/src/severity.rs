@@ -120,16 +120,13 @@ fn named_level(line: &str) -> Option<Severity> {
     }
     // The previous token was a level key whose value is the next token (`"level": "warn"`).
     let mut value_follows = false;
-    let mut previous = "";
-    for token in line.split_ascii_whitespace().take(LEVEL_TOKENS) {
-        // Kubernetes' container logs (CRI) prefix each line with its stream and a `F` (full)
-        // or `P` (partial) tag: `2024-03-04T10:00:01.1Z stdout F message`. That `F` is no
-        // level, and a level the message names comes after it.
-        let cri_tag = matches!(std::mem::replace(&mut previous, token), "stdout" | "stderr")
-            && matches!(token, "F" | "P");
-        if cri_tag {
-            continue;
-        }
+    // Whether every token so far was the line's prefix (its time, ids, thread), not words.
+    let mut before_words = true;
+    let mut tokens = line.split_ascii_whitespace().peekable();
+    for index in 0..LEVEL_TOKENS {
+        let Some(token) = tokens.next() else { break };
+        let prefix_only = before_words;
+        before_words = before_words && is_prefix(token);
         if std::mem::take(&mut value_follows) {
             let word = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
             if let Some(severity) = Severity::from_level(word) {
@@ -165,15 +162,70 @@ fn named_level(line: &str) -> Option<Severity> {
             }
         }
         let word = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-        // One capital letter alone is a level only as its own token (logcat's ` E `).
-        if word.len() == 1 && word != token {
-            continue;
-        }
         if let Some(severity) = Severity::from_level(word) {
-            return Some(severity);
+            let place = LetterPlace {
+                first: index == 0,
+                after_prefix: index > 0 && prefix_only,
+                next: tokens.peek().copied(),
+            };
+            if stands_as_level(token, word, place) {
+                return Some(severity);
+            }
         }
     }
     None
+}
+
+/// Where in a line a one-letter level name stands.
+struct LetterPlace<'a> {
+    /// It is the line's first token.
+    first: bool,
+    /// Only the line's prefix (time, ids, bracketed thread names) comes before it, and some.
+    after_prefix: bool,
+    /// The token after it.
+    next: Option<&'a str>,
+}
+
+/// Whether a level name found in a line's first tokens is its level. A word (`ERROR`,
+/// `[warn]`, `critical`) is, wherever it stands among them: column logs write the level or
+/// state after the node and component (`node-12 switch_module error 3 Link ok`), and
+/// reading only words in the usual places made such logs' error columns informational and
+/// their novelty estimates worse (measured, models/README). One capital letter is a level
+/// only standing alone where logcat and glog write it, with words after it: after the time
+/// or thread id (`1702 2395 E Tag:`) or first, before the date (glog's `E <NUM> ...`); in
+/// running text it is a word (`sensor reads 72 F`, `the E key`, `vitamin D`).
+fn stands_as_level(token: &str, word: &str, place: LetterPlace) -> bool {
+    if word.len() > 1 {
+        return true;
+    }
+    let Some(next) = place.next else {
+        return false;
+    };
+    word == token && (place.after_prefix || place.first && is_prefix(next))
+}
+
+/// Whether `token` is part of a line's prefix rather than its message: it has no letters but
+/// those of placeholders (`<NUM>`, `<TIME>,`), or it is bracketed whole (`[main]`).
+fn is_prefix(token: &str) -> bool {
+    if token.len() > 1
+        && matches!(
+            (token.as_bytes()[0], token.as_bytes()[token.len() - 1]),
+            (b'[', b']') | (b'(', b')') | (b'{', b'}')
+        )
+    {
+        return true;
+    }
+    let mut letters_outside = false;
+    let mut in_placeholder = false;
+    for c in token.chars() {
+        match c {
+            '<' => in_placeholder = true,
+            '>' => in_placeholder = false,
+            c if c.is_alphabetic() && !in_placeholder => letters_outside = true,
+            _ => {}
+        }
+    }
+    !letters_outside
 }
 
 /// What the words of `line` say: an exception or error type, a traceback, a panic, a failure.
@@ -302,10 +354,49 @@ mod tests {
             ),
             // A key that is not a level's does not name one, whatever its value.
             ("user=error_handler status=ok", Severity::Info),
+            // Templates: the time is a placeholder, the level the first word after it.
+            ("<TIME>, Info CBS Loaded Servicing Stack", Severity::Info),
+            (
+                "<TIME>, Error CSI <HEX> WcpInitialize called",
+                Severity::Error,
+            ),
+            (
+                "<TIME> [pool-1] warning retrying the upload",
+                Severity::Warn,
+            ),
+            ("<NUM> <NUM> <NUM> W ActivityManager: slow", Severity::Warn),
+            ("E <NUM> <NUM> <PATH>] failed to sync pod", Severity::Error),
+            (
+                "sshd[<NUM>]: error: Could not load host key",
+                Severity::Error,
+            ),
+            ("<TIME> mysqld [Warning] Aborted connection", Severity::Warn),
+            ("logrotate: ALERT exited abnormally", Severity::Fatal),
         ];
         for (line, want) in cases {
             assert_eq!(severity_of(line), want, "{line}");
         }
+    }
+
+    #[test]
+    fn a_capital_letter_in_running_text_is_no_level() {
+        for line in [
+            "sensor reads <NUM> F",
+            "sensor reads <NUM> F today",
+            "the E key was pressed",
+            "E",
+            // Kubernetes' container logs (CRI): the `F` (full) or `P` (partial) tag after the
+            // stream is no level.
+            "<TIME> stdout F ready to serve",
+        ] {
+            assert_eq!(severity_of(line), Severity::Info, "{line}");
+        }
+        // A level word is one wherever it stands among the first words: column logs write
+        // the state after the node and the component.
+        assert_eq!(
+            severity_of("<NUM> <ID> switch_module error <NUM> Link ok"),
+            Severity::Error
+        );
     }
 
     #[test]
