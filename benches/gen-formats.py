@@ -14,6 +14,9 @@ Writes OUT_DIR/loghub/<Name>_2k.log, 2,000 lines each, in the layout benches/eva
   and ids glued to the words (`用户12345登录成功`).
 - Rare: logfmt lines whose one error statement came three times in the first 1,200 lines
   and comes back as a burst (every other line of 40) in the replayed part: known, but rare.
+- Outage: Access's shape, labelled: in the replayed part the backend is down for 40 lines
+  and seven requests in ten fail with a 502, 503 or 504 (the anomalous lines); the first
+  1,200 lines hold no server error, as a healthy service's.
 - Requests: a service's requests, five at a time interleaved in one stream, each line naming
   its request id (`[req-...]`); in the replayed part three requests skip their `auth ok`
   step, and every line of those is labelled anomalous.
@@ -71,7 +74,8 @@ def pod():
         rng.choice("abcdef0123456789") for _ in range(5))
 
 
-def access(t, _anomalous):
+def access(t, anomalous):
+    """A line of a web server's combined access log; an anomalous one is a server error."""
     r = rng.random()
     if r < 0.3:
         path = f"/api/users/{rng.randrange(1, 100000)}"
@@ -84,7 +88,10 @@ def access(t, _anomalous):
     else:
         path = f"/static/img/{rng.choice(WORDS)}.png"
     method = "POST" if rng.random() < 0.1 else "GET"
-    status = rng.choices([200, 304, 404, 302], [80, 10, 5, 5])[0]
+    if anomalous:
+        status = rng.choice([502, 503, 503, 503, 504])
+    else:
+        status = rng.choices([200, 304, 404, 302], [80, 10, 5, 5])[0]
     return (f'{ip()} - - [{t:%d/%b/%Y:%H:%M:%S} +0000] "{method} {path} HTTP/1.1" {status} '
             f'{rng.randrange(100, 90000)} "-" "{rng.choice(AGENTS)}"')
 
@@ -277,3 +284,8 @@ with open(os.path.join(out_dir, "loghub", "Requests_2k.log"), "w") as out:
     for bad, text in requests_log():
         out.write(f"{'A' if bad else '-'} {text}\n")
 write_log("Chinese", chinese, True, NEW_STATEMENT_BURSTS, set())
+# An outage: for 40 lines of the replay the backend is down and seven requests in ten fail
+# with 502-504 (the others served from cache); the first 1,200 lines hold no server error.
+outage_rng = random.Random(rng.random())
+OUTAGE = {i for i in range(TRAIN + 500, TRAIN + 540) if outage_rng.random() < 0.7}
+write_log("Outage", access, True, OUTAGE, set())

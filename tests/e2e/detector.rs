@@ -668,6 +668,37 @@ fn a_new_statement_in_a_language_without_spaces_is_news() {
     );
 }
 
+/// A web server's combined access log: requests for a few pages, mostly answered `200`, some
+/// `304`, `302` or `404`, never with a server error.
+fn access_lines(seed: u64, n: usize) -> Vec<String> {
+    const PATHS: [&str; 4] = ["/", "/login", "/api/users/{}", "/static/img/{}.png"];
+    const STATUSES: [u16; 10] = [200, 200, 200, 200, 200, 200, 304, 304, 302, 404];
+    let mut rng = deepsentry_core::rng::SplitMix64::new(seed);
+    (0..n)
+        .map(|i| {
+            let path = PATHS[(rng.next_u64() % 4) as usize]
+                .replace("{}", &(rng.next_u64() % 90_000).to_string());
+            let status = STATUSES[(rng.next_u64() % 10) as usize];
+            format!(
+                "10.0.{}.{} - - [01/Mar/2024:{} +0000] \"GET {path} HTTP/1.1\" {status} {} \"-\" \"curl/8.4.0\"",
+                rng.next_u64() % 256,
+                rng.next_u64() % 256,
+                clock_at(i),
+                rng.next_u64() % 90_000 + 100,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_server_error_in_an_access_log_is_news() {
+    // Masked as a number, the status made a server error the known request line.
+    a_new_error_is_found_among(
+        access_lines,
+        r#"10.0.3.7 - - [01/Mar/2024:10:03:20 +0000] "GET /login HTTP/1.1" 503 19 "-" "curl/8.4.0""#,
+    );
+}
+
 #[test]
 fn train_finds_the_session_key_of_an_interleaved_stream_and_the_pipeline_uses_it() {
     let s = Scratch::new();

@@ -22,6 +22,28 @@ pub mod mask {
     pub const PATH: &str = "<PATH>";
     /// An identifier mixing letters and digits (`req-4f2a`, `part-00269`, `R02-M1-N0`).
     pub const ID: &str = "<ID>";
+    /// An HTTP response's status after the request line of an access log (`"GET / HTTP/1.1"
+    /// 503`), by class: `<1XX>` to `<5XX>`. The class is the statement (a server error is
+    /// another event than a success); the code within it is a value.
+    pub const HTTP_STATUS: [&str; 5] = ["<1XX>", "<2XX>", "<3XX>", "<4XX>", "<5XX>"];
+}
+
+/// Whether `token` is an HTTP version (`HTTP/1.1`, `HTTP/2`), which ends a request line.
+fn is_http_version(token: &str) -> bool {
+    token.strip_prefix("HTTP/").is_some_and(|version| {
+        version.as_bytes().first().is_some_and(u8::is_ascii_digit)
+            && version.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    })
+}
+
+/// The placeholder of an HTTP status code (`503` is `<5XX>`), if `token` is one.
+fn http_status(token: &str) -> Option<&'static str> {
+    match token.as_bytes() {
+        [class @ b'1'..=b'5', b'0'..=b'9', b'0'..=b'9'] => {
+            Some(mask::HTTP_STATUS[usize::from(class - b'1')])
+        }
+        _ => None,
+    }
 }
 
 /// Characters that separate tokens (besides whitespace). `:`, `.`, `/`, `-`, `_` stay inside
@@ -284,6 +306,8 @@ fn template_line(line: &str, out: &mut String) {
     let bytes = line.as_bytes();
     let mut i = 0;
     let mut pending_space = false;
+    // The previous token ended a quoted request line (`"GET / HTTP/1.1"`): a status follows.
+    let mut status_follows = false;
     if let Some(letter) = deepsentry_core::timestamp::glog_level(bytes) {
         // glog and klog glue the level's letter to the date (`E0115 14:23:47.1 ...`): the
         // letter is the line's level, the date a number.
@@ -341,6 +365,17 @@ fn template_line(line: &str, out: &mut String) {
             push_token(out, mask::IP);
             out.push(':');
             token = &token[split + 1..];
+        }
+        let status = std::mem::replace(
+            &mut status_follows,
+            trailing.is_empty() && bytes.get(i) == Some(&b'"') && is_http_version(token),
+        )
+        .then(|| http_status(token))
+        .flatten();
+        if let Some(status) = status {
+            out.push_str(status);
+            out.push_str(trailing);
+            continue;
         }
         match classify(token.as_bytes()) {
             Some(placeholder) => push_token(out, placeholder),
@@ -435,6 +470,16 @@ pub fn wildcard_forms<'a>(words: &'a [&'a str]) -> impl Iterator<Item = (usize, 
         })
 }
 
+/// Whether `template` (split into `words`) is an instance of `form`, one of its
+/// [`wildcard_forms`] with the field at `at`, by severity: a field holds any word but one
+/// that makes the line more or less severe than the form's statement (a `<5XX>` is no value
+/// of a field that held `<2XX>`, `<3XX>` and `<4XX>`; training folds only words of one
+/// severity, [`fold_words_with_values`]).
+pub fn fits_field(template: &str, words: &[&str], at: usize, form: &str) -> bool {
+    !crate::severity::names_severity(words[at])
+        || crate::severity::severity_of(template) == crate::severity::severity_of(form)
+}
+
 /// Fewest distinct words at one place of otherwise identical templates that make that place a
 /// field: two may be a pair of states (`up`, `down`); three or more (user names, program
 /// names) are values the normalizer could not mask.
@@ -468,10 +513,12 @@ pub fn fold_words_with_values(
     for (id, template) in templates.iter().enumerate().skip(first_new) {
         let words: Vec<&str> = template.split(' ').collect();
         let severity = crate::severity::severity_of(template);
-        for (_, form) in wildcard_forms(&words) {
+        for (at, form) in wildcard_forms(&words) {
             if let Some(&class) = known.get(form.as_str()) {
-                target[id] = Some(class);
-                break;
+                if fits_field(template, &words, at, &form) {
+                    target[id] = Some(class);
+                    break;
+                }
             }
             groups.entry((form, severity)).or_default().push(id as u32);
         }
@@ -535,18 +582,16 @@ pub fn variant_distance(other: &str, words: &[&str], allowed: usize) -> Option<u
     let mut level_differs = false;
     for (a, b) in other.split(' ').zip(words) {
         count += 1;
-        // A field found in training holds any word but a phrase.
-        if a != *b && (is_phrase(a) || is_phrase(b)) {
+        if a == *b {
+            continue;
+        }
+        // A field found in training holds any word but a phrase, and any severity but its
+        // statement's (checked below, as for a differing word).
+        if is_phrase(a) || is_phrase(b) {
             return None;
         }
-        if a != *b && a != WILDCARD && *b != WILDCARD {
-            let level = |w: &str| {
-                crate::severity::Severity::from_level(
-                    w.trim_matches(|c: char| !c.is_ascii_alphanumeric()),
-                )
-                .is_some()
-            };
-            level_differs |= level(a) || level(b);
+        level_differs |= crate::severity::names_severity(a) || crate::severity::names_severity(b);
+        if a != WILDCARD && *b != WILDCARD {
             differing += 1;
             if differing > allowed {
                 return None;

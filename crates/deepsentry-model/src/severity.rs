@@ -228,13 +228,22 @@ fn is_prefix(token: &str) -> bool {
     !letters_outside
 }
 
-/// What the words of `line` say: an exception or error type, a traceback, a panic, a failure.
+/// Whether `word`, one word of a template, may make its line's severity: a level name or a
+/// word [`worded_severity`] reads (`ERROR`, `[warn]`, `IOException`, `failed`, `<5XX>`).
+pub fn names_severity(word: &str) -> bool {
+    Severity::from_level(word.trim_matches(|c: char| !c.is_ascii_alphanumeric())).is_some()
+        || worded_severity(word).is_some()
+}
+
+/// What the words of `line` say: an exception or error type, a traceback, a panic, a failure,
+/// a server error's HTTP status (the normalizer's `<5XX>`).
 fn worded_severity(line: &str) -> Option<Severity> {
     let mut severity = None;
     for word in line.split(|c: char| !c.is_ascii_alphanumeric()) {
         let found = if word.len() > 9 && (word.ends_with("Exception") || word.ends_with("Error"))
             || word == "Exception"
             || word == "Traceback"
+            || word == "5XX"
         {
             Severity::Error
         } else if word.eq_ignore_ascii_case("panic") || word == "panicked" {

@@ -274,3 +274,55 @@ fn windows_paths_and_urls_are_paths() {
         r"Component <ID> is in the unavailable state"
     );
 }
+
+#[test]
+fn an_access_logs_status_is_its_class() {
+    assert_eq!(
+        template(
+            r#"10.0.0.7 - - [04/Mar/2024:10:00:01 +0000] "GET /api/users/42 HTTP/1.1" 503 19 "-" "curl/8.4.0""#
+        ),
+        r#"<IP> - - [<PATH> <NUM>] "GET <PATH>" <5XX> <NUM> "-" "<PATH>""#
+    );
+    assert_eq!(
+        template(r#"INFO: 127.0.0.1:5000 - "POST /login HTTP/2" 201 Created"#),
+        r#"INFO: <IP> - "POST /login <PATH>" <2XX> Created"#
+    );
+    // A number anywhere else is a number, and so is a code no status is.
+    assert_eq!(template("HTTP/1.1 503 retry"), "<PATH> <NUM> retry");
+    assert_eq!(
+        template(r#""GET / HTTP/1.1" 999 9"#),
+        r#""GET / <PATH>" <NUM>"#
+    );
+
+    // A server error is another statement than a success, not a variant of it; a client
+    // error is a value of the same statement.
+    let success = template(r#"<IP> "GET /x HTTP/1.1" 200 5 "-" "curl/8.4.0""#);
+    let words: Vec<&str> = success.split(' ').collect();
+    let failure = template(r#"<IP> "GET /x HTTP/1.1" 500 5 "-" "curl/8.4.0""#);
+    let missing = template(r#"<IP> "GET /x HTTP/1.1" 404 5 "-" "curl/8.4.0""#);
+    assert_eq!(variant_distance(&failure, &words, 1), None);
+    assert_eq!(variant_distance(&missing, &words, 1), Some(1));
+    assert_eq!(
+        crate::severity::severity_of(&failure),
+        crate::severity::Severity::Error
+    );
+    assert_eq!(
+        crate::severity::severity_of(&missing),
+        crate::severity::Severity::Info
+    );
+    // Nor is it a value of a field that successes and client errors made.
+    let mut templates = vec![
+        success.clone(),
+        missing.clone(),
+        template(r#"<IP> "GET /x HTTP/1.1" 304 5 "-" "curl/8.4.0""#),
+    ];
+    fold_variable_words(&mut templates, 0);
+    assert_eq!(templates, [r#"<IP> "GET /x <PATH>" <*> <NUM> "-" "<PATH>""#]);
+    let failed: Vec<&str> = failure.split(' ').collect();
+    assert_eq!(variant_distance(&templates[0], &failed, 1), None);
+    let (at, form) = wildcard_forms(&failed)
+        .find(|(_, form)| *form == templates[0])
+        .unwrap();
+    assert!(!fits_field(&failure, &failed, at, &form));
+    assert!(fits_field(&missing, &words, at, &form));
+}
