@@ -317,7 +317,10 @@ fn an_access_logs_status_is_its_class() {
         template(r#"<IP> "GET /x HTTP/1.1" 304 5 "-" "curl/8.4.0""#),
     ];
     fold_variable_words(&mut templates, 0);
-    assert_eq!(templates, [r#"<IP> "GET /x <PATH>" <*> <NUM> "-" "<PATH>""#]);
+    assert_eq!(
+        templates,
+        [r#"<IP> "GET /x <PATH>" <*> <NUM> "-" "<PATH>""#]
+    );
     let failed: Vec<&str> = failure.split(' ').collect();
     assert_eq!(variant_distance(&templates[0], &failed, 1), None);
     let (at, form) = wildcard_forms(&failed)
