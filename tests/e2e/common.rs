@@ -388,3 +388,11 @@ pub fn run_ok(command: &mut Command) -> std::process::Output {
     );
     output
 }
+
+/// The JSON lines a sink wrote to `path`, parsed.
+pub fn json_events(path: &Path) -> Vec<serde_json::Value> {
+    read_lines(path)
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}

@@ -264,3 +264,59 @@ fn a_file_rotated_while_stopped_is_finished_from_its_checkpoint() {
     output.sort();
     assert_eq!(output, lines, "every line exactly once\n{}", s.stderr());
 }
+
+/// A Kubernetes container log file (CRI, as containerd and CRI-O write
+/// `/var/log/containers/*.log`): each event's text, time and stream; a long line the runtime
+/// split into pieces is one event, and a stack trace is joined by its text.
+#[test]
+fn a_container_log_file_decodes_with_cri() {
+    let s = Scratch::new();
+    let lines = [
+        "2024-05-31T10:00:00.250000000Z stdout F {\"level\":\"info\",\"msg\":\"ready\"}",
+        "2024-05-31T10:00:01.000000000Z stderr P Exception in thread \"main\" java.lang.Illeg",
+        "2024-05-31T10:00:01.000000000Z stderr F alStateException: pool closed",
+        "2024-05-31T10:00:01.000000000Z stderr F \tat com.shop.Pool.get(Pool.java:42)",
+        "2024-05-31T10:00:02.000000000Z stdout F served 3 requests",
+    ];
+    write_lines(&s.path("pod.log"), &lines.map(str::to_owned), false);
+    let config = s.pipeline(
+        "cri.yml",
+        "data_dir: {dir}/data\n\
+         sources:\n  pods:\n    type: file\n    include: ['{dir}/pod.log']\n    exit_on_eof: true\n    \
+         decoding: cri\n    multiline: java\n\
+         sinks:\n  out:\n    type: file\n    inputs: [pods]\n    path: {dir}/out.json\n    \
+         encoding: json\n",
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    assert!(wait_exit(&s, &mut child, WAIT).success(), "{}", s.stderr());
+    let events = json_events(&s.path("out.json"));
+    let summary: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["message"].as_str().unwrap(),
+                e["stream"].as_str().unwrap(),
+                e["timestamp"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "{\"level\":\"info\",\"msg\":\"ready\"}",
+                "stdout",
+                "2024-05-31T10:00:00.250000Z"
+            ),
+            (
+                "Exception in thread \"main\" java.lang.IllegalStateException: pool closed\n\
+                 \tat com.shop.Pool.get(Pool.java:42)",
+                "stderr",
+                "2024-05-31T10:00:01.000000Z"
+            ),
+            ("served 3 requests", "stdout", "2024-05-31T10:00:02.000000Z"),
+        ],
+        "{}",
+        s.stderr()
+    );
+}

@@ -8,14 +8,6 @@ use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The JSON lines a sink wrote to `path`, parsed.
-fn json_events(path: &std::path::Path) -> Vec<serde_json::Value> {
-    read_lines(path)
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
 fn message(event: &serde_json::Value) -> &str {
     event["message"].as_str().expect("a message")
 }

@@ -9,7 +9,8 @@ use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn json_events(path: &Path) -> Vec<serde_json::Value> {
+/// The JSON lines a sink has written to `path` so far, parsed (a line being written is not).
+fn json_events_written_so_far(path: &Path) -> Vec<serde_json::Value> {
     read_lines(path)
         .iter()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -123,9 +124,9 @@ fn logger_reaches_the_source_over_udp_tcp_and_a_unix_socket() {
         "nightly run started",
     ]);
     let out = s.path("out.json");
-    let arrived = wait_until(WAIT, || json_events(&out).len() >= 4);
+    let arrived = wait_until(WAIT, || json_events_written_so_far(&out).len() >= 4);
     stop(&s, &mut child);
-    let events = json_events(&out);
+    let events = json_events_written_so_far(&out);
     assert!(arrived, "{events:#?}\n{}", s.stderr());
 
     let udp_event = find(&events, "payment declined");
@@ -225,14 +226,14 @@ fn rsyslog_forwards_to_the_source_over_tcp() {
     }
     let out = s.path("out.json");
     let arrived = wait_until(WAIT, || {
-        json_events(&out)
+        json_events_written_so_far(&out)
             .iter()
             .filter(|e| e["appname"] == "shop")
             .count()
             >= 20
     });
     stop(&s, &mut child);
-    let events = json_events(&out);
+    let events = json_events_written_so_far(&out);
     assert!(arrived, "{events:#?}\n{}", s.stderr());
     let shop: Vec<&serde_json::Value> = events.iter().filter(|e| e["appname"] == "shop").collect();
     for (i, event) in shop.iter().enumerate() {

@@ -23,6 +23,12 @@ pub enum Decoding {
     Logfmt,
     /// A syslog message, RFC 5424 or RFC 3164, with or without its `<PRI>`.
     Syslog,
+    /// A line of a Kubernetes container log file (the CRI format of containerd and CRI-O,
+    /// `/var/log/containers/*.log`): `<RFC 3339 time> <stream> <P|F> <text>`. The text is the
+    /// message, the time the event's and `stream` (`stdout`, `stderr`) a field. Line sources
+    /// join the pieces the runtime split a long line into (`P`, partial, up to the `F` line
+    /// that ends it) before anything else, and multiline joining reads the text.
+    Cri,
 }
 
 /// Field names read as the message when `message_field` is not set, first present wins.
@@ -82,6 +88,7 @@ pub fn decode(
         },
         Decoding::Logfmt => logfmt(line)?,
         Decoding::Syslog => return syslog_fields(line, now),
+        Decoding::Cri => return cri_fields(line),
     };
     let take = |pairs: &mut Vec<(String, Value)>, name: &str| {
         let at = pairs.iter().position(|(k, _)| k == name)?;
@@ -119,6 +126,62 @@ pub fn decode(
     }
     decoded.fields = pairs;
     Ok(decoded)
+}
+
+/// One line of a CRI container log file (see [`Decoding::Cri`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CriLine<'a> {
+    /// When the runtime read it from the container.
+    pub time: DateTime<Utc>,
+    /// `stdout` or `stderr`.
+    pub stream: &'a str,
+    /// The runtime split a long line here (`P`): the next line of the file goes on with it.
+    pub partial: bool,
+    /// Where the container's text starts in the line.
+    pub text_at: usize,
+}
+
+/// Reads `line` as a line of a CRI container log file: `None` if it is not one.
+pub fn cri_line(line: &[u8]) -> Option<CriLine<'_>> {
+    let mut fields = line.splitn(4, |&b| b == b' ');
+    let time = std::str::from_utf8(fields.next()?).ok()?;
+    let stream = std::str::from_utf8(fields.next()?).ok()?;
+    // `P` or `F`, possibly followed by more flags after a `:` in later versions.
+    let partial = match fields.next()? {
+        [b'P'] | [b'P', b':', ..] => true,
+        [b'F'] | [b'F', b':', ..] => false,
+        _ => return None,
+    };
+    if stream.is_empty() || !stream.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let time = DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc);
+    let text_at = line.len() - fields.next().map_or(0, <[u8]>::len);
+    Some(CriLine {
+        time,
+        stream,
+        partial,
+        text_at,
+    })
+}
+
+/// The text of `line` that multiline joining reads: a CRI line's container text, else the
+/// whole line.
+pub fn joinable_text(decoding: Decoding, line: &[u8]) -> &[u8] {
+    match decoding {
+        Decoding::Cri => cri_line(line).map_or(line, |cri| &line[cri.text_at..]),
+        _ => line,
+    }
+}
+
+fn cri_fields(line: &str) -> Result<Decoded, String> {
+    let cri = cri_line(line.as_bytes())
+        .ok_or("not a CRI container log line (`<RFC 3339 time> <stream> <P|F> <text>`)")?;
+    Ok(Decoded {
+        message: Some(line[cri.text_at..].to_owned()),
+        timestamp: Some(cri.time),
+        fields: vec![("stream".to_owned(), Value::Str(cri.stream.to_owned()))],
+    })
 }
 
 fn syslog_fields(line: &str, now: DateTime<Utc>) -> Result<Decoded, String> {
@@ -285,6 +348,51 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn cri_lines_give_their_text_time_and_stream() {
+        let d = decode(
+            Decoding::Cri,
+            r#"2024-05-31T10:00:01.123456789Z stderr F {"level":"error","msg":"x"}"#,
+            None,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(d.message.as_deref(), Some(r#"{"level":"error","msg":"x"}"#));
+        assert_eq!(
+            d.timestamp,
+            Some(
+                Utc.with_ymd_and_hms(2024, 5, 31, 10, 0, 1).unwrap()
+                    + chrono::Duration::nanoseconds(123_456_789)
+            )
+        );
+        assert_eq!(
+            d.fields,
+            [("stream".to_owned(), Value::Str("stderr".into()))]
+        );
+        let partial = cri_line(b"2024-05-31T12:00:01+02:00 stdout P part one ").unwrap();
+        assert!(partial.partial);
+        assert_eq!(partial.text_at, 35);
+        // An empty line is a line.
+        let empty = decode(Decoding::Cri, "2024-05-31T10:00:01Z stdout F ", None, now()).unwrap();
+        assert_eq!(empty.message.as_deref(), Some(""));
+        for bad in [
+            "plain text",
+            "2024-05-31T10:00:01Z stdout X text",
+            "yesterday stdout F text",
+            "2024-05-31T10:00:01Z std/out F text",
+        ] {
+            assert!(decode(Decoding::Cri, bad, None, now()).is_err(), "{bad}");
+        }
+        assert_eq!(
+            joinable_text(
+                Decoding::Cri,
+                b"2024-05-31T10:00:01Z stdout F    at x.y(Z.java:1)"
+            ),
+            b"   at x.y(Z.java:1)"
+        );
+        assert_eq!(joinable_text(Decoding::Text, b"a b"), b"a b");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::batch::Batch;
-use crate::decode::{decode_and_date, Decoding};
+use crate::decode::{cri_line, decode_and_date, joinable_text, Decoding};
 use crate::event::{Event, Origin};
 use crate::framing::{Frame, LineFramer};
 use crate::metrics::{ComponentMetrics, Counter};
@@ -61,6 +61,28 @@ struct OpenEvent {
     arrived: DateTime<Utc>,
 }
 
+/// A line of a CRI container log that the runtime split (`P` pieces), being put back together.
+#[derive(Debug)]
+struct PartialLine {
+    /// The first piece's whole line (time, stream, tag) and the later pieces' text.
+    text: BytesMut,
+    /// Stream offset of its first piece: a source resumes here while it is open.
+    start: u64,
+    /// It grew over the line limit and was cut.
+    truncated: bool,
+}
+
+impl PartialLine {
+    /// The line put back together, as a frame.
+    fn into_frame(self) -> Frame {
+        Frame {
+            line: self.text.freeze(),
+            truncated: self.truncated,
+            start: self.start,
+        }
+    }
+}
+
 /// Counts of one drain, added to the metrics once.
 #[derive(Debug, Default)]
 struct Tally {
@@ -81,6 +103,8 @@ pub struct LineDecoder {
     settings: LineSettings,
     joiner: Option<Joiner>,
     open: Option<OpenEvent>,
+    /// A split CRI line whose last piece has not come yet.
+    partial: Option<PartialLine>,
     truncated: Counter,
     invalid_utf8: Counter,
     decode_failed: Counter,
@@ -103,6 +127,7 @@ impl LineDecoder {
             joiner: settings.multiline.clone().map(Joiner::new),
             settings: settings.clone(),
             open: None,
+            partial: None,
             truncated: metrics.counter_with_reason("lines_modified", "truncated"),
             invalid_utf8: metrics.counter_with_reason("lines_modified", "invalid_utf8"),
             decode_failed: metrics.counter_with_reason("lines_modified", "decode_failed"),
@@ -134,10 +159,13 @@ impl LineDecoder {
         self.origin = origin;
     }
 
-    /// Where the multiline event being joined starts in the stream, if one is open: a
-    /// checkpoint must not pass it, since its lines are not sent yet.
+    /// Where the multiline event being joined (or the split CRI line being put back
+    /// together) starts in the stream, if one is open: a checkpoint must not pass it, since
+    /// its lines are not sent yet.
     pub fn open_event_start(&self) -> Option<u64> {
-        self.open.as_ref().map(|open| open.start)
+        let open = self.open.as_ref().map(|open| open.start);
+        let partial = self.partial.as_ref().map(|partial| partial.start);
+        open.into_iter().chain(partial).min()
     }
 
     /// When the open multiline event is due to be sent as it is, if one is open.
@@ -170,18 +198,82 @@ impl LineDecoder {
                 break;
             };
             tally.bytes += frame.line.len() as u64;
-            tally.truncated += u64::from(frame.truncated);
-            if self.joiner.is_some() {
-                self.join(frame, now, instant, events, &mut tally);
+            let frame = if self.settings.decoding == Decoding::Cri {
+                match self.reassemble(frame) {
+                    Some(frame) => frame,
+                    None => continue,
+                }
             } else {
-                events.push(self.event(frame.line, now, &mut tally));
-            }
+                frame
+            };
+            self.line(frame, now, instant, events, &mut tally);
         }
         if at_eof && events.len() - before < limit {
+            self.finish_partial(now, events, &mut tally);
             self.close_open(events, &mut tally);
         }
         self.report(tally);
         events.len() - before
+    }
+
+    /// Moves one line on: into the multiline event being joined, or out as an event.
+    fn line(
+        &mut self,
+        frame: Frame,
+        now: DateTime<Utc>,
+        instant: Instant,
+        events: &mut Vec<Event>,
+        tally: &mut Tally,
+    ) {
+        tally.truncated += u64::from(frame.truncated);
+        if self.joiner.is_some() {
+            self.join(frame, now, instant, events, tally);
+        } else {
+            events.push(self.event(frame.line, now, tally));
+        }
+    }
+
+    /// Puts the pieces of a CRI line the runtime split back together: a `P` piece is held
+    /// (`None`), and the `F` piece after it gives the whole line, the first piece's time,
+    /// stream and tag before the pieces' text. A line that is not CRI passes as it is (it is
+    /// counted when it fails to decode).
+    fn reassemble(&mut self, frame: Frame) -> Option<Frame> {
+        let Some(cri) = cri_line(&frame.line) else {
+            return Some(frame);
+        };
+        match &mut self.partial {
+            Some(partial) => {
+                let text = &frame.line[cri.text_at..];
+                let room = self
+                    .settings
+                    .max_line_bytes
+                    .saturating_sub(partial.text.len());
+                partial
+                    .text
+                    .extend_from_slice(&text[..text.len().min(room)]);
+                partial.truncated |= frame.truncated || text.len() > room;
+            }
+            None if cri.partial => {
+                self.partial = Some(PartialLine {
+                    text: BytesMut::from(&frame.line[..]),
+                    start: frame.start,
+                    truncated: frame.truncated,
+                });
+            }
+            None => return Some(frame),
+        }
+        if cri.partial {
+            return None;
+        }
+        self.partial.take().map(PartialLine::into_frame)
+    }
+
+    /// Sends a split CRI line whose last piece never came as far as it got (the stream
+    /// ended).
+    fn finish_partial(&mut self, now: DateTime<Utc>, events: &mut Vec<Event>, tally: &mut Tally) {
+        if let Some(partial) = self.partial.take() {
+            self.line(partial.into_frame(), now, Instant::now(), events, tally);
+        }
     }
 
     /// Adds one event per message to `events`, for sources whose transport frames messages
@@ -216,11 +308,12 @@ impl LineDecoder {
         1
     }
 
-    /// Sends the open multiline event as it is (the stream ended). Returns how many events
-    /// were added (0 or 1).
+    /// Sends the open multiline event, and a split CRI line, as they are (the stream ended).
+    /// Returns how many events were added.
     pub fn finish_open(&mut self, events: &mut Vec<Event>) -> usize {
         let before = events.len();
         let mut tally = Tally::default();
+        self.finish_partial(self.clock.unwrap_or_else(Utc::now), events, &mut tally);
         self.close_open(events, &mut tally);
         self.report(tally);
         events.len() - before
@@ -245,7 +338,10 @@ impl LineDecoder {
         tally: &mut Tally,
     ) {
         let joiner = self.joiner.as_mut().expect("joining needs a joiner");
-        let step = joiner.push(&frame.line, instant);
+        // A CRI line is joined by its text: a later line of the event adds only its text
+        // (the event's time and stream are its first line's).
+        let text_at = frame.line.len() - joinable_text(self.settings.decoding, &frame.line).len();
+        let step = joiner.push(&frame.line[text_at..], instant);
         let open_new = |frame: Frame| OpenEvent {
             text: BytesMut::from(&frame.line[..]),
             start: frame.start,
@@ -264,9 +360,9 @@ impl LineDecoder {
             Step::Joined | Step::Completed => {
                 let max = self.settings.max_line_bytes;
                 match self.open.as_mut() {
-                    Some(open) if open.text.len() + 1 + frame.line.len() <= max => {
+                    Some(open) if open.text.len() + 1 + frame.line.len() - text_at <= max => {
                         open.text.extend_from_slice(b"\n");
-                        open.text.extend_from_slice(&frame.line);
+                        open.text.extend_from_slice(&frame.line[text_at..]);
                     }
                     // Too long to join: what is joined so far goes as one event and this
                     // line starts the next part, so nothing is lost.
@@ -555,6 +651,84 @@ mod tests {
             .extend_from_slice(b"2001-01-01T00:00:00Z old\n");
         arrival.drain(&mut framer, &mut events, 100, false);
         assert!(events[3].timestamp.timestamp() > 1_700_000_000);
+    }
+
+    #[test]
+    fn a_container_logs_split_lines_are_one_event_and_traces_join_by_their_text() {
+        let (mut cri, metrics) = decoder(LineSettings {
+            decoding: Decoding::Cri,
+            multiline: Some(MultilineConfig::preset(Preset::Java)),
+            ..LineSettings::plain(1024)
+        });
+        let mut framer = LineFramer::at_offset(1024, 100);
+        framer.buffer_mut().extend_from_slice(
+            b"2024-05-31T10:00:00.5Z stdout F ready\n\
+              2024-05-31T10:00:01Z stderr P a long line the runt\n\
+              2024-05-31T10:00:01Z stderr P ime split in \n",
+        );
+        let mut events = Vec::new();
+        cri.drain(&mut framer, &mut events, 100, false);
+        // `ready` may go on with a trace (it is held), and the pieces are not sent yet.
+        assert_eq!(messages(&events), [] as [&str; 0]);
+        assert_eq!(cri.open_event_start(), Some(100));
+        framer.buffer_mut().extend_from_slice(
+            b"2024-05-31T10:00:02Z stderr F three\n\
+              2024-05-31T10:00:03Z stderr F java.io.IOException: disk gone\n\
+              2024-05-31T10:00:03Z stderr F \tat a.B(B.java:1)\n\
+              2024-05-31T10:00:04Z stdout F next\n\
+              not a container log line\n",
+        );
+        cri.drain(&mut framer, &mut events, 100, true);
+        assert_eq!(
+            messages(&events),
+            [
+                "ready",
+                // The line that logged the exception, its exception and the frame.
+                "a long line the runtime split in three\n\
+                 java.io.IOException: disk gone\n\tat a.B(B.java:1)",
+                "next",
+                "not a container log line",
+            ]
+        );
+        assert_eq!(
+            events[0].timestamp.to_rfc3339(),
+            "2024-05-31T10:00:00.500+00:00"
+        );
+        assert_eq!(
+            events[0].fields.get("stream").unwrap().to_string(),
+            "stdout"
+        );
+        assert_eq!(
+            events[1].timestamp.to_rfc3339(),
+            "2024-05-31T10:00:01+00:00"
+        );
+        assert_eq!(
+            events[1].fields.get("stream").unwrap().to_string(),
+            "stderr"
+        );
+        assert_eq!(cri.open_event_start(), None);
+        let failed = metrics.counter_with_reason("in", "lines_modified", Some("decode_failed"));
+        assert_eq!(failed.get(), 1);
+
+        // Pieces over the line limit are cut and counted; the stream's end sends them.
+        let (mut small, metrics) = decoder(LineSettings {
+            decoding: Decoding::Cri,
+            ..LineSettings::plain(40)
+        });
+        let mut framer = LineFramer::new(40);
+        framer.buffer_mut().extend_from_slice(
+            b"2024-05-31T10:00:01Z stdout P 0123456789\n\
+              2024-05-31T10:00:01Z stdout P abcdefghij\n",
+        );
+        let mut events = Vec::new();
+        small.drain(&mut framer, &mut events, 100, false);
+        assert!(events.is_empty());
+        // A checkpoint stays before the first piece.
+        assert_eq!(small.open_event_start(), Some(0));
+        assert_eq!(small.finish_open(&mut events), 1);
+        assert_eq!(messages(&events), ["0123456789"]);
+        let cut = metrics.counter_with_reason("in", "lines_modified", Some("truncated"));
+        assert_eq!(cut.get(), 1);
     }
 
     #[test]

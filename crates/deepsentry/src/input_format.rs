@@ -5,7 +5,7 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use deepsentry_core::decode::Decoding;
+use deepsentry_core::decode::{joinable_text, Decoding};
 use deepsentry_core::lines::{LineSettings, DEFAULT_MAX_LINE_BYTES};
 use deepsentry_core::multiline::{detect_preset, MultilineConfig, Preset};
 
@@ -15,7 +15,8 @@ const AUTO_SAMPLE_LINES: usize = 100_000;
 /// `--decoding`, `--message-field` and `--multiline`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InputFormat {
-    /// How each line is decoded: text, json, logfmt or syslog (as a source's `decoding`).
+    /// How each line is decoded: text, json, logfmt, syslog or cri (as a source's
+    /// `decoding`).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = parse_decoding)]
     decoding: Decoding,
     /// The decoded field holding the message (default: the first of message, msg, log).
@@ -70,7 +71,10 @@ impl InputFormat {
                     sample.push(line?);
                 }
             }
-            Ok(auto_multiline(sample.iter().map(Vec::as_slice)))
+            let decoding = self.decoding;
+            Ok(auto_multiline(
+                sample.iter().map(|line| joinable_text(decoding, line)),
+            ))
         })
     }
 
@@ -86,7 +90,10 @@ impl InputFormat {
 
     /// The settings for lines already read (`auto` looks at them).
     pub fn line_settings_of(&self, text: &str) -> LineSettings {
-        let lines = text.lines().take(AUTO_SAMPLE_LINES).map(str::as_bytes);
+        let lines = text
+            .lines()
+            .take(AUTO_SAMPLE_LINES)
+            .map(|line| joinable_text(self.decoding, line.as_bytes()));
         self.joined_by(|| Ok::<_, std::convert::Infallible>(auto_multiline(lines)))
             .unwrap_or_else(|never| match never {})
     }
