@@ -22,9 +22,10 @@ pub mod mask {
     pub const PATH: &str = "<PATH>";
     /// An identifier mixing letters and digits (`req-4f2a`, `part-00269`, `R02-M1-N0`).
     pub const ID: &str = "<ID>";
-    /// An HTTP response's status after the request line of an access log (`"GET / HTTP/1.1"
-    /// 503`), by class: `<1XX>` to `<5XX>`. The class is the statement (a server error is
-    /// another event than a success); the code within it is a value.
+    /// An HTTP response's status, by class: `<1XX>` to `<5XX>`, where it follows the request
+    /// line of an access log (`"GET / HTTP/1.1" 503`) or a status key (`status=503`,
+    /// `"status":503`, `status: 503`, `response_code=503`). The class is the statement (a
+    /// server error is another event than a success); the code within it is a value.
     pub const HTTP_STATUS: [&str; 5] = ["<1XX>", "<2XX>", "<3XX>", "<4XX>", "<5XX>"];
 }
 
@@ -34,6 +35,23 @@ fn is_http_version(token: &str) -> bool {
         version.as_bytes().first().is_some_and(u8::is_ascii_digit)
             && version.bytes().all(|b| b.is_ascii_digit() || b == b'.')
     })
+}
+
+/// Whether `token` is a key whose value is an HTTP status (`status`, `status_code`,
+/// `http_status`, `response_code`).
+fn is_status_key(token: &str) -> bool {
+    token.len() <= 15
+        && [
+            "status",
+            "status_code",
+            "statuscode",
+            "http_status",
+            "response_code",
+            "responsecode",
+            "response_status",
+        ]
+        .iter()
+        .any(|key| token.eq_ignore_ascii_case(key))
 }
 
 /// The placeholder of an HTTP status code (`503` is `<5XX>`), if `token` is one.
@@ -306,7 +324,8 @@ fn template_line(line: &str, out: &mut String) {
     let bytes = line.as_bytes();
     let mut i = 0;
     let mut pending_space = false;
-    // The previous token ended a quoted request line (`"GET / HTTP/1.1"`): a status follows.
+    // The previous token ended a quoted request line (`"GET / HTTP/1.1"`) or was a status
+    // key (`status=`): an HTTP status follows.
     let mut status_follows = false;
     if let Some(letter) = deepsentry_core::timestamp::glog_level(bytes) {
         // glog and klog glue the level's letter to the date (`E0115 14:23:47.1 ...`): the
@@ -366,13 +385,18 @@ fn template_line(line: &str, out: &mut String) {
             out.push(':');
             token = &token[split + 1..];
         }
-        let status = std::mem::replace(
-            &mut status_follows,
-            trailing.is_empty() && bytes.get(i) == Some(&b'"') && is_http_version(token),
-        )
-        .then(|| http_status(token))
-        .flatten();
-        if let Some(status) = status {
+        // A status follows a request line or a status key; compact JSON glues the key's `:`
+        // to the value (`"status":503`), and `"status": 503` has it alone between.
+        let after_status = status_follows;
+        status_follows = if token == ":" {
+            after_status
+        } else {
+            trailing.is_empty() && bytes.get(i) == Some(&b'"') && is_http_version(token)
+                || is_status_key(token)
+        };
+        let value = token.strip_prefix(':').unwrap_or(token);
+        if let Some(status) = after_status.then(|| http_status(value)).flatten() {
+            out.push_str(&token[..token.len() - value.len()]);
             out.push_str(status);
             out.push_str(trailing);
             continue;

@@ -287,7 +287,25 @@ fn an_access_logs_status_is_its_class() {
         template(r#"INFO: 127.0.0.1:5000 - "POST /login HTTP/2" 201 Created"#),
         r#"INFO: <IP> - "POST /login <PATH>" <2XX> Created"#
     );
+    // After a status key, in logfmt, JSON and prose.
+    assert_eq!(
+        template(r#"level=info msg="request done" status=503 took=12ms"#),
+        r#"level=info msg="request done" status=<5XX> took=<ID>"#
+    );
+    assert_eq!(
+        template(r#"{"msg":"done","status":404,"n":1}"#),
+        r#"{"msg":"done","status":<4XX>,"n"<ID>}"#
+    );
+    assert_eq!(
+        template(r#"{"status": 201, "response_code" : 502}"#),
+        r#"{"status": <2XX>, "response_code" : <5XX>}"#
+    );
+    assert_eq!(
+        template("GET /x status: 500 len: 10"),
+        "GET /x status: <5XX> len: <NUM>"
+    );
     // A number anywhere else is a number, and so is a code no status is.
+    assert_eq!(template("status=1 exit=500"), "status=<NUM> exit=<NUM>");
     assert_eq!(template("HTTP/1.1 503 retry"), "<PATH> <NUM> retry");
     assert_eq!(
         template(r#""GET / HTTP/1.1" 999 9"#),
