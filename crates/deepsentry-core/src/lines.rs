@@ -64,6 +64,9 @@ struct OpenEvent {
 /// A line of a CRI container log that the runtime split (`P` pieces), being put back together.
 #[derive(Debug)]
 struct PartialLine {
+    /// The container's stream it was written to (`stdout`, `stderr`): the runtime splits the
+    /// lines of each, and their pieces may interleave.
+    stream: String,
     /// The first piece's whole line (time, stream, tag) and the later pieces' text.
     text: BytesMut,
     /// Stream offset of its first piece: a source resumes here while it is open.
@@ -103,8 +106,8 @@ pub struct LineDecoder {
     settings: LineSettings,
     joiner: Option<Joiner>,
     open: Option<OpenEvent>,
-    /// A split CRI line whose last piece has not come yet.
-    partial: Option<PartialLine>,
+    /// Split CRI lines whose last piece has not come yet, one per stream at most.
+    partials: Vec<PartialLine>,
     truncated: Counter,
     invalid_utf8: Counter,
     decode_failed: Counter,
@@ -127,7 +130,7 @@ impl LineDecoder {
             joiner: settings.multiline.clone().map(Joiner::new),
             settings: settings.clone(),
             open: None,
-            partial: None,
+            partials: Vec::new(),
             truncated: metrics.counter_with_reason("lines_modified", "truncated"),
             invalid_utf8: metrics.counter_with_reason("lines_modified", "invalid_utf8"),
             decode_failed: metrics.counter_with_reason("lines_modified", "decode_failed"),
@@ -164,8 +167,8 @@ impl LineDecoder {
     /// its lines are not sent yet.
     pub fn open_event_start(&self) -> Option<u64> {
         let open = self.open.as_ref().map(|open| open.start);
-        let partial = self.partial.as_ref().map(|partial| partial.start);
-        open.into_iter().chain(partial).min()
+        let partials = self.partials.iter().map(|partial| partial.start);
+        open.into_iter().chain(partials).min()
     }
 
     /// When the open multiline event is due to be sent as it is, if one is open.
@@ -234,14 +237,15 @@ impl LineDecoder {
     }
 
     /// Puts the pieces of a CRI line the runtime split back together: a `P` piece is held
-    /// (`None`), and the `F` piece after it gives the whole line, the first piece's time,
-    /// stream and tag before the pieces' text. A line that is not CRI passes as it is (it is
-    /// counted when it fails to decode).
+    /// (`None`), and the `F` piece of the same stream after it gives the whole line, the
+    /// first piece's time, stream and tag before the pieces' text. A line that is not CRI
+    /// passes as it is (it is counted when it fails to decode).
     fn reassemble(&mut self, frame: Frame) -> Option<Frame> {
         let Some(cri) = cri_line(&frame.line) else {
             return Some(frame);
         };
-        match &mut self.partial {
+        let open = self.partials.iter().position(|p| p.stream == cri.stream);
+        match open.map(|at| &mut self.partials[at]) {
             Some(partial) => {
                 let text = &frame.line[cri.text_at..];
                 let room = self
@@ -254,7 +258,8 @@ impl LineDecoder {
                 partial.truncated |= frame.truncated || text.len() > room;
             }
             None if cri.partial => {
-                self.partial = Some(PartialLine {
+                self.partials.push(PartialLine {
+                    stream: cri.stream.to_owned(),
                     text: BytesMut::from(&frame.line[..]),
                     start: frame.start,
                     truncated: frame.truncated,
@@ -265,13 +270,13 @@ impl LineDecoder {
         if cri.partial {
             return None;
         }
-        self.partial.take().map(PartialLine::into_frame)
+        open.map(|at| self.partials.remove(at).into_frame())
     }
 
-    /// Sends a split CRI line whose last piece never came as far as it got (the stream
-    /// ended).
+    /// Sends the split CRI lines whose last piece never came as far as they got (the
+    /// stream ended), the earliest first.
     fn finish_partial(&mut self, now: DateTime<Utc>, events: &mut Vec<Event>, tally: &mut Tally) {
-        if let Some(partial) = self.partial.take() {
+        for partial in std::mem::take(&mut self.partials) {
             self.line(partial.into_frame(), now, Instant::now(), events, tally);
         }
     }
@@ -706,6 +711,23 @@ mod tests {
             events[1].fields.get("stream").unwrap().to_string(),
             "stderr"
         );
+
+        // The two streams' pieces interleave; each line is put back from its own stream's.
+        let (mut plain_cri, _) = decoder(LineSettings {
+            decoding: Decoding::Cri,
+            ..LineSettings::plain(1024)
+        });
+        let mut framer = LineFramer::new(1024);
+        framer.buffer_mut().extend_from_slice(
+            b"2024-05-31T10:00:01Z stdout P out \n\
+              2024-05-31T10:00:01Z stderr P err \n\
+              2024-05-31T10:00:01Z stderr F one\n\
+              2024-05-31T10:00:02Z stdout F two\n",
+        );
+        let mut interleaved = Vec::new();
+        plain_cri.drain(&mut framer, &mut interleaved, 100, false);
+        assert_eq!(messages(&interleaved), ["err one", "out two"]);
+        assert_eq!(plain_cri.open_event_start(), None);
         assert_eq!(cri.open_event_start(), None);
         let failed = metrics.counter_with_reason("in", "lines_modified", Some("decode_failed"));
         assert_eq!(failed.get(), 1);
