@@ -3,10 +3,11 @@
 #
 #   bash benches/formats.sh [SEED]
 #
-# Generates two web access logs and seven application logs (JSON lines, Kubernetes' klog,
-# log4j's `yy/MM/dd` pattern, logfmt twice, interleaved requests, Chinese messages) with
+# Generates two web access logs and eight application logs (JSON lines, Kubernetes' klog,
+# log4j's `yy/MM/dd` pattern, logfmt twice, interleaved requests, Chinese messages, customer
+# names of two words) with
 # benches/gen-formats.py, then runs the loghub protocol of benches/eval.sh on them: train on
-# lines 1-1200, replay lines 1201-2000. The access log counts every line as normal; five
+# lines 1-1200, replay lines 1201-2000. The access log counts every line as normal; six
 # others hold nine labelled lines of one new error statement in three bursts, so their rows
 # also show whether it is found (a detector that learns new templates flags its first five
 # occurrences: recall 5/9 = 0.556), `Rare` a burst of 20 lines of an error statement

@@ -17,6 +17,8 @@ Writes OUT_DIR/loghub/<Name>_2k.log, 2,000 lines each, in the layout benches/eva
 - Outage: Access's shape, labelled: in the replayed part the backend is down for 40 lines
   and seven requests in ten fail with a 502, 503 or 504 (the anomalous lines); the first
   1,200 lines hold no server error, as a healthy service's.
+- Names: a shop's log whose statements name a customer by first and last name (two
+  words the normalizer keeps), error lines included, with the new error statement's bursts.
 - Requests: a service's requests, five at a time interleaved in one stream, each line naming
   its request id (`[req-...]`); in the replayed part three requests skip their `auth ok`
   step, and every line of those is labelled anomalous.
@@ -24,9 +26,9 @@ Writes OUT_DIR/loghub/<Name>_2k.log, 2,000 lines each, in the layout benches/eva
 Every value a real system varies varies here too, with long tails: user names (one in ten
 never seen before), pod names, paths, ids, sizes, durations, IP addresses. The labelled files
 start each line with `-` (normal) or `A` (anomalous, the BGL convention); their first 1,200
-lines are normal; in Json's, Klog's, Log4j's, Logfmt's and Chinese's, lines 1,201-2,000 hold three
-bursts (3, 2 and 4 lines) of one error statement the first 1,200 never showed, so a detector
-that learns new templates should flag the first five of its nine lines.
+lines are normal; in Json's, Klog's, Log4j's, Logfmt's, Chinese's and Names', lines
+1,201-2,000 hold three bursts (3, 2 and 4 lines) of one error statement the first 1,200 never
+showed, so a detector that learns new templates should flag the first five of its nine lines.
 """
 import datetime
 import json
@@ -289,3 +291,30 @@ write_log("Chinese", chinese, True, NEW_STATEMENT_BURSTS, set())
 outage_rng = random.Random(rng.random())
 OUTAGE = {i for i in range(TRAIN + 500, TRAIN + 540) if outage_rng.random() < 0.7}
 write_log("Outage", access, True, OUTAGE, set())
+
+
+FIRST = ["Jane", "John", "Maria", "Wei", "Ahmed", "Olga", "Pedro", "Yuki", "Anna", "Liam",
+         "Noah", "Emma", "Sofia", "Lucas", "Mia", "Ivan"]
+LAST = ["Smith", "Garcia", "Chen", "Khan", "Petrova", "Silva", "Tanaka", "Muller", "Rossi",
+        "Novak", "Kim", "Brown", "Lopez", "Wong", "Ali", "Berg"]
+
+
+def names(t, anomalous):
+    """A shop's log naming customers by first and last name: two unmasked words."""
+    stamp = f"{t:%Y-%m-%d %H:%M:%S},{t.microsecond // 1000:03d}"
+    worker = f"[worker-{rng.randrange(1, 9)}]"
+    if anomalous:
+        return f"{stamp} ERROR {worker} billing - ledger write failed, retrying"
+    customer = f'"{rng.choice(FIRST)} {rng.choice(LAST)}"'
+    r = rng.random()
+    if r < 0.4:
+        return (f"{stamp} INFO {worker} orders - order {rng.randrange(10**5, 10**6)} placed "
+                f"by customer {customer}")
+    if r < 0.7:
+        return f"{stamp} INFO {worker} auth - customer {customer} signed in"
+    if r < 0.95:
+        return f"{stamp} DEBUG {worker} cache - refreshed {rng.randrange(1, 500)} entries"
+    return f"{stamp} ERROR {worker} payments - card declined for customer {customer}"
+
+
+write_log("Names", names, True, NEW_STATEMENT_BURSTS, set())

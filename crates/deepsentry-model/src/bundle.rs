@@ -14,7 +14,9 @@ use crate::backend::{self, BackendKind};
 use crate::detector::{message_code, window_input, SequenceDetector, WindowTables};
 use crate::features::hashed_features;
 use crate::invariants::{Invariant, SessionTally};
-use crate::normalize::{fits_field, variant_allowance, variant_distance, wildcard_forms, WILDCARD};
+use crate::normalize::{
+    instance_of, variant_allowance, variant_distance, wildcard_forms, WILDCARD,
+};
 use crate::novelty::NoveltyStats;
 use crate::scorer::{Embedded, SequenceModel};
 
@@ -230,9 +232,9 @@ impl LoadedModel {
             return None;
         }
         let words: Vec<&str> = template.split(' ').collect();
-        let class = wildcard_forms(&words).find_map(|(at, form)| {
+        let class = wildcard_forms(&words).find_map(|(_, form)| {
             let class = self.vocabulary.get(&form).copied()?;
-            fits_field(template, &words, at, &form).then_some(class)
+            instance_of(&form, &words, template).then_some(class)
         });
         class
     }

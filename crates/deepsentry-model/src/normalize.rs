@@ -494,14 +494,29 @@ pub fn wildcard_forms<'a>(words: &'a [&'a str]) -> impl Iterator<Item = (usize, 
         })
 }
 
-/// Whether `template` (split into `words`) is an instance of `form`, one of its
-/// [`wildcard_forms`] with the field at `at`, by severity: a field holds any word but one
-/// that makes the line more or less severe than the form's statement (a `<5XX>` is no value
-/// of a field that held `<2XX>`, `<3XX>` and `<4XX>`; training folds only words of one
-/// severity, [`fold_words_with_values`]).
-pub fn fits_field(template: &str, words: &[&str], at: usize, form: &str) -> bool {
-    !crate::severity::names_severity(words[at])
-        || crate::severity::severity_of(template) == crate::severity::severity_of(form)
+/// Whether `template` (split into `words`) is an instance of `pattern`, a template with fields
+/// ([`WILDCARD`]): as many words, the same where `pattern` has no field, no phrase
+/// ([`is_phrase`]) in a field, and a field holds any word but one that makes the line more or
+/// less severe than the pattern's statement (a `<5XX>` is no value of a field that held
+/// `<2XX>`, `<3XX>` and `<4XX>`; training folds only words of one severity,
+/// [`fold_words_with_values`]).
+pub fn instance_of(pattern: &str, words: &[&str], template: &str) -> bool {
+    let mut count = 0;
+    let mut severity_in_field = false;
+    for (p, w) in pattern.split(' ').zip(words) {
+        count += 1;
+        if p == *w {
+            continue;
+        }
+        if p != WILDCARD || is_phrase(w) {
+            return false;
+        }
+        severity_in_field |= crate::severity::names_severity(w);
+    }
+    count == words.len()
+        && pattern.split(' ').count() == count
+        && (!severity_in_field
+            || crate::severity::severity_of(template) == crate::severity::severity_of(pattern))
 }
 
 /// Fewest distinct words at one place of otherwise identical templates that make that place a
@@ -519,11 +534,94 @@ pub fn fold_variable_words(templates: &mut Vec<String>, first_new: usize) -> Vec
 }
 
 /// [`fold_variable_words`] with places of at least `min_values` distinct words as fields.
+/// Folding is repeated until nothing more folds, so a statement with two unmasked fields (a
+/// customer's first and last name, a user and a host) is one template: the first pass folds
+/// one field for each value of the other that came often enough, the next folds those.
 pub fn fold_words_with_values(
     templates: &mut Vec<String>,
     first_new: usize,
     min_values: usize,
 ) -> Vec<u32> {
+    let mut index: Vec<u32> = (0..templates.len() as u32).collect();
+    loop {
+        let before = templates.len();
+        let pass = fold_words_once(templates, first_new, min_values);
+        for to in &mut index {
+            *to = pass[*to as usize];
+        }
+        if templates.len() == before {
+            break;
+        }
+    }
+    // A template whose values were too rare to fold by one field at a time (a first and a
+    // last name each seen once or twice) is still an instance of the folded statement.
+    let joined = join_instances(templates, first_new);
+    for to in &mut index {
+        *to = joined[*to as usize];
+    }
+    index
+}
+
+/// Merges each template from `first_new` on that is an instance of a template with fields
+/// ([`instance_of`]) into it. Returns each template's new index.
+fn join_instances(templates: &mut Vec<String>, first_new: usize) -> Vec<u32> {
+    use std::collections::HashMap;
+    let mut patterns: HashMap<usize, Vec<u32>> = HashMap::new();
+    for (id, template) in templates.iter().enumerate() {
+        if template.split(' ').any(|w| w == WILDCARD) {
+            let words = template.split(' ').count();
+            patterns.entry(words).or_default().push(id as u32);
+        }
+    }
+    let mut target: Vec<Option<u32>> = vec![None; templates.len()];
+    if patterns.is_empty() {
+        return renumber(templates, &target, HashMap::new());
+    }
+    for (id, template) in templates.iter().enumerate().skip(first_new) {
+        let words: Vec<&str> = template.split(' ').collect();
+        if words.contains(&WILDCARD) {
+            continue;
+        }
+        target[id] = patterns.get(&words.len()).and_then(|candidates| {
+            candidates
+                .iter()
+                .copied()
+                .find(|&p| instance_of(&templates[p as usize], &words, template))
+        });
+    }
+    renumber(templates, &target, HashMap::new())
+}
+
+/// Drops the templates `target` merges into others (and gives the ones left the texts in
+/// `forms`): templates before the first merged keep their places, the others close up.
+/// Returns each template's new index.
+fn renumber(
+    templates: &mut Vec<String>,
+    target: &[Option<u32>],
+    mut forms: std::collections::HashMap<u32, String>,
+) -> Vec<u32> {
+    let mut index: Vec<u32> = vec![0; templates.len()];
+    let mut kept = Vec::with_capacity(templates.len());
+    for (id, template) in std::mem::take(templates).into_iter().enumerate() {
+        let id = id as u32;
+        if target[id as usize].is_none_or(|to| to == id) {
+            index[id as usize] = kept.len() as u32;
+            kept.push(forms.remove(&id).unwrap_or(template));
+        }
+    }
+    for (id, to) in target.iter().enumerate() {
+        if let Some(to) = *to {
+            if to != id as u32 {
+                index[id] = index[to as usize];
+            }
+        }
+    }
+    *templates = kept;
+    index
+}
+
+/// One pass of [`fold_words_with_values`]: places of one word each.
+fn fold_words_once(templates: &mut Vec<String>, first_new: usize, min_values: usize) -> Vec<u32> {
     use std::collections::HashMap;
     let known: HashMap<&str, u32> = templates[..first_new]
         .iter()
@@ -537,9 +635,9 @@ pub fn fold_words_with_values(
     for (id, template) in templates.iter().enumerate().skip(first_new) {
         let words: Vec<&str> = template.split(' ').collect();
         let severity = crate::severity::severity_of(template);
-        for (at, form) in wildcard_forms(&words) {
+        for (_, form) in wildcard_forms(&words) {
             if let Some(&class) = known.get(form.as_str()) {
-                if fits_field(template, &words, at, &form) {
+                if instance_of(&form, &words, template) {
                     target[id] = Some(class);
                     break;
                 }
@@ -568,21 +666,8 @@ pub fn fold_words_with_values(
         }
         forms.insert(free[0], form);
     }
-    // Renumber: known templates stay, the others follow in order, merged ones at their first.
-    let mut index: Vec<u32> = (0..templates.len() as u32).collect();
-    let mut kept = Vec::with_capacity(templates.len());
-    for (id, template) in std::mem::take(templates).into_iter().enumerate() {
-        let id = id as u32;
-        match target[id as usize] {
-            Some(to) if to != id => index[id as usize] = index[to as usize],
-            _ => {
-                index[id as usize] = kept.len() as u32;
-                kept.push(forms.remove(&id).unwrap_or(template));
-            }
-        }
-    }
-    *templates = kept;
-    index
+    // Known templates stay, the others follow in order, merged ones at their first.
+    renumber(templates, &target, forms)
 }
 
 /// Words a template may differ in from another and still be a variant of it, per word of the

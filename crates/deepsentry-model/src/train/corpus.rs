@@ -11,8 +11,8 @@ use regex::Regex;
 use super::TrainOptions;
 use crate::invariants::{add_counts, counts_of, OpenSession, SessionTally, TallyBuilder};
 use crate::normalize::{
-    fold_variable_words, fold_words_with_values, template_into, wildcard_forms, MIN_FIELD_VALUES,
-    WILDCARD,
+    fold_variable_words, fold_words_with_values, instance_of, template_into, wildcard_forms,
+    MIN_FIELD_VALUES, WILDCARD,
 };
 use crate::scorer::SessionKey;
 use crate::session_key::{find_session_key, SessionKeySpec};
@@ -192,6 +192,17 @@ pub(super) fn novelty_lines(
                 let own = severity_of(text);
                 let field = wildcard_forms(&words)
                     .find_map(|(_, form)| fields.get(&(form.as_str(), own)).copied());
+                // A statement of several fields (a first and a last name); the earliest, so
+                // that the count does not depend on the map's order.
+                let field = field.or_else(|| {
+                    fields
+                        .iter()
+                        .filter(|(&(form, severity), _)| {
+                            severity == own && instance_of(form, &words, text)
+                        })
+                        .map(|(_, &first)| first)
+                        .min()
+                });
                 field.unwrap_or(shape)
             });
             (to, severity)
@@ -673,6 +684,27 @@ mod tests {
         // One new error line of four, where it would be two without the field.
         let expected = -(1.5f64 / 5.0).ln();
         assert!((stats.new_template_surprise(Severity::Error) - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_later_value_of_an_earlier_statement_of_two_fields_is_no_new_statement() {
+        let (lines, shapes) = shaped(&[
+            "ERROR card declined for Jane Smith",
+            "ERROR card declined for John Chen",
+            "ERROR card declined for Jane Chen",
+            "ERROR card declined for John Smith",
+            // A name whose first and last name the earlier half showed, never together.
+            "ERROR card declined for Jane Kim",
+            "ERROR ledger write failed",
+            "ERROR ledger write failed",
+            "ERROR ledger write failed",
+        ]);
+        let counted = novelty_lines(&lines, &shapes, 0);
+        assert_eq!(
+            counted[4].0, 0,
+            "a value of the earlier statement's two fields"
+        );
+        assert_eq!(counted[5], lines[5], "a new statement");
     }
 
     #[test]
