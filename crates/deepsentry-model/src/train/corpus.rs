@@ -178,6 +178,19 @@ pub(super) fn novelty_lines(
             fields.entry((form, severity_of(form))).or_insert(shape);
         }
     }
+    // Fields of several places (a first and a last name), by word count: a later shape is a
+    // value of one where no single-place form of it names a field.
+    let mut several: HashMap<usize, Vec<(&str, Severity, u32)>> = HashMap::new();
+    for (&(form, severity), &first) in &fields {
+        if form.split(' ').filter(|w| *w == WILDCARD).count() > 1 {
+            let entry = several.entry(form.split(' ').count()).or_default();
+            entry.push((form, severity, first));
+        }
+    }
+    // The earliest field first, so that the count does not depend on the map's order.
+    several
+        .values_mut()
+        .for_each(|forms| forms.sort_by_key(|f| f.2));
     let mut field_of: HashMap<u32, u32> = HashMap::new();
     lines
         .iter()
@@ -192,16 +205,13 @@ pub(super) fn novelty_lines(
                 let own = severity_of(text);
                 let field = wildcard_forms(&words)
                     .find_map(|(_, form)| fields.get(&(form.as_str(), own)).copied());
-                // A statement of several fields (a first and a last name); the earliest, so
-                // that the count does not depend on the map's order.
                 let field = field.or_else(|| {
-                    fields
+                    several
+                        .get(&words.len())?
                         .iter()
-                        .filter(|(&(form, severity), _)| {
-                            severity == own && instance_of(form, &words, text)
+                        .find_map(|&(form, severity, first)| {
+                            (severity == own && instance_of(form, &words, text)).then_some(first)
                         })
-                        .map(|(_, &first)| first)
-                        .min()
                 });
                 field.unwrap_or(shape)
             });
