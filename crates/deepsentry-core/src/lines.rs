@@ -695,21 +695,21 @@ mod tests {
                 "not a container log line",
             ]
         );
+        let when_and_where: Vec<(String, String)> = events[..2]
+            .iter()
+            .map(|e| {
+                (
+                    e.timestamp.to_rfc3339(),
+                    e.fields.get("stream").unwrap().to_string(),
+                )
+            })
+            .collect();
         assert_eq!(
-            events[0].timestamp.to_rfc3339(),
-            "2024-05-31T10:00:00.500+00:00"
-        );
-        assert_eq!(
-            events[0].fields.get("stream").unwrap().to_string(),
-            "stdout"
-        );
-        assert_eq!(
-            events[1].timestamp.to_rfc3339(),
-            "2024-05-31T10:00:01+00:00"
-        );
-        assert_eq!(
-            events[1].fields.get("stream").unwrap().to_string(),
-            "stderr"
+            when_and_where,
+            [
+                ("2024-05-31T10:00:00.500+00:00".into(), "stdout".into()),
+                ("2024-05-31T10:00:01+00:00".into(), "stderr".into()),
+            ]
         );
 
         // The two streams' pieces interleave; each line is put back from its own stream's.

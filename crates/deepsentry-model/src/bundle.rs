@@ -234,7 +234,7 @@ impl LoadedModel {
         let words: Vec<&str> = template.split(' ').collect();
         let class = wildcard_forms(&words).find_map(|(_, form)| {
             let class = self.vocabulary.get(&form).copied()?;
-            instance_of(&form, &words, template).then_some(class)
+            instance_of(&form, &words).then_some(class)
         });
         class
     }

@@ -494,29 +494,14 @@ pub fn wildcard_forms<'a>(words: &'a [&'a str]) -> impl Iterator<Item = (usize, 
         })
 }
 
-/// Whether `template` (split into `words`) is an instance of `pattern`, a template with fields
-/// ([`WILDCARD`]): as many words, the same where `pattern` has no field, no phrase
-/// ([`is_phrase`]) in a field, and a field holds any word but one that makes the line more or
-/// less severe than the pattern's statement (a `<5XX>` is no value of a field that held
-/// `<2XX>`, `<3XX>` and `<4XX>`; training folds only words of one severity,
+/// Whether `words` (a template split on spaces) is an instance of `pattern`, a template with
+/// fields ([`WILDCARD`]): a variant of it that differs in no word but its fields
+/// ([`variant_distance`]), so no phrase fills a field and a field holds no word that makes
+/// the line more or less severe than the pattern's statement (a `<5XX>` is no value of a
+/// field that held `<2XX>`, `<3XX>` and `<4XX>`; training folds only words of one severity,
 /// [`fold_words_with_values`]).
-pub fn instance_of(pattern: &str, words: &[&str], template: &str) -> bool {
-    let mut count = 0;
-    let mut severity_in_field = false;
-    for (p, w) in pattern.split(' ').zip(words) {
-        count += 1;
-        if p == *w {
-            continue;
-        }
-        if p != WILDCARD || is_phrase(w) {
-            return false;
-        }
-        severity_in_field |= crate::severity::names_severity(w);
-    }
-    count == words.len()
-        && pattern.split(' ').count() == count
-        && (!severity_in_field
-            || crate::severity::severity_of(template) == crate::severity::severity_of(pattern))
+pub fn instance_of(pattern: &str, words: &[&str]) -> bool {
+    variant_distance(pattern, words, 0) == Some(0)
 }
 
 /// Fewest distinct words at one place of otherwise identical templates that make that place a
@@ -586,7 +571,7 @@ fn join_instances(templates: &mut Vec<String>, first_new: usize) -> Vec<u32> {
             candidates
                 .iter()
                 .copied()
-                .find(|&p| instance_of(&templates[p as usize], &words, template))
+                .find(|&p| instance_of(&templates[p as usize], &words))
         });
     }
     renumber(templates, &target, HashMap::new())
@@ -637,7 +622,7 @@ fn fold_words_once(templates: &mut Vec<String>, first_new: usize, min_values: us
         let severity = crate::severity::severity_of(template);
         for (_, form) in wildcard_forms(&words) {
             if let Some(&class) = known.get(form.as_str()) {
-                if instance_of(&form, &words, template) {
+                if instance_of(&form, &words) {
                     target[id] = Some(class);
                     break;
                 }

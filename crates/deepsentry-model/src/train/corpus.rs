@@ -210,7 +210,7 @@ pub(super) fn novelty_lines(
                         .get(&words.len())?
                         .iter()
                         .find_map(|&(form, severity, first)| {
-                            (severity == own && instance_of(form, &words, text)).then_some(first)
+                            (severity == own && instance_of(form, &words)).then_some(first)
                         })
                 });
                 field.unwrap_or(shape)
