@@ -499,9 +499,14 @@ pub fn wildcard_forms<'a>(words: &'a [&'a str]) -> impl Iterator<Item = (usize, 
 /// ([`variant_distance`]), so no phrase fills a field and a field holds no word that makes
 /// the line more or less severe than the pattern's statement (a `<5XX>` is no value of a
 /// field that held `<2XX>`, `<3XX>` and `<4XX>`; training folds only words of one severity,
-/// [`fold_words_with_values`]).
+/// [`fold_words_with_values`]). A field of `words` is one of `pattern` too: `customer <*>
+/// Smith` is an instance of `customer <*> <*>`, not of `customer Jane <*>`.
 pub fn instance_of(pattern: &str, words: &[&str]) -> bool {
-    variant_distance(pattern, words, 0) == Some(0)
+    pattern
+        .split(' ')
+        .zip(words)
+        .all(|(p, w)| *w != WILDCARD || p == WILDCARD)
+        && variant_distance(pattern, words, 0) == Some(0)
 }
 
 /// Fewest distinct words at one place of otherwise identical templates that make that place a
@@ -548,7 +553,8 @@ pub fn fold_words_with_values(
 }
 
 /// Merges each template from `first_new` on that is an instance of a template with fields
-/// ([`instance_of`]) into it. Returns each template's new index.
+/// ([`instance_of`]) into it (a template with fields of its own, into one before `first_new`
+/// only). Returns each template's new index.
 fn join_instances(templates: &mut Vec<String>, first_new: usize) -> Vec<u32> {
     use std::collections::HashMap;
     let mut patterns: HashMap<usize, Vec<u32>> = HashMap::new();
@@ -564,13 +570,15 @@ fn join_instances(templates: &mut Vec<String>, first_new: usize) -> Vec<u32> {
     }
     for (id, template) in templates.iter().enumerate().skip(first_new) {
         let words: Vec<&str> = template.split(' ').collect();
-        if words.contains(&WILDCARD) {
-            continue;
-        }
+        // A fold of this training joins only a bundle's template (being updated), which
+        // stays where it is: `customer <*> Smith` made of new names joins the bundle's
+        // `customer <*> <*>`.
+        let folded = words.contains(&WILDCARD);
         target[id] = patterns.get(&words.len()).and_then(|candidates| {
             candidates
                 .iter()
                 .copied()
+                .filter(|&p| !folded || (p as usize) < first_new)
                 .find(|&p| instance_of(&templates[p as usize], &words))
         });
     }

@@ -373,3 +373,21 @@ fn a_statement_of_two_fields_is_one_template() {
     );
     assert_eq!(index, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
 }
+
+#[test]
+fn an_updates_fold_of_new_values_joins_the_bundles_statement() {
+    let owned = |list: &[&str]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    let mut templates = owned(&[
+        "customer <*> <*> signed in",
+        "customer Jane Smith signed in",
+        "customer John Smith signed in",
+        "customer Maria Smith signed in",
+    ]);
+    let index = fold_variable_words(&mut templates, 1);
+    assert_eq!(templates, owned(&["customer <*> <*> signed in"]));
+    assert_eq!(index, [0, 0, 0, 0]);
+    // A field is a field of the pattern too.
+    let folded = ["customer", "<*>", "Smith", "signed", "in"];
+    assert!(instance_of("customer <*> <*> signed in", &folded));
+    assert!(!instance_of("customer Jane <*> signed in", &folded));
+}
