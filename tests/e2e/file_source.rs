@@ -320,3 +320,40 @@ fn a_container_log_file_decodes_with_cri() {
         s.stderr()
     );
 }
+
+/// A long line the runtime split, stopped between its pieces: the checkpoint stays before the
+/// first piece, so the next start puts the line together whole, and nothing is sent twice.
+#[test]
+fn a_container_logs_split_line_survives_a_restart_between_its_pieces() {
+    let s = Scratch::new();
+    let log = s.path("app.log");
+    let first = "2024-05-31T10:00:00Z stdout F ready".to_owned();
+    let piece = "2024-05-31T10:00:01Z stderr P a line the runtime split ".to_owned();
+    write_lines(&log, &[first, piece], false);
+    let config = s.pipeline(
+        "tail.yml",
+        &TAIL.replace("READ_FROM", "read_from: beginning\n    decoding: cri"),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    wait_for_lines(&s, &s.path("out.log"), 1, WAIT);
+    // Long enough for a poll to have read the piece.
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&s, &mut child);
+    assert_eq!(read_lines(&s.path("out.log")), ["ready"]);
+
+    let rest = [
+        "2024-05-31T10:00:01Z stderr F in two".to_owned(),
+        "2024-05-31T10:00:02Z stdout F done".to_owned(),
+    ];
+    write_lines(&log, &rest, true);
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    wait_for_lines(&s, &s.path("out.log"), 3, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&s, &mut child);
+    assert_eq!(
+        read_lines(&s.path("out.log")),
+        ["ready", "a line the runtime split in two", "done"],
+        "{}",
+        s.stderr()
+    );
+}
