@@ -311,3 +311,34 @@ fn the_shipped_json_app_pipeline_scores_decoded_lines_and_whole_traces() {
         "{text}"
     );
 }
+
+#[test]
+fn the_shipped_kubernetes_pods_pipeline_scores_container_log_files() {
+    let s = Scratch::new();
+    // The detector warms up on the pod's usual lines (`min_samples`) before it alerts.
+    let mut cri: String = (0..60)
+        .map(|i| {
+            format!(
+                "2024-03-01T08:00:{:02}.000000001Z stdout F order {i} paid\n",
+                i
+            )
+        })
+        .collect();
+    // An error line the runtime split in two.
+    cri.push_str("2024-03-01T09:00:01.5Z stderr P ERROR payment gateway ref\n");
+    cri.push_str("2024-03-01T09:00:01.5Z stderr F used order 2\n");
+    std::fs::write(s.path("shop-7d9f_production_app-1234.log"), cri).unwrap();
+    let pods = s.path("shop-*_production_*.log").display().to_string();
+    let mut child = s.start_shipped("kubernetes-pods.yml", &[("POD_LOGS", &pods)]);
+    let shown = wait_until(WAIT, || {
+        s.console().contains("payment gateway refused order 2")
+    });
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert!(shown, "console:\n{}\nstderr:\n{}", s.console(), s.stderr());
+    assert!(status.success(), "{}", s.stderr());
+    // The runtime's time, and no line of the file's prefix in the message.
+    let text = s.console();
+    assert!(text.contains("[09:00:01] ANOMALY"), "{text}");
+    assert!(!text.contains("stderr F"), "{text}");
+}
