@@ -22,6 +22,8 @@ pub mod mask {
     pub const PATH: &str = "<PATH>";
     /// An identifier mixing letters and digits (`req-4f2a`, `part-00269`, `R02-M1-N0`).
     pub const ID: &str = "<ID>";
+    /// An e-mail address (`jane.doe@example.com`), digits or not.
+    pub const EMAIL: &str = "<EMAIL>";
     /// An HTTP response's status, by class: `<1XX>` to `<5XX>`, where it follows the request
     /// line of an access log (`"GET / HTTP/1.1" 503`) or a status key (`status=503`,
     /// `"status":503`, `status: 503`, `response_code=503`). The class is the statement (a
@@ -167,10 +169,39 @@ fn is_windows_path(s: &[u8]) -> bool {
         }
 }
 
+/// An e-mail address: a local part, `@`, and a domain of dot-separated labels ending in a
+/// name of letters (`jane.doe+shop@mail.example.com`). `user@host` without a dot, a Java
+/// object's `Pool@6a2b1ed4` and an annotation's `@774` are not.
+fn is_email(token: &[u8]) -> bool {
+    let Some(at) = token.iter().position(|&b| b == b'@') else {
+        return false;
+    };
+    let (local, domain) = (&token[..at], &token[at + 1..]);
+    let local_ok = !local.is_empty()
+        && local
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-'));
+    let mut labels = domain.split(|&b| b == b'.');
+    let tld = labels.next_back().unwrap_or_default();
+    local_ok
+        && domain.contains(&b'.')
+        && tld.len() >= 2
+        && tld.iter().all(u8::is_ascii_alphabetic)
+        && labels.all(|label| {
+            !label.is_empty()
+                && label
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// Classifies one token (trailing punctuation already removed).
 fn classify(token: &[u8]) -> Option<&'static str> {
     if is_windows_path(token) {
         return Some(mask::PATH);
+    }
+    if is_email(token) {
+        return Some(mask::EMAIL);
     }
     // One pass for what the shapes below depend on, so most tokens are ruled out of most
     // shapes without reading them again.

@@ -391,3 +391,19 @@ fn an_updates_fold_of_new_values_joins_the_bundles_statement() {
     assert!(instance_of("customer <*> <*> signed in", &folded));
     assert!(!instance_of("customer Jane <*> signed in", &folded));
 }
+
+#[test]
+fn email_addresses_are_masked() {
+    assert_eq!(
+        template("password reset sent to jane.doe+shop@mail.example.com for order 7"),
+        "password reset sent to <EMAIL> for order <NUM>"
+    );
+    assert_eq!(
+        template("Linux version 2.6.5 (bhcompile@bugs.build.redhat.com)"),
+        "Linux version <NUM> (<EMAIL>)"
+    );
+    // No domain name, a Java object, an annotation: not addresses.
+    assert_eq!(template("login root@web"), "login root@web");
+    assert_eq!(template("leak at Pool@6a2b1ed4"), "leak at <ID>");
+    assert_eq!(template("@Override done"), "@Override done");
+}
