@@ -24,8 +24,8 @@ fi
 echo "lint: Dockerfile (hadolint)" >&2
 "$venv/bin/hadolint" --no-color Dockerfile
 
-echo "lint: deploy/kubernetes (kubernetes-validate --strict)" >&2
-"$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
+echo "lint: deploy/kubernetes, deploy/kubernetes-pods (kubernetes-validate --strict)" >&2
+"$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml deploy/kubernetes-pods/*.yaml
 
 echo "lint: deploy/grafana (JSON)" >&2
 for dashboard in deploy/grafana/*.json; do
