@@ -261,6 +261,16 @@ fn the_detector_dates_events_by_their_lines_and_templates_a_trace_once() {
     }
 }
 
+/// Stops a shipped pipeline's run (SIGTERM) once what it was to print was `shown`, checks it
+/// was and that the run ended cleanly, and returns what it printed.
+fn console_after_stop(s: &Scratch, child: &mut std::process::Child, shown: bool) -> String {
+    signal(child, "TERM");
+    let status = child.wait().unwrap();
+    assert!(shown, "console:\n{}\nstderr:\n{}", s.console(), s.stderr());
+    assert!(status.success(), "{}", s.stderr());
+    s.console()
+}
+
 #[test]
 fn the_shipped_json_app_pipeline_scores_decoded_lines_and_whole_traces() {
     let s = Scratch::new();
@@ -294,11 +304,7 @@ fn the_shipped_json_app_pipeline_scores_decoded_lines_and_whole_traces() {
             s.console().contains("java.lang.IllegalStateException")
         })
     };
-    signal(&child, "TERM");
-    let status = child.wait().unwrap();
-    assert!(shown, "console:\n{}\nstderr:\n{}", s.console(), s.stderr());
-    assert!(status.success(), "{}", s.stderr());
-    let text = s.console();
+    let text = console_after_stop(&s, &mut child, shown);
     // Decoded: the message alone, dated by its field; the trace as one event.
     assert!(text.contains("[09:00:01] ANOMALY"), "{text}");
     assert!(!text.contains("\"level\""), "{text}");
@@ -333,12 +339,8 @@ fn the_shipped_kubernetes_pods_pipeline_scores_container_log_files() {
     let shown = wait_until(WAIT, || {
         s.console().contains("payment gateway refused order 2")
     });
-    signal(&child, "TERM");
-    let status = child.wait().unwrap();
-    assert!(shown, "console:\n{}\nstderr:\n{}", s.console(), s.stderr());
-    assert!(status.success(), "{}", s.stderr());
+    let text = console_after_stop(&s, &mut child, shown);
     // The runtime's time, and no line of the file's prefix in the message.
-    let text = s.console();
     assert!(text.contains("[09:00:01] ANOMALY"), "{text}");
     assert!(!text.contains("stderr F"), "{text}");
 }
