@@ -563,10 +563,17 @@ pub fn fold_words_with_values(
     first_new: usize,
     min_values: usize,
 ) -> Vec<u32> {
+    let originals = templates.clone();
     let mut index: Vec<u32> = (0..templates.len() as u32).collect();
     loop {
         let before = templates.len();
-        let pass = fold_words_once(templates, first_new, min_values);
+        // The templates each one stands for now, for telling two fields from a family of
+        // statements (see `independent_fields`).
+        let mut stands_for: Vec<Vec<&str>> = vec![Vec::new(); templates.len()];
+        for (original, &to) in originals.iter().zip(&index) {
+            stands_for[to as usize].push(original);
+        }
+        let pass = fold_words_once(templates, first_new, min_values, &stands_for);
         for to in &mut index {
             *to = pass[*to as usize];
         }
@@ -645,7 +652,12 @@ fn renumber(
 }
 
 /// One pass of [`fold_words_with_values`]: places of one word each.
-fn fold_words_once(templates: &mut Vec<String>, first_new: usize, min_values: usize) -> Vec<u32> {
+fn fold_words_once(
+    templates: &mut Vec<String>,
+    first_new: usize,
+    min_values: usize,
+    stands_for: &[Vec<&str>],
+) -> Vec<u32> {
     use std::collections::HashMap;
     let known: HashMap<&str, u32> = templates[..first_new]
         .iter()
@@ -684,6 +696,16 @@ fn fold_words_once(templates: &mut Vec<String>, first_new: usize, min_values: us
         if free.len() < min_values {
             continue;
         }
+        // The place this group folds, where its members hold a word.
+        let at = (0..).zip(form.split(' ')).find_map(|(i, w)| {
+            (w == WILDCARD && templates[free[0] as usize].split(' ').nth(i) != Some(WILDCARD))
+                .then_some(i)
+        });
+        if let Some(at) = at {
+            if !independent_fields(&free, at, templates, stands_for) {
+                continue;
+            }
+        }
         // The group takes the place of its first member.
         for &m in &free {
             target[m as usize] = Some(free[0]);
@@ -692,6 +714,42 @@ fn fold_words_once(templates: &mut Vec<String>, first_new: usize, min_values: us
     }
     // Known templates stay, the others follow in order, merged ones at their first.
     renumber(templates, &target, forms)
+}
+
+/// Whether folding place `at` of the templates `members` (which may hold fields already) makes
+/// a field independent of those: some value of an earlier field comes with two or more of
+/// the values at `at` in the templates they stand for (a first and a last name: `Smith`
+/// with `Jane` and with `John`). Where each value at `at` has values of its own there
+/// (`cache hit/miss/stored`, `session opened/closed/expired`), the members are statements of
+/// a family, each with its own field, not values of one.
+fn independent_fields(
+    members: &[u32],
+    at: usize,
+    templates: &[String],
+    stands_for: &[Vec<&str>],
+) -> bool {
+    use std::collections::{HashMap, HashSet};
+    let fields: Vec<usize> = templates[members[0] as usize]
+        .split(' ')
+        .enumerate()
+        .filter(|&(i, w)| w == WILDCARD && i != at)
+        .map(|(i, _)| i)
+        .collect();
+    if fields.is_empty() {
+        return true;
+    }
+    fields.iter().any(|&field| {
+        let mut with: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for &m in members {
+            for original in &stands_for[m as usize] {
+                let words: Vec<&str> = original.split(' ').collect();
+                if let (Some(value), Some(here)) = (words.get(field), words.get(at)) {
+                    with.entry(value).or_default().insert(here);
+                }
+            }
+        }
+        with.values().any(|heres| heres.len() >= 2)
+    })
 }
 
 /// Words a template may differ in from another and still be a variant of it, per word of the

@@ -407,3 +407,30 @@ fn email_addresses_are_masked() {
     assert_eq!(template("leak at Pool@6a2b1ed4"), "leak at <ID>");
     assert_eq!(template("@Override done"), "@Override done");
 }
+
+#[test]
+fn a_family_of_statements_is_not_one_field() {
+    let owned = |list: &[&str]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    // Each subject has states of its own: three statements with a state field each, not a
+    // field of subjects and a field of states (a first and a last name combine freely).
+    let mut templates = owned(&[
+        "request step cache hit done",
+        "request step cache miss done",
+        "request step cache stored done",
+        "request step session opened done",
+        "request step session closed done",
+        "request step session expired done",
+        "request step disk ok done",
+        "request step disk full done",
+        "request step disk gone done",
+    ]);
+    fold_variable_words(&mut templates, 0);
+    assert_eq!(
+        templates,
+        owned(&[
+            "request step cache <*> done",
+            "request step session <*> done",
+            "request step disk <*> done",
+        ])
+    );
+}
