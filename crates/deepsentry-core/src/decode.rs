@@ -131,8 +131,9 @@ pub fn decode(
 /// One line of a CRI container log file (see [`Decoding::Cri`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CriLine<'a> {
-    /// When the runtime read it from the container.
-    pub time: DateTime<Utc>,
+    /// When the runtime read it from the container, as written (RFC 3339; parsed where the
+    /// line is decoded, not where its pieces are put together or joined).
+    pub time: &'a str,
     /// `stdout` or `stderr`.
     pub stream: &'a str,
     /// The runtime split a long line here (`P`): the next line of the file goes on with it.
@@ -141,10 +142,22 @@ pub struct CriLine<'a> {
     pub text_at: usize,
 }
 
+/// Whether `time` begins as an RFC 3339 date and time does (`2024-05-31T10:00:01`).
+fn looks_like_rfc3339(time: &[u8]) -> bool {
+    time.len() >= 20
+        && time[..19].iter().enumerate().all(|(i, &b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T' || b == b't',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        })
+}
+
 /// Reads `line` as a line of a CRI container log file: `None` if it is not one.
 pub fn cri_line(line: &[u8]) -> Option<CriLine<'_>> {
     let mut fields = line.splitn(4, |&b| b == b' ');
-    let time = std::str::from_utf8(fields.next()?).ok()?;
+    let time = fields.next().filter(|time| looks_like_rfc3339(time))?;
+    let time = std::str::from_utf8(time).ok()?;
     let stream = std::str::from_utf8(fields.next()?).ok()?;
     // `P` or `F`, possibly followed by more flags after a `:` in later versions.
     let partial = match fields.next()? {
@@ -155,7 +168,6 @@ pub fn cri_line(line: &[u8]) -> Option<CriLine<'_>> {
     if stream.is_empty() || !stream.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
-    let time = DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc);
     let text_at = line.len() - fields.next().map_or(0, <[u8]>::len);
     Some(CriLine {
         time,
@@ -177,9 +189,11 @@ pub fn joinable_text(decoding: Decoding, line: &[u8]) -> &[u8] {
 fn cri_fields(line: &str) -> Result<Decoded, String> {
     let cri = cri_line(line.as_bytes())
         .ok_or("not a CRI container log line (`<RFC 3339 time> <stream> <P|F> <text>`)")?;
+    let time = DateTime::parse_from_rfc3339(cri.time)
+        .map_err(|e| format!("the CRI line's time `{}` is not RFC 3339: {e}", cri.time))?;
     Ok(Decoded {
         message: Some(line[cri.text_at..].to_owned()),
-        timestamp: Some(cri.time),
+        timestamp: Some(time.with_timezone(&Utc)),
         fields: vec![("stream".to_owned(), Value::Str(cri.stream.to_owned()))],
     })
 }

@@ -200,16 +200,17 @@ fn classify(token: &[u8]) -> Option<&'static str> {
     if is_windows_path(token) {
         return Some(mask::PATH);
     }
-    if is_email(token) {
-        return Some(mask::EMAIL);
-    }
     // One pass for what the shapes below depend on, so most tokens are ruled out of most
     // shapes without reading them again.
-    let (mut digit, mut alpha, mut slash) = (false, false, false);
+    let (mut digit, mut alpha, mut slash, mut at) = (false, false, false, false);
     for &b in token {
         digit |= b.is_ascii_digit();
         alpha |= b.is_ascii_alphabetic();
         slash |= b == b'/';
+        at |= b == b'@';
+    }
+    if at && is_email(token) {
+        return Some(mask::EMAIL);
     }
     if !digit {
         // Paths and URLs need no digit: `/user/root/x`, `https://example.com/login`.
