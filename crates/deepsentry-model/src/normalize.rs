@@ -682,6 +682,7 @@ fn fold_words_once(
             groups.entry((form, severity)).or_default().push(id as u32);
         }
     }
+    extend_fields(templates, first_new, &mut groups);
     // The largest groups first; a template joins one group at most.
     let mut groups: Vec<((String, crate::severity::Severity), Vec<u32>)> = groups
         .into_iter()
@@ -697,13 +698,30 @@ fn fold_words_once(
         if free.len() < min_values {
             continue;
         }
-        // The place this group folds, where its members hold a word.
-        let at = (0..).zip(form.split(' ')).find_map(|(i, w)| {
-            (w == WILDCARD && templates[free[0] as usize].split(' ').nth(i) != Some(WILDCARD))
-                .then_some(i)
-        });
+        // The place this group folds: where its member with the most fields (the folded
+        // statement that others extend, see `extend_fields`) holds a word.
+        let widest = free
+            .iter()
+            .copied()
+            .max_by_key(|&m| {
+                let fields = templates[m as usize].split(' ').filter(|w| *w == WILDCARD);
+                (fields.count(), std::cmp::Reverse(m))
+            })
+            .unwrap_or(free[0]);
+        let widest: Vec<&str> = templates[widest as usize].split(' ').collect();
+        let at = (0..)
+            .zip(form.split(' '))
+            .find_map(|(i, w)| (w == WILDCARD && widest.get(i) != Some(&WILDCARD)).then_some(i));
         if let Some(at) = at {
-            if !independent_fields(&free, at, templates, stands_for) {
+            // As many distinct words there as a field of one place needs.
+            let values: std::collections::HashSet<&str> = free
+                .iter()
+                .flat_map(|&m| &stands_for[m as usize])
+                .filter_map(|original| original.split(' ').nth(at))
+                .collect();
+            if values.len() < min_values
+                || !independent_fields(&free, templates, &form, at, stands_for)
+            {
                 continue;
             }
         }
@@ -717,20 +735,79 @@ fn fold_words_once(
     renumber(templates, &target, forms)
 }
 
+/// Adds to `groups` (templates by the form of one more field, as [`fold_words_once`] makes
+/// them) the templates that are instances of a form because they differ from a folded
+/// template of the same pass in its fields and in one place more: a customer's first and last
+/// name, each seen once or twice, where one first name came with enough last names to fold
+/// (`customer Mia <*>`), so that `customer John Lopez` is a value of `customer <*> <*>`
+/// although no other first name came three times. Only forms some template already makes
+/// get members this way: two words that vary together in no statement with a field of its
+/// own (`auth ok`, `cache hit`) stay apart.
+fn extend_fields(
+    templates: &[String],
+    first_new: usize,
+    groups: &mut std::collections::HashMap<(String, crate::severity::Severity), Vec<u32>>,
+) {
+    use std::collections::HashSet;
+    // The places of the fields folded so far, by word count.
+    let mut field_places: HashSet<(usize, Vec<usize>)> = HashSet::new();
+    for template in &templates[first_new..] {
+        let words: Vec<&str> = template.split(' ').collect();
+        let places: Vec<usize> = (0..words.len()).filter(|&i| words[i] == WILDCARD).collect();
+        if !places.is_empty() {
+            field_places.insert((words.len(), places));
+        }
+    }
+    if field_places.is_empty() {
+        return;
+    }
+    for (id, template) in templates.iter().enumerate().skip(first_new) {
+        let mut words: Vec<&str> = template.split(' ').collect();
+        if words.contains(&WILDCARD) {
+            continue;
+        }
+        let severity = crate::severity::severity_of(template);
+        let original = words.clone();
+        let count = words.len();
+        for (_, places) in field_places.iter().filter(|(len, _)| *len == count) {
+            if places.iter().any(|&p| is_phrase(original[p])) {
+                continue;
+            }
+            for &p in places {
+                words[p] = WILDCARD;
+            }
+            for (_, form) in wildcard_forms(&words) {
+                if let Some(members) = groups.get_mut(&(form, severity)) {
+                    members.push(id as u32);
+                }
+            }
+            words.clone_from(&original);
+        }
+    }
+    // Members in the order of the templates, once each, as the forms' own.
+    for members in groups.values_mut() {
+        members.sort_unstable();
+        members.dedup();
+    }
+}
+
 /// Whether folding place `at` of the templates `members` (which may hold fields already) makes
 /// a field independent of those: some value of an earlier field comes with two or more of
 /// the values at `at` in the templates they stand for (a first and a last name: `Smith`
 /// with `Jane` and with `John`). Where each value at `at` has values of its own there
 /// (`cache hit/miss/stored`, `session opened/closed/expired`), the members are statements of
-/// a family, each with its own field, not values of one.
+/// a family, each with its own field, not values of one. Only the values a member folded into
+/// the field count: two unfolded statements sharing a word (`disk ok`, `auth ok`) say nothing
+/// of the field `cache <*>`.
 fn independent_fields(
     members: &[u32],
-    at: usize,
     templates: &[String],
+    form: &str,
+    at: usize,
     stands_for: &[Vec<&str>],
 ) -> bool {
     use std::collections::{HashMap, HashSet};
-    let fields: Vec<usize> = templates[members[0] as usize]
+    let fields: Vec<usize> = form
         .split(' ')
         .enumerate()
         .filter(|&(i, w)| w == WILDCARD && i != at)
@@ -740,12 +817,20 @@ fn independent_fields(
         return true;
     }
     fields.iter().any(|&field| {
+        let folded: HashSet<&str> = members
+            .iter()
+            .filter(|&&m| templates[m as usize].split(' ').nth(field) == Some(WILDCARD))
+            .flat_map(|&m| &stands_for[m as usize])
+            .filter_map(|original| original.split(' ').nth(field))
+            .collect();
         let mut with: HashMap<&str, HashSet<&str>> = HashMap::new();
         for &m in members {
             for original in &stands_for[m as usize] {
                 let words: Vec<&str> = original.split(' ').collect();
                 if let (Some(value), Some(here)) = (words.get(field), words.get(at)) {
-                    with.entry(value).or_default().insert(here);
+                    if folded.contains(value) {
+                        with.entry(value).or_default().insert(here);
+                    }
                 }
             }
         }
