@@ -84,6 +84,10 @@ pub struct TrainOptions {
     pub detector_members: usize,
     /// Passes over the windows of the distinct training sessions.
     pub epochs: usize,
+    /// Most windows the detector is trained on over all its passes (0: no bound): a long log
+    /// of one stream, whose every line starts a window, gets fewer passes than `epochs`, at
+    /// least one, so that its training time stays bounded as its memory is ([`Self::max_lines`]).
+    pub max_windows: usize,
     /// Seed for initialization, shuffling and the held-out split.
     pub seed: u64,
     /// Where to train.
@@ -145,6 +149,12 @@ pub mod defaults {
     pub const EPOCHS: usize = 40;
     /// Passes when updating a bundle (`train --from`): fine-tuning, not learning anew.
     pub const UPDATE_EPOCHS: usize = 10;
+    /// Most windows trained on over all passes: 40 passes over 25,000 lines of one stream.
+    /// A log of a million lines then trains one pass, some five minutes on two cores with a
+    /// thousand templates (the classes' count sets a window's cost), where forty passes took
+    /// hours. Sessions (HDFS blocks) are trained on once per distinct session and stay far
+    /// under it.
+    pub const MAX_WINDOWS: usize = 1_000_000;
     /// The seed.
     pub const SEED: u64 = 42;
     /// Share of sessions held out to calibrate the threshold floor.
@@ -174,6 +184,7 @@ impl Default for TrainOptions {
             detector: DetectorKind::default(),
             detector_members: defaults::DETECTOR_MEMBERS,
             epochs: defaults::EPOCHS,
+            max_windows: defaults::MAX_WINDOWS,
             seed: defaults::SEED,
             backend: BackendKind::default(),
             batch_size: 256,
@@ -188,6 +199,15 @@ impl Default for TrainOptions {
             cancel: None,
         }
     }
+}
+
+/// Passes over `windows` training windows: `epochs`, or fewer (at least one) where that many
+/// would train on more than `max_windows` windows in all (0: no bound).
+fn passes(epochs: usize, windows: usize, max_windows: usize) -> usize {
+    if max_windows == 0 || windows == 0 {
+        return epochs;
+    }
+    epochs.min(max_windows.div_ceil(windows)).max(1)
 }
 
 /// A progress bar of `len` steps labelled `what` on stderr, or a hidden one unless `show`
@@ -431,9 +451,18 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     };
     let mut optimizer = AdamConfig::new().init();
     let batches_per_epoch = samples.len().div_ceil(options.batch_size);
+    let epochs = passes(options.epochs, samples.len(), options.max_windows);
+    if epochs < options.epochs {
+        tracing::info!(
+            windows = samples.len(),
+            passes = epochs,
+            max_windows = options.max_windows,
+            "a long log: fewer passes over its windows, so that training time stays bounded"
+        );
+    }
     let bar = progress_bar(
         options.progress,
-        (options.epochs * batches_per_epoch) as u64,
+        (epochs * batches_per_epoch) as u64,
         "detector",
     );
     let mut detector_loss = 0.0;
@@ -446,7 +475,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     }
     let mut order_rng = SplitMix64::new(options.seed ^ 0x6a05_7e1e_d0e5_0001);
     let unordered = unordered_pairs(&corpus.sessions, &used);
-    for _epoch in 0..options.epochs {
+    for _epoch in 0..epochs {
         rng.shuffle(&mut samples);
         let sessions = pass_sessions(
             &corpus.sessions,
@@ -545,7 +574,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
                 || base
                     .as_ref()
                     .is_some_and(|b| b.metadata.training.joined_lines),
-            epochs: options.epochs,
+            epochs,
             order_noise,
             seed: options.seed,
             autoencoder_loss: ae_loss,
@@ -651,4 +680,22 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<LoadedModel> {
     }
     model.metadata.training.duration_secs = started.elapsed().as_secs_f64();
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passes;
+
+    #[test]
+    fn a_long_log_trains_fewer_passes_and_at_least_one() {
+        // Under the bound: every pass.
+        assert_eq!(passes(40, 1_200, 1_000_000), 40);
+        assert_eq!(passes(40, 25_000, 1_000_000), 40);
+        // Over it: as many passes as it allows, rounded up, never none.
+        assert_eq!(passes(40, 100_000, 1_000_000), 10);
+        assert_eq!(passes(40, 300_000, 1_000_000), 4);
+        assert_eq!(passes(40, 5_000_000, 1_000_000), 1);
+        // No bound.
+        assert_eq!(passes(40, 5_000_000, 0), 40);
+    }
 }

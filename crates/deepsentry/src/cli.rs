@@ -123,8 +123,8 @@ pub(crate) struct TrainArgs {
     /// Size of the message embedding.
     #[arg(long, default_value_t = defaults::EMBEDDING_SIZE)]
     pub(crate) embedding_size: usize,
-    /// Passes over the training windows (of the distinct sessions). Default 40, or 10 when
-    /// updating a bundle with `--from`.
+    /// Passes over the training windows (of the distinct sessions), fewer where they would
+    /// exceed `--max-windows`. Default 40, or 10 when updating a bundle with `--from`.
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
     /// Update the bundle in DIR with the new normal logs of `--input` instead of training
@@ -144,6 +144,11 @@ pub(crate) struct TrainArgs {
     /// the default); 0 trains on every line.
     #[arg(long, default_value_t = defaults::MAX_LINES)]
     pub(crate) max_lines: usize,
+    /// Most windows the detector is trained on over all its passes, so that a long log's
+    /// training time stays bounded (a log of one stream has a window per line: at the default,
+    /// 40 passes up to 25,000 lines, one pass at a million); 0 trains every pass.
+    #[arg(long, default_value_t = defaults::MAX_WINDOWS)]
+    pub(crate) max_windows: usize,
     /// Share of sessions held out to calibrate the threshold floor.
     #[arg(long, default_value_t = defaults::HOLDOUT)]
     pub(crate) holdout: f64,

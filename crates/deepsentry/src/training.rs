@@ -12,6 +12,7 @@ pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
         lines: args.format.line_settings(&args.input)?,
         inputs: args.input,
         max_lines: args.max_lines,
+        max_windows: args.max_windows,
         session_key: deepsentry_model::session_key::SessionKeySpec::parse(Some(&args.session_key)),
         sequence_length: args.sequence_length,
         embedding_size: args.embedding_size,
