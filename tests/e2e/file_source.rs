@@ -324,6 +324,32 @@ fn a_container_log_file_decodes_with_cri() {
 /// A long line the runtime split, stopped between its pieces: the checkpoint stays before the
 /// first piece, so the next start puts the line together whole, and nothing is sent twice.
 #[test]
+fn a_container_logs_split_line_whose_last_piece_never_comes_is_sent_while_tailing() {
+    // A container that wrote half a line and went quiet: the piece goes out as far as it got
+    // after its timeout, without waiting for the file to end.
+    let s = Scratch::new();
+    let log = s.path("app.log");
+    let lines = [
+        "2024-05-31T10:00:00Z stdout F ready".to_owned(),
+        "2024-05-31T10:00:01Z stdout P progress: 10% ".to_owned(),
+    ];
+    write_lines(&log, &lines, false);
+    let config = s.pipeline(
+        "tail.yml",
+        &TAIL.replace("READ_FROM", "read_from: beginning\n    decoding: cri"),
+    );
+    let mut child = s.start(&config, Stdio::null(), Stdio::null());
+    wait_for_lines(&s, &s.path("out.log"), 2, WAIT);
+    stop(&s, &mut child);
+    assert_eq!(
+        read_lines(&s.path("out.log")),
+        ["ready", "progress: 10% "],
+        "{}",
+        s.stderr()
+    );
+}
+
+#[test]
 fn a_container_logs_split_line_survives_a_restart_between_its_pieces() {
     let s = Scratch::new();
     let log = s.path("app.log");

@@ -61,6 +61,11 @@ struct OpenEvent {
     arrived: DateTime<Utc>,
 }
 
+/// How long a split CRI line waits for its next piece before it is sent as far as it got. A
+/// runtime writes the pieces of a long line one after another as the container writes it, so
+/// the next piece is late only where the container stopped halfway through a line.
+pub const PARTIAL_LINE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A line of a CRI container log that the runtime split (`P` pieces), being put back together.
 #[derive(Debug)]
 struct PartialLine {
@@ -73,6 +78,10 @@ struct PartialLine {
     start: u64,
     /// It grew over the line limit and was cut.
     truncated: bool,
+    /// When its latest piece came: one whose next piece does not come within
+    /// [`PARTIAL_LINE_TIMEOUT`] is sent as far as it got, so a container that wrote half a
+    /// line and went quiet holds neither its line nor the checkpoint.
+    arrived: Instant,
 }
 
 impl PartialLine {
@@ -173,8 +182,27 @@ impl LineDecoder {
 
     /// When the open multiline event is due to be sent as it is, if one is open.
     pub fn deadline(&self) -> Option<Instant> {
-        self.open.as_ref()?;
-        self.joiner.as_ref()?.deadline()
+        let open = self
+            .open
+            .as_ref()
+            .and_then(|_| self.joiner.as_ref()?.deadline());
+        let partial = self
+            .partials
+            .iter()
+            .map(|p| p.arrived + self.partial_timeout())
+            .min();
+        open.into_iter().chain(partial).min()
+    }
+
+    /// How long a split CRI line waits for its next piece: [`PARTIAL_LINE_TIMEOUT`], or the
+    /// multiline timeout where that is longer.
+    fn partial_timeout(&self) -> Duration {
+        self.settings
+            .multiline
+            .as_ref()
+            .map_or(PARTIAL_LINE_TIMEOUT, |m| {
+                m.timeout.max(PARTIAL_LINE_TIMEOUT)
+            })
     }
 
     /// Moves every complete event of `framer` (and with `at_eof`, the unterminated last line
@@ -247,6 +275,7 @@ impl LineDecoder {
         let open = self.partials.iter().position(|p| p.stream == cri.stream);
         match open.map(|at| &mut self.partials[at]) {
             Some(partial) => {
+                partial.arrived = Instant::now();
                 let text = &frame.line[cri.text_at..];
                 let room = self
                     .settings
@@ -263,6 +292,7 @@ impl LineDecoder {
                     text: BytesMut::from(&frame.line[..]),
                     start: frame.start,
                     truncated: frame.truncated,
+                    arrived: Instant::now(),
                 });
             }
             None => return Some(frame),
@@ -302,15 +332,32 @@ impl LineDecoder {
         self.report(tally);
     }
 
-    /// Sends the open multiline event as it is if no line came for its timeout.
+    /// Sends the open multiline event as it is if no line came for its timeout, and a split
+    /// CRI line whose next piece did not come for as long (into the multiline event, where
+    /// one is joined). Returns how many events were added.
     pub fn flush_expired(&mut self, now: Instant, events: &mut Vec<Event>) -> usize {
-        if self.deadline().is_none_or(|deadline| deadline > now) {
-            return 0;
-        }
+        let before = events.len();
         let mut tally = Tally::default();
-        self.close_open(events, &mut tally);
+        let timeout = self.partial_timeout();
+        let (expired, waiting) = std::mem::take(&mut self.partials)
+            .into_iter()
+            .partition(|p: &PartialLine| p.arrived + timeout <= now);
+        self.partials = waiting;
+        let clock = self.clock.unwrap_or_else(Utc::now);
+        for partial in expired {
+            self.line(partial.into_frame(), clock, now, events, &mut tally);
+        }
+        let open_expired = self.open.is_some()
+            && self
+                .joiner
+                .as_ref()
+                .and_then(Joiner::deadline)
+                .is_some_and(|deadline| deadline <= now);
+        if open_expired {
+            self.close_open(events, &mut tally);
+        }
         self.report(tally);
-        1
+        events.len() - before
     }
 
     /// Sends the open multiline event, and a split CRI line, as they are (the stream ended).
@@ -751,6 +798,30 @@ mod tests {
         assert_eq!(messages(&events), ["0123456789"]);
         let cut = metrics.counter_with_reason("in", "lines_modified", Some("truncated"));
         assert_eq!(cut.get(), 1);
+    }
+
+    #[test]
+    fn a_split_container_line_whose_last_piece_never_comes_is_sent_after_the_timeout() {
+        let (mut cri, _metrics) = decoder(LineSettings {
+            decoding: Decoding::Cri,
+            ..LineSettings::plain(1024)
+        });
+        let mut framer = LineFramer::at_offset(1024, 100);
+        framer.buffer_mut().extend_from_slice(
+            b"2024-05-31T10:00:00Z stdout F ready\n\
+              2024-05-31T10:00:01Z stdout P progress: 10% \n",
+        );
+        let mut events = Vec::new();
+        cri.drain(&mut framer, &mut events, 100, false);
+        assert_eq!(messages(&events), ["ready"]);
+        assert_eq!(cri.open_event_start(), Some(136), "before the held piece");
+        let deadline = cri.deadline().expect("the held piece has a deadline");
+        // Not before its time.
+        assert_eq!(cri.flush_expired(Instant::now(), &mut events), 0);
+        assert_eq!(cri.flush_expired(deadline, &mut events), 1);
+        assert_eq!(messages(&events), ["ready", "progress: 10% "]);
+        assert_eq!(cri.open_event_start(), None, "the checkpoint moves on");
+        assert_eq!(cri.deadline(), None);
     }
 
     #[test]
