@@ -140,13 +140,13 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value = "flex")]
     pub(crate) backend: deepsentry_model::BackendKind,
     /// Most lines (events) to train on: the last ones of the inputs, read in order, so that a
-    /// training's memory and time stay bounded (about 400 MB and a few minutes on two cores at
+    /// training's memory and time stay bounded (about 1 GB and five minutes on two cores at
     /// the default); 0 trains on every line.
     #[arg(long, default_value_t = defaults::MAX_LINES)]
     pub(crate) max_lines: usize,
     /// Most windows the detector is trained on over all its passes, so that a long log's
     /// training time stays bounded (a log of one stream has a window per line: at the default,
-    /// 40 passes up to 25,000 lines, one pass at a million); 0 trains every pass.
+    /// 40 passes up to 25,000 lines, one from 500,000 on); 0 trains every pass.
     #[arg(long, default_value_t = defaults::MAX_WINDOWS)]
     pub(crate) max_windows: usize,
     /// Share of sessions held out to calibrate the threshold floor.
