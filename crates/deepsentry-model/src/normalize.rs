@@ -195,6 +195,18 @@ fn is_email(token: &[u8]) -> bool {
         })
 }
 
+/// A relative path or a namespaced name: names of letters (and `.`, `_`, `-`) joined by
+/// slashes, a name on each side of every slash (`conf/app.yml`, `kube-system/coredns-abcde`).
+fn is_relative_path(token: &[u8]) -> bool {
+    token.split(|&b| b == b'/').all(|name| {
+        !name.is_empty()
+            && name.iter().any(u8::is_ascii_alphabetic)
+            && name
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    })
+}
+
 /// Classifies one token (trailing punctuation already removed).
 fn classify(token: &[u8]) -> Option<&'static str> {
     if is_windows_path(token) {
@@ -213,10 +225,12 @@ fn classify(token: &[u8]) -> Option<&'static str> {
         return Some(mask::EMAIL);
     }
     if !digit {
-        // Paths and URLs need no digit: `/user/root/x`, `https://example.com/login`.
+        // Paths and URLs need no digit: `/user/root/x`, `https://example.com/login`, and
+        // neither do relative paths or names within a namespace (`conf/app.yml`,
+        // `monitoring/web-abcde`, `application/json`).
         let path = token.len() > 1 && token[0] == b'/' && token[1..].contains(&b'/');
         let url = slash && token.windows(3).any(|w| w == b"://");
-        return (path || url).then_some(mask::PATH);
+        return (path || url || (slash && is_relative_path(token))).then_some(mask::PATH);
     }
     // Addresses and numbers hold no letter; hex values (`0x1f`, `deadbeef01`) do.
     if is_block(token) {

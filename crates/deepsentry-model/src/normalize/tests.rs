@@ -268,6 +268,19 @@ fn windows_paths_and_urls_are_paths() {
         template("GET https://example.com/login done"),
         "GET <PATH> done"
     );
+    // Relative paths and names in a namespace, with or without a digit: a pod's, an Android
+    // component's, a content type.
+    assert_eq!(
+        template("synced pod=\"monitoring/web-abcde\" reading conf/app.yml"),
+        "synced pod=\"<PATH>\" reading <PATH>"
+    );
+    assert_eq!(
+        template("START cmp=com.tencent.mm/.ui.LauncherUI type application/json"),
+        "START cmp=<PATH> type <PATH>"
+    );
+    // A word with a slash and no name on one side is not one (a token with a digit and a
+    // slash, such as `3/4`, is masked as a path anyway).
+    assert_eq!(template("done 3/4 and/ /or"), "done <PATH> and/ /or");
     // An octal escape is no path: HPC's `\042alt0\042` is a quoted component name.
     assert_eq!(
         template(r"Component \042alt0\042 is in the unavailable state"),
