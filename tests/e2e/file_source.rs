@@ -321,8 +321,6 @@ fn a_container_log_file_decodes_with_cri() {
     );
 }
 
-/// A long line the runtime split, stopped between its pieces: the checkpoint stays before the
-/// first piece, so the next start puts the line together whole, and nothing is sent twice.
 #[test]
 fn a_container_logs_split_line_whose_last_piece_never_comes_is_sent_while_tailing() {
     // A container that wrote half a line and went quiet: the piece goes out as far as it got
@@ -334,10 +332,7 @@ fn a_container_logs_split_line_whose_last_piece_never_comes_is_sent_while_tailin
         "2024-05-31T10:00:01Z stdout P progress: 10% ".to_owned(),
     ];
     write_lines(&log, &lines, false);
-    let config = s.pipeline(
-        "tail.yml",
-        &TAIL.replace("READ_FROM", "read_from: beginning\n    decoding: cri"),
-    );
+    let config = tail_pipeline(&s, "beginning\n    decoding: cri");
     let mut child = s.start(&config, Stdio::null(), Stdio::null());
     wait_for_lines(&s, &s.path("out.log"), 2, WAIT);
     stop(&s, &mut child);
@@ -349,6 +344,8 @@ fn a_container_logs_split_line_whose_last_piece_never_comes_is_sent_while_tailin
     );
 }
 
+/// A long line the runtime split, stopped between its pieces: the checkpoint stays before the
+/// first piece, so the next start puts the line together whole, and nothing is sent twice.
 #[test]
 fn a_container_logs_split_line_survives_a_restart_between_its_pieces() {
     let s = Scratch::new();
@@ -356,10 +353,7 @@ fn a_container_logs_split_line_survives_a_restart_between_its_pieces() {
     let first = "2024-05-31T10:00:00Z stdout F ready".to_owned();
     let piece = "2024-05-31T10:00:01Z stderr P a line the runtime split ".to_owned();
     write_lines(&log, &[first, piece], false);
-    let config = s.pipeline(
-        "tail.yml",
-        &TAIL.replace("READ_FROM", "read_from: beginning\n    decoding: cri"),
-    );
+    let config = tail_pipeline(&s, "beginning\n    decoding: cri");
     let mut child = s.start(&config, Stdio::null(), Stdio::null());
     wait_for_lines(&s, &s.path("out.log"), 1, WAIT);
     // Long enough for a poll to have read the piece.

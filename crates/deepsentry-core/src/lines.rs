@@ -336,6 +336,10 @@ impl LineDecoder {
     /// CRI line whose next piece did not come for as long (into the multiline event, where
     /// one is joined). Returns how many events were added.
     pub fn flush_expired(&mut self, now: Instant, events: &mut Vec<Event>) -> usize {
+        // Sources call this on every poll: nothing due is the common case, and costs nothing.
+        if self.deadline().is_none_or(|deadline| deadline > now) {
+            return 0;
+        }
         let before = events.len();
         let mut tally = Tally::default();
         let timeout = self.partial_timeout();
